@@ -1,0 +1,79 @@
+"""Turn S3 keys into safe, unique names inside the archive.
+
+Pure functions. Two promises: no name escapes the extraction directory
+(``..``, absolute paths, drive letters, backslashes, NUL), and no entry is
+silently shadowed by another with the same name, which is what users of other
+zippers lose files to (s3-zip #66, client-zip #32).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+# Control characters (including NUL) make names that some extractors truncate
+# or refuse; they are replaced, not dropped, so distinct keys stay distinct.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+MAX_NAME_BYTES = 65535  # the ZIP name-length field is 16 bits
+FALLBACK_NAME = "unnamed"
+
+
+def sanitize(name: str) -> str:
+    """Return a relative POSIX path that stays inside the archive root.
+
+    Backslashes become separators (Windows extractors treat them so), a drive
+    prefix and leading slashes go, and ``.``/``..``/empty segments are dropped:
+    ``../../etc/passwd`` becomes ``etc/passwd``. Names are NFC-normalised so the
+    same visible name from macOS (NFD) and Linux (NFC) sources dedupes.
+    """
+    name = unicodedata.normalize("NFC", name)
+    name = _CONTROL.sub("_", name).replace("\\", "/")
+    name = _DRIVE.sub("", name)
+    parts = [p for p in name.split("/") if p not in ("", ".", "..")]
+    cleaned = "/".join(parts)
+    if not cleaned:
+        return FALLBACK_NAME
+    while len(cleaned.encode("utf-8")) > MAX_NAME_BYTES:
+        cleaned = cleaned[: len(cleaned) // 2]
+    return cleaned
+
+
+def _with_suffix(name: str, n: int) -> str:
+    """``dir/a.pdf`` -> ``dir/a (n).pdf``; a dotfile or extensionless name gets the suffix at the end."""
+    head, sep, base = name.rpartition("/")
+    stem, dot, ext = base.rpartition(".")
+    if not stem:  # no extension, or a dotfile like ".env"
+        stem, dot, ext = base, "", ""
+    return f"{head}{sep}{stem} ({n}){dot}{ext}"
+
+
+def unique_names(names: Iterable[str]) -> list[str]:
+    """Sanitize and deduplicate, deterministically, in input order.
+
+    Comparison ignores case because macOS and Windows extract ``A.pdf`` over
+    ``a.pdf``. A generated name never collides with a later original either:
+    for ``a.pdf, a.pdf, a (1).pdf`` the second becomes ``a (1).pdf`` and the
+    third ``a (1) (1).pdf``. Two passes make that possible without lookahead
+    surprises: originals are reserved first, then clashes are renamed.
+    """
+    cleaned = [sanitize(n) for n in names]
+    taken: set[str] = set()
+    first_owner: dict[str, int] = {}
+    for i, name in enumerate(cleaned):
+        first_owner.setdefault(name.casefold(), i)
+    # An original name is reserved only by its first holder.
+    taken.update(first_owner)
+    out: list[str] = []
+    for i, name in enumerate(cleaned):
+        key = name.casefold()
+        if first_owner[key] == i:
+            out.append(name)
+            continue
+        n = 1
+        while (candidate := _with_suffix(name, n)).casefold() in taken:
+            n += 1
+        taken.add(candidate.casefold())
+        out.append(candidate)
+    return out

@@ -1,0 +1,90 @@
+"""Sizes decided before the first byte moves: ranges, parts, budget shares.
+
+Pure arithmetic, so it is unit-tested exhaustively and the I/O modules only
+follow the numbers. The archive length is exact (sized zip stream), so the
+part size is chosen once and the 10,000-part limit can never be hit mid-job.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .models import MiB, BudgetTooSmallError
+
+S3_MIN_PART = 5 * MiB
+S3_MAX_PART = 5 * 1024 * MiB
+S3_MAX_PARTS = 10_000
+# Aim below the hard limit so a plan that is off by a little still fits.
+TARGET_MAX_PARTS = 9_000
+# Below this an archive is written with one PutObject (S3 rejects smaller
+# multipart parts anyway, except the last).
+SINGLE_PUT_LIMIT = S3_MIN_PART
+
+
+def part_size_for(archive_bytes: int, min_part_size: int = 8 * MiB) -> int:
+    """max(min_part_size, ceil(archive / 9,000)), rounded up to a whole MiB.
+
+    Whole MiB keeps part buffers a few distinct sizes, which the allocator
+    reuses better than odd sizes.
+    """
+    need = math.ceil(archive_bytes / TARGET_MAX_PARTS)
+    size = max(min_part_size, S3_MIN_PART, need)
+    size = math.ceil(size / MiB) * MiB
+    if size > S3_MAX_PART:
+        raise BudgetTooSmallError(
+            f"archive of {archive_bytes} bytes needs parts over S3's 5 GiB part limit"
+        )
+    return size
+
+
+def byte_ranges(size: int, range_size: int) -> list[tuple[int, int]]:
+    """Split ``size`` bytes into ``[start, end)`` ranges; an empty object has none."""
+    return [(start, min(start + range_size, size)) for start in range(0, size, range_size)]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetShares:
+    """How one job splits its byte budget between stages.
+
+    ``part_buffers`` buffers of ``part_size`` bytes (one filling, the rest
+    uploading); everything else is read-ahead. Both are fixed at start, so
+    the reader can never starve the uploader of a buffer (or the reverse):
+    that split is what makes the pipeline deadlock-free.
+    """
+
+    part_size: int
+    part_buffers: int
+    read_window: int
+
+    @property
+    def total(self) -> int:
+        return self.part_size * self.part_buffers + self.read_window
+
+
+def split_budget(
+    budget_bytes: int,
+    part_size: int,
+    range_size: int,
+    upload_concurrency: int,
+    single_put: bool = False,
+) -> BudgetShares:
+    """Give uploads up to half the budget and read-ahead the rest.
+
+    The minimum that works is one part buffer plus one read range; below
+    that the job fails at start with a message that says how much it needs.
+    A single-PutObject archive needs one buffer of exactly its size.
+    """
+    minimum = part_size + range_size
+    if budget_bytes < minimum:
+        raise BudgetTooSmallError(
+            f"budget of {budget_bytes / MiB:.1f} MiB is too small: this archive needs at least "
+            f"{math.ceil(minimum / MiB)} MiB (one {part_size // MiB} MiB upload part plus one "
+            f"{range_size // MiB} MiB read range)"
+        )
+    if single_put:
+        return BudgetShares(part_size, 1, budget_bytes - part_size)
+    wanted = upload_concurrency + 1  # the one being filled plus those in flight
+    fit = (budget_bytes // 2) // part_size
+    buffers = max(1, min(wanted, fit))
+    return BudgetShares(part_size, buffers, budget_bytes - buffers * part_size)

@@ -1,0 +1,201 @@
+"""The engine's vocabulary: what goes in, what the plan knows, what comes out.
+
+Plain frozen dataclasses with no I/O, so every stage (plan, read, zip,
+upload) and every caller (CLI, job worker, Lambda) speaks the same types.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+MiB = 1024 * 1024
+
+
+class Compression(StrEnum):
+    """PDFs are already compressed, so STORED is the default: deflate costs
+    about 44 MiB/s of CPU per core for a few percent of size."""
+
+    STORED = "stored"
+    DEFLATE = "deflate"
+
+
+class MissingPolicy(StrEnum):
+    """What a missing or unreadable source does to the job."""
+
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceObject:
+    """One object to put in the archive. ``arcname`` defaults to the key."""
+
+    bucket: str
+    key: str
+    arcname: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where the archive goes. ``filename`` feeds Content-Disposition."""
+
+    bucket: str
+    key: str
+
+    @property
+    def filename(self) -> str:
+        return self.key.rsplit("/", 1)[-1] or "archive.zip"
+
+    @classmethod
+    def parse(cls, url: str) -> Destination:
+        """Parse ``s3://bucket/key``; anything else is a caller error."""
+        if not url.startswith("s3://"):
+            raise ValueError(f"destination must look like s3://bucket/key.zip, got {url!r}")
+        bucket, _, key = url[len("s3://") :].partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise ValueError(f"destination must name a bucket and a key, got {url!r}")
+        return cls(bucket=bucket, key=key)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEntry:
+    """A source that exists, with what HEAD told us and its final arcname.
+
+    ``etag`` pins the version we read (GET with If-Match), so an object
+    overwritten mid-job fails the job instead of corrupting the archive.
+    """
+
+    source: SourceObject
+    arcname: str
+    size: int
+    etag: str
+    last_modified: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SourceProblem:
+    """A source we could not use, and why (``NoSuchKey``, ``AccessDenied``...)."""
+
+    bucket: str
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything known before the first byte moves."""
+
+    entries: tuple[PlannedEntry, ...]
+    skipped: tuple[SourceProblem, ...] = ()
+
+    @property
+    def total_source_bytes(self) -> int:
+        return sum(e.size for e in self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot for progress callbacks; cheap to build, safe to keep."""
+
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+    files_total: int
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.bytes_total == 0 else self.bytes_done / self.bytes_total
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ZipOptions:
+    """Tuning knobs. Defaults suit S3 from a Lambda or a small container.
+
+    ``budget_bytes`` bounds every buffer the job holds at once: read-ahead,
+    the part being filled and the parts in flight.
+    """
+
+    budget_bytes: int = 64 * MiB
+    compression: Compression = Compression.STORED
+    missing: MissingPolicy = MissingPolicy.FAIL
+    head_concurrency: int = 64
+    read_concurrency: int = 32
+    upload_concurrency: int = 4
+    range_size: int = 8 * MiB
+    min_part_size: int = 8 * MiB
+    read_attempts: int = 5
+    progress_interval_s: float = 0.25
+    content_type: str = "application/zip"
+
+
+@dataclass(frozen=True, slots=True)
+class ZipResult:
+    """What a finished job produced. ``crc32``/``size`` describe the archive bytes."""
+
+    destination: Destination
+    files: int
+    source_bytes: int
+    archive_bytes: int
+    parts: int
+    part_size: int
+    seconds: float
+    etag: str
+    skipped: tuple[SourceProblem, ...] = ()
+    peak_budget_bytes: int = 0
+    archive_crc32: int | None = field(default=None)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.archive_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+class ZipJobError(Exception):
+    """Base of every error the engine raises on purpose; ``str()`` is user-facing."""
+
+    code = "ZipJobError"
+
+
+class MissingSourcesError(ZipJobError):
+    """Raised before any upload starts, naming every source we could not read."""
+
+    code = "MissingSources"
+
+    def __init__(self, problems: list[SourceProblem] | tuple[SourceProblem, ...]) -> None:
+        self.problems = tuple(problems)
+        names = ", ".join(f"s3://{p.bucket}/{p.key} ({p.reason})" for p in self.problems[:20])
+        more = f" and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
+        super().__init__(f"{len(self.problems)} source(s) missing or unreadable: {names}{more}")
+
+
+class SourceChangedError(ZipJobError):
+    """A source's ETag changed between plan and read (If-Match failed)."""
+
+    code = "SourceChanged"
+
+    def __init__(self, bucket: str, key: str) -> None:
+        self.bucket, self.key = bucket, key
+        super().__init__(f"s3://{bucket}/{key} changed while the archive was being built")
+
+
+class BudgetTooSmallError(ZipJobError):
+    """The byte budget cannot hold even one upload part plus one read range."""
+
+    code = "BudgetTooSmall"
+
+
+class EmptyArchiveError(ZipJobError):
+    """No sources (left) to archive."""
+
+    code = "EmptyArchive"
+
+
+class ReadFailedError(ZipJobError):
+    """A range could not be read after every retry."""
+
+    code = "ReadFailed"
