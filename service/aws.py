@@ -39,14 +39,13 @@ class AwsSettings:
 
 def client_config(max_pool_connections: int = 64, *, path_style: bool = False) -> Config:
     """botocore Config shared by every client we create."""
-    s3_opts: dict[str, Any] = {"addressing_style": "path" if path_style else "auto"}
     return Config(
         signature_version="s3v4",
         retries={"mode": "standard", "max_attempts": 5},
         max_pool_connections=max_pool_connections,
         connect_timeout=10,
         read_timeout=60,
-        s3=s3_opts,
+        s3={"addressing_style": "path" if path_style else "auto"},
         # Ask for checksums only where an API requires them: the ZIP entries
         # carry CRC-32s already and MD5/CRC of every 8 MiB part costs CPU on
         # the one core the event loop has.

@@ -41,7 +41,7 @@ def sanitize(name: str) -> str:
 
 
 def _with_suffix(name: str, n: int) -> str:
-    """``dir/a.pdf`` -> ``dir/a (n).pdf``; a dotfile or extensionless name gets the suffix at the end."""
+    """``dir/a.pdf`` -> ``dir/a (n).pdf``; a dotfile or bare name gets it at the end."""
     head, sep, base = name.rpartition("/")
     stem, dot, ext = base.rpartition(".")
     if not stem:  # no extension, or a dotfile like ".env"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .models import MiB, BudgetTooSmallError
+from .models import BudgetTooSmallError, MiB
 
 S3_MIN_PART = 5 * MiB
 S3_MAX_PART = 5 * 1024 * MiB
@@ -87,4 +87,8 @@ def split_budget(
     wanted = upload_concurrency + 1  # the one being filled plus those in flight
     fit = (budget_bytes // 2) // part_size
     buffers = max(1, min(wanted, fit))
+    # The read window must hold at least one whole range, or a range could
+    # never be granted.
+    while buffers > 1 and budget_bytes - buffers * part_size < range_size:
+        buffers -= 1
     return BudgetShares(part_size, buffers, budget_bytes - buffers * part_size)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 MiB = 1024 * 1024
@@ -136,7 +136,7 @@ class ZipOptions:
 
 @dataclass(frozen=True, slots=True)
 class ZipResult:
-    """What a finished job produced. ``crc32``/``size`` describe the archive bytes."""
+    """What a finished job produced; ``peak_budget_bytes`` is the engine's own accounting."""
 
     destination: Destination
     files: int
@@ -148,7 +148,6 @@ class ZipResult:
     etag: str
     skipped: tuple[SourceProblem, ...] = ()
     peak_budget_bytes: int = 0
-    archive_crc32: int | None = field(default=None)
 
     @property
     def mb_per_s(self) -> float:

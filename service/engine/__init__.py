@@ -1,0 +1,44 @@
+"""The streaming ZIP engine: many S3 objects in, one S3 archive out, bounded memory.
+
+Read ``pipeline.py`` first: it joins the stages in the order bytes flow.
+"""
+
+from .budget import Budget
+from .models import (
+    BudgetTooSmallError,
+    Compression,
+    Destination,
+    EmptyArchiveError,
+    MiB,
+    MissingPolicy,
+    MissingSourcesError,
+    Progress,
+    ReadFailedError,
+    SourceChangedError,
+    SourceObject,
+    ZipJobError,
+    ZipOptions,
+    ZipResult,
+)
+from .pipeline import build_zip
+from .planner import list_prefix
+
+__all__ = [
+    "Budget",
+    "BudgetTooSmallError",
+    "Compression",
+    "Destination",
+    "EmptyArchiveError",
+    "MiB",
+    "MissingPolicy",
+    "MissingSourcesError",
+    "Progress",
+    "ReadFailedError",
+    "SourceChangedError",
+    "SourceObject",
+    "ZipJobError",
+    "ZipOptions",
+    "ZipResult",
+    "build_zip",
+    "list_prefix",
+]

@@ -1,0 +1,193 @@
+"""Read: many ranged GETs in flight, across file boundaries, in archive order.
+
+Every source is cut into ranges (about 8 MiB; a small object is one range).
+One scheduler walks the ranges in archive order and, for each, waits for
+read-ahead budget and a connection slot, then starts its GET. Granting in
+archive order is what keeps this deadlock-free: the range the ZIP stream
+needs next always got its budget before any range after it.
+
+A range is read straight into one preallocated buffer (``readinto``, no
+join copies) and handed over in pieces of about 1 MiB as they arrive, so the
+ZIP stream can start on a range before its last byte is in.
+
+Failure handling is per range: a broken connection mid-body resumes from
+the byte where it broke, with backoff, without restarting the job. If-Match
+pins the ETag from the plan, so an overwritten source fails the job loudly
+(SourceChangedError) instead of producing an archive with mixed versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+from .budget import ByteSemaphore
+from .layout import byte_ranges
+from .models import MiB, PlannedEntry, ReadFailedError, SourceChangedError
+
+PIECE = 1 * MiB
+
+# Errors after which the same range is simply asked for again from where it
+# broke. botocore has already retried 5xx/throttling for the request itself;
+# these are the failures that happen while the body streams.
+RETRYABLE = (
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+
+class RangeSlot:
+    """One range of one entry: filled by its GET, drained by the ZIP stream.
+
+    ``pieces`` is appended by the reader and popped by the zip stream, possibly
+    from the zip worker thread (deflate); deque append/popleft are atomic.
+    ``done`` is set only after the last piece is appended.
+    """
+
+    __slots__ = ("consumed", "done", "end", "entry", "error", "pieces", "start")
+
+    def __init__(self, entry: PlannedEntry, start: int, end: int) -> None:
+        self.entry = entry
+        self.start = start
+        self.end = end
+        self.pieces: deque[memoryview] = deque()
+        self.done = False
+        self.consumed = 0
+        self.error: BaseException | None = None
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    @property
+    def drained(self) -> bool:
+        return self.done and not self.pieces
+
+
+def slots_for(entries: Sequence[PlannedEntry], range_size: int) -> list[list[RangeSlot]]:
+    """Each entry's ranges, in archive order. A 0-byte entry has none."""
+    return [
+        [RangeSlot(e, start, end) for start, end in byte_ranges(e.size, range_size)]
+        for e in entries
+    ]
+
+
+class RangeReader:
+    """Fills ``RangeSlot``s in archive order under a read-ahead budget."""
+
+    def __init__(
+        self,
+        s3: Any,
+        slots: Sequence[RangeSlot],
+        budget: ByteSemaphore,
+        *,
+        concurrency: int,
+        attempts: int,
+        on_data: Callable[[], None],
+    ) -> None:
+        self._s3 = s3
+        self._slots = slots
+        self._budget = budget
+        self._connections = asyncio.Semaphore(concurrency)
+        self._attempts = attempts
+        self._on_data = on_data
+
+    async def run(self) -> None:
+        """Start every range's GET in order; return when all are read."""
+        async with asyncio.TaskGroup() as tg:
+            for slot in self._slots:
+                await self._budget.acquire(slot.length)
+                await self._connections.acquire()
+                tg.create_task(self._fetch(slot))
+
+    async def _fetch(self, slot: RangeSlot) -> None:
+        try:
+            await self._fetch_with_retries(slot)
+        finally:
+            self._connections.release()
+
+    async def _fetch_with_retries(self, slot: RangeSlot) -> None:
+        buf = bytearray(slot.length)
+        view = memoryview(buf)
+        filled = 0
+        failures = 0
+        while True:
+            try:
+                filled = await self._read_into(slot, view, filled)
+                return
+            except RETRYABLE as err:
+                failures += 1
+                if failures >= self._attempts:
+                    raise ReadFailedError(
+                        f"reading s3://{slot.entry.source.bucket}/{slot.entry.source.key} "
+                        f"bytes {slot.start + filled}-{slot.end - 1} failed "
+                        f"{failures} times: {type(err).__name__}"
+                    ) from err
+                # Full jitter backoff; resume from the last byte that arrived.
+                await asyncio.sleep(random.uniform(0, min(5.0, 0.1 * 2**failures)))
+                filled = self._filled_so_far(slot)
+
+    @staticmethod
+    def _filled_so_far(slot: RangeSlot) -> int:
+        """Bytes already handed over (pieces queued + consumed) survive a retry."""
+        return slot.consumed + sum(len(p) for p in slot.pieces)
+
+    async def _read_into(self, slot: RangeSlot, view: memoryview, filled: int) -> int:
+        src = slot.entry.source
+        try:
+            resp = await self._s3.get_object(
+                Bucket=src.bucket,
+                Key=src.key,
+                Range=f"bytes={slot.start + filled}-{slot.end - 1}",
+                IfMatch=slot.entry.etag,
+            )
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                raise SourceChangedError(src.bucket, src.key) from err
+            raise
+        body = resp["Body"]
+        handed_over = filled
+        try:
+            while filled < slot.length:
+                n = await body.readinto(view[filled:])
+                if n == 0:
+                    raise IncompleteReadError(actual_bytes=filled, expected_bytes=slot.length)
+                filled += n
+                if filled - handed_over >= PIECE or filled == slot.length:
+                    slot.pieces.append(view[handed_over:filled])
+                    handed_over = filled
+                    self._on_data()
+        finally:
+            # A fully read body goes back to the connection pool; a broken one
+            # is closed so the pool never hands out a half-read connection.
+            if filled == slot.length:
+                body.release()
+            else:
+                body.close()
+            # Whatever arrived before a failure is kept; only the rest is re-read.
+            if handed_over < filled:
+                slot.pieces.append(view[handed_over:filled])
+                self._on_data()
+        slot.done = True
+        self._on_data()
+        return filled

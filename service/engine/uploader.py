@@ -1,0 +1,235 @@
+"""Upload: the ZIP stream into S3 parts, several in flight, never orphaned.
+
+The zip stream writes into a part buffer; a full buffer goes up as one
+UploadPart while the next one fills. Buffers come from the job's part budget
+and are reused (allocating 8+ MiB per part fragments the heap; FIELD_NOTES),
+so the number of parts in flight is exactly what the budget allows.
+
+The multipart upload is created lazily when the first part is full: an
+archive that fits one buffer goes up as one PutObject, the cheapest request
+and the only legal one below S3's 5 MiB part minimum.
+
+``abort()`` is the promise that matters: on any failure or cancellation it
+waits for the in-flight parts to stop, then aborts the upload, shielded from
+a second cancellation, so no incomplete upload is left to bill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from .budget import ByteSemaphore
+from .models import Destination
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    etag: str
+    parts: int
+    bytes: int
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback and the RFC 5987 UTF-8 name."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    encoded = urllib.parse.quote(filename, safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+class PartWriter:
+    """A sink for the zip stream that turns bytes into S3 parts."""
+
+    def __init__(
+        self,
+        s3: Any,
+        destination: Destination,
+        *,
+        part_size: int,
+        budget: ByteSemaphore,
+        content_type: str,
+        expected_bytes: int | None,
+    ) -> None:
+        self._s3 = s3
+        self._dest = destination
+        self._part_size = part_size
+        self._budget = budget
+        self._content_type = content_type
+        self._expected = expected_bytes
+        self._free: list[bytearray] = []
+        self._buf: bytearray | None = None
+        self._fill = 0
+        self._written = 0
+        self._parts: dict[int, str] = {}
+        self._next_part = 1
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._create: asyncio.Task[str] | None = None
+        self._failure: BaseException | None = None
+
+    @property
+    def bytes_written(self) -> int:
+        return self._written
+
+    async def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            self._raise_failure()
+            if self._buf is None:
+                self._buf = await self._take_buffer()
+            room = len(self._buf) - self._fill
+            n = min(room, len(view))
+            self._buf[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            self._written += n
+            view = view[n:]
+            if self._fill == len(self._buf):
+                self._send_part()
+
+    async def finish(self) -> UploadResult:
+        """Upload what is left and complete; refuse an archive of the wrong length."""
+        self._raise_failure()
+        if self._expected is not None and self._written != self._expected:
+            raise RuntimeError(
+                f"archive is {self._written} bytes, planned {self._expected}: not completing"
+            )
+        if self._create is None:
+            return await self._put_single()
+        if self._fill:
+            self._send_part()
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+        self._raise_failure()
+        upload_id = await self._create
+        parts = [{"PartNumber": n, "ETag": etag} for n, etag in sorted(self._parts.items())]
+        resp = await self._s3.complete_multipart_upload(
+            Bucket=self._dest.bucket,
+            Key=self._dest.key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+        return UploadResult(str(resp.get("ETag", "")), len(parts), self._written)
+
+    async def abort(self) -> None:
+        """Stop in-flight parts, then abort the multipart upload (if one began)."""
+        await asyncio.shield(self._abort())
+
+    async def _abort(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._create is None:
+            return
+        try:
+            upload_id = await self._create
+        except Exception:
+            return  # the upload was never created
+        try:
+            await self._s3.abort_multipart_upload(
+                Bucket=self._dest.bucket, Key=self._dest.key, UploadId=upload_id
+            )
+        except Exception:
+            # The bucket's lifecycle rule (abort incomplete uploads after a
+            # day) is the backstop; say loudly that it is needed.
+            log.exception(
+                "could not abort multipart upload for s3://%s/%s", self._dest.bucket, self._dest.key
+            )
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _buffer_size(self) -> int:
+        """A part, or the whole archive when it is known to be smaller."""
+        if self._expected is not None and self._create is None:
+            return min(self._part_size, max(self._expected, 1))
+        return self._part_size
+
+    async def _take_buffer(self) -> bytearray:
+        size = self._buffer_size()
+        await self._budget.acquire(size)
+        for i, buf in enumerate(self._free):
+            if len(buf) == size:
+                return self._free.pop(i)
+        return bytearray(size)
+
+    def _give_back(self, buf: bytearray, acquired: int) -> None:
+        if len(buf) == acquired:
+            self._free.append(buf)
+        self._budget.release(acquired)
+
+    @staticmethod
+    def _body(buf: bytearray, fill: int) -> bytearray:
+        """The part's bytes as botocore accepts them (it refuses memoryviews).
+
+        Only the archive's last part is ever partial; it is trimmed in place
+        rather than copied, and not reused afterwards.
+        """
+        if fill < len(buf):
+            del buf[fill:]
+        return buf
+
+    def _send_part(self) -> None:
+        """Hand the full buffer to a background UploadPart; the next write takes a new one."""
+        assert self._buf is not None
+        buf, fill = self._buf, self._fill
+        self._buf, self._fill = None, 0
+        if self._create is None:
+            self._create = asyncio.ensure_future(self._create_upload())
+        number, self._next_part = self._next_part, self._next_part + 1
+        task = asyncio.ensure_future(self._upload_part(number, buf, fill))
+        self._tasks.add(task)
+        task.add_done_callback(self._part_done)
+
+    def _part_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    async def _create_upload(self) -> str:
+        resp = await self._s3.create_multipart_upload(
+            Bucket=self._dest.bucket,
+            Key=self._dest.key,
+            ContentType=self._content_type,
+            ContentDisposition=content_disposition(self._dest.filename),
+        )
+        return str(resp["UploadId"])
+
+    async def _upload_part(self, number: int, buf: bytearray, fill: int) -> None:
+        acquired = len(buf)
+        try:
+            assert self._create is not None
+            upload_id = await self._create
+            body = self._body(buf, fill)
+            resp = await self._s3.upload_part(
+                Bucket=self._dest.bucket,
+                Key=self._dest.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+            self._parts[number] = resp["ETag"]
+        finally:
+            self._give_back(buf, acquired)
+
+    async def _put_single(self) -> UploadResult:
+        buf, fill = self._buf, self._fill
+        acquired = 0 if buf is None else len(buf)
+        body = bytearray() if buf is None else self._body(buf, fill)
+        try:
+            resp = await self._s3.put_object(
+                Bucket=self._dest.bucket,
+                Key=self._dest.key,
+                Body=body,
+                ContentType=self._content_type,
+                ContentDisposition=content_disposition(self._dest.filename),
+            )
+        finally:
+            if buf is not None:
+                self._buf = None
+                self._give_back(buf, acquired)
+        return UploadResult(str(resp.get("ETag", "")), 1, self._written)
