@@ -63,7 +63,7 @@ class RangeSlot:
     ``done`` is set only after the last piece is appended.
     """
 
-    __slots__ = ("consumed", "done", "end", "entry", "error", "pieces", "start")
+    __slots__ = ("consumed", "done", "end", "entry", "pieces", "start")
 
     def __init__(self, entry: PlannedEntry, start: int, end: int) -> None:
         self.entry = entry
@@ -72,7 +72,6 @@ class RangeSlot:
         self.pieces: deque[memoryview] = deque()
         self.done = False
         self.consumed = 0
-        self.error: BaseException | None = None
 
     @property
     def length(self) -> int:

@@ -133,8 +133,6 @@ class EntryFeed:
                 self._cursor.drained.append(slot)
                 self._i += 1
                 continue
-            if slot.error is not None:
-                raise slot.error
             raise RuntimeError("zip stream stepped before its data arrived")
         self._cursor.entry_finished()
         raise StopIteration
