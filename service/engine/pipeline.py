@@ -35,7 +35,7 @@ from .models import (
 )
 from .planner import make_plan
 from .progress import ProgressReporter
-from .reader import RangeReader, slots_for
+from .reader import RangeReader
 from .uploader import PartWriter
 from .zip_stream import ArchiveStream, ZipPump, build_stream
 
@@ -97,8 +97,7 @@ async def build_zip(
     if not plan.entries:
         raise EmptyArchiveError("no sources to archive")
 
-    slots = slots_for(plan.entries, options.range_size)
-    stream, feeds, cursor = build_stream(plan.entries, slots, options.compression)
+    stream, feeds, cursor = build_stream(plan.entries, options.compression, options.range_size)
     part_size, length = _part_size(stream, plan, options)
     shares = _shares(plan, options, part_size, length)
     budget = budget or Budget(options.budget_bytes)
@@ -129,10 +128,12 @@ async def build_zip(
         )
         reader = RangeReader(
             s3,
-            [slot for entry_slots in slots for slot in entry_slots],
+            plan.entries,
             read_budget,
+            range_size=options.range_size,
             concurrency=options.read_concurrency,
             attempts=options.read_attempts,
+            on_slot=lambda index, slot: feeds[index].add(slot),
             on_data=pump.notify,
         )
         try:

@@ -105,46 +105,56 @@ class ArchiveStream(ZipStream):  # type: ignore[misc]
 class EntryFeed:
     """The iterator zipstream-ng pulls one entry's bytes from.
 
-    It never waits: the pump only steps the generator when ``ZipPump.ready``
-    says the next pull will find a piece (or the end). Pulling an empty slot
-    is a bug, and raises instead of blocking the loop.
+    It never waits: the pump only steps the generator when ``ready()`` says
+    the next pull will find a piece (or the end). Pulling before data arrived
+    is a bug, and raises instead of blocking the loop. Slots arrive from the
+    reader through ``add`` and are dropped once drained.
     """
 
-    def __init__(self, slots: list[RangeSlot], cursor: Cursor) -> None:
-        self._slots = slots
+    __slots__ = ("_cursor", "_left", "_slots")
+
+    def __init__(self, slot_count: int, cursor: Cursor) -> None:
+        self._slots: list[RangeSlot] = []
+        self._left = slot_count  # slots not yet drained, including those not yet added
         self._cursor = cursor
-        self._i = 0
+
+    def add(self, slot: RangeSlot) -> None:
+        self._slots.append(slot)
 
     def __iter__(self) -> EntryFeed:
         return self
 
     def __next__(self) -> memoryview:
-        while self._i < len(self._slots):
-            slot = self._slots[self._i]
+        while self._left:
+            if not self._slots:
+                raise RuntimeError("zip stream stepped before its data arrived")
+            slot = self._slots[0]
             if slot.pieces:
                 piece = slot.pieces.popleft()
                 slot.consumed += len(piece)
                 self._cursor.bytes_pulled += len(piece)
                 if slot.drained:
-                    self._cursor.drained.append(slot)
-                    self._i += 1
+                    self._drop_first()
                 return piece
-            if slot.done:
-                self._cursor.drained.append(slot)
-                self._i += 1
-                continue
-            raise RuntimeError("zip stream stepped before its data arrived")
+            if not slot.done:
+                raise RuntimeError("zip stream stepped before its data arrived")
+            self._drop_first()
         self._cursor.entry_finished()
         raise StopIteration
 
+    def _drop_first(self) -> None:
+        self._cursor.drained.append(self._slots.pop(0))
+        self._left -= 1
+
     def ready(self) -> bool:
         """Would ``next()`` return without waiting?"""
-        for slot in self._slots[self._i :]:
+        for slot in self._slots:
             if slot.pieces:
                 return True
             if not slot.done:
                 return False
-        return True
+        # Every added slot is drained: ready only if no more are to come.
+        return self._left == len(self._slots)
 
 
 class Cursor:
@@ -164,17 +174,15 @@ class Sink(Protocol):
 
 
 def build_stream(
-    entries: Sequence[PlannedEntry],
-    slots: Sequence[list[RangeSlot]],
-    compression: Compression,
+    entries: Sequence[PlannedEntry], compression: Compression, range_size: int
 ) -> tuple[ArchiveStream, list[EntryFeed], Cursor]:
-    """The archive stream with every entry queued, and the feeds behind it."""
+    """The archive stream with every entry queued, and the (empty) feeds behind it."""
     if compression is Compression.STORED:
         stream = ArchiveStream(sized=True)
     else:
         stream = ArchiveStream(compress_type=zipfile.ZIP_DEFLATED, compress_level=6)
     cursor = Cursor()
-    feeds = [EntryFeed(entry_slots, cursor) for entry_slots in slots]
+    feeds = [EntryFeed(-(-entry.size // range_size), cursor) for entry in entries]
     for entry, feed in zip(entries, feeds, strict=True):
         stream.add_entry(feed, entry.arcname, entry.size, entry.last_modified)
     return stream, feeds, cursor
