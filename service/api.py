@@ -1,0 +1,60 @@
+"""The standalone HTTP service: a thin aiohttp layer over service.jobs.http.
+
+All behaviour lives in ``service.jobs``; here we only read the body under
+the size limit (aiohttp's own limit answers text/plain, we want problem+json)
+and copy requests and responses across.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from .jobs import ApiError, HttpRequest, JobService, handle, problem_response
+from .jobs.validation import check_body_size
+
+log = logging.getLogger(__name__)
+
+SERVICE_KEY: web.AppKey[JobService] = web.AppKey("job_service", JobService)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refusing early from Content-Length and again while reading."""
+    if request.content_length is not None:
+        check_body_size(request.content_length, request.app[SERVICE_KEY].settings)
+    body = await request.content.read(limit + 1)
+    check_body_size(len(body), request.app[SERVICE_KEY].settings)
+    return body
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    svc = request.app[SERVICE_KEY]
+    try:
+        body = b""
+        if request.method in ("POST", "PUT", "PATCH"):
+            body = await _read_body(request, svc.settings.max_body_bytes)
+    except ApiError as err:
+        resp = problem_response(err.problem, err.headers)
+    else:
+        resp = await handle(
+            svc,
+            HttpRequest(
+                method=request.method,
+                path=request.path,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body,
+            ),
+        )
+    content_type = resp.headers.pop("Content-Type", "application/json")
+    return web.Response(
+        status=resp.status, body=resp.body, headers=resp.headers, content_type=content_type
+    )
+
+
+def make_app(svc: JobService) -> web.Application:
+    """The aiohttp app. The body limit is enforced in ``dispatch`` (problem+json)."""
+    app = web.Application(client_max_size=svc.settings.max_body_bytes + 1024 * 1024)
+    app[SERVICE_KEY] = svc
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

@@ -1,0 +1,131 @@
+"""JobRecord <-> DynamoDB item. The only module that knows the item layout.
+
+Attribute names are part of the deployment contract: ``jobId`` is the
+table's hash key (string) and ``ttl`` its TTL attribute (epoch seconds).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from ..engine import Compression, MissingPolicy
+from .models import JobError, JobProgress, JobRecord, JobRequest, JobStatus, Manifest
+
+HASH_KEY = "jobId"
+TTL_ATTRIBUTE = "ttl"
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def to_attr(value: Any) -> dict[str, Any]:
+    """One Python value as a DynamoDB AttributeValue (floats go through Decimal)."""
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    return dict(_ser.serialize(value))
+
+
+def key_of(job_id: str) -> dict[str, Any]:
+    return {HASH_KEY: {"S": job_id}}
+
+
+def encode(record: JobRecord) -> dict[str, Any]:
+    """The full item for a new job."""
+    req = record.request
+    plain: dict[str, Any] = {
+        HASH_KEY: record.job_id,
+        "kind": "job",
+        "status": record.status.value,
+        "bucket": req.bucket,
+        "name": req.name,
+        "missing": req.missing.value,
+        "compression": req.compression.value,
+        "dstBucket": record.dst_bucket,
+        "dstKey": record.dst_key,
+        "createdAt": iso(record.created_at),
+        "updatedAt": iso(record.updated_at),
+        TTL_ATTRIBUTE: record.expires_at,
+        "keysCount": record.keys_count,
+        "attempts": record.attempts,
+        **record.progress_item(),
+    }
+    if req.prefix is not None:
+        plain["prefix"] = req.prefix
+    if record.manifest is not None:
+        plain["manifestBucket"] = record.manifest.bucket
+        plain["manifestKey"] = record.manifest.key
+    elif req.keys is not None:
+        plain["keys"] = list(req.keys)
+    if record.error is not None:
+        plain["error"] = error_item(record.error)
+    return {name: to_attr(value) for name, value in plain.items()}
+
+
+def error_item(error: JobError) -> dict[str, Any]:
+    out: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.missing_keys:
+        out["missingKeys"] = list(error.missing_keys)
+    return out
+
+
+def decode(item: dict[str, Any]) -> JobRecord:
+    """A stored item back to a JobRecord; tolerant of attributes added later."""
+    d = {name: _de.deserialize(value) for name, value in item.items()}
+    keys = tuple(d["keys"]) if "keys" in d else None
+    manifest = (
+        Manifest(d["manifestBucket"], d["manifestKey"], int(d.get("keysCount", 0)))
+        if "manifestKey" in d
+        else None
+    )
+    request = JobRequest(
+        bucket=d["bucket"],
+        keys=keys,
+        prefix=d.get("prefix"),
+        name=d["name"],
+        missing=MissingPolicy(d["missing"]),
+        compression=Compression(d["compression"]),
+    )
+    error = d.get("error")
+    return JobRecord(
+        job_id=d[HASH_KEY],
+        status=JobStatus(d["status"]),
+        request=request,
+        dst_bucket=d["dstBucket"],
+        dst_key=d["dstKey"],
+        created_at=parse_iso(d["createdAt"]),
+        updated_at=parse_iso(d["updatedAt"]),
+        expires_at=int(d[TTL_ATTRIBUTE]),
+        manifest=manifest,
+        keys_count=int(d.get("keysCount", 0)),
+        progress=JobProgress(
+            bytes_done=int(d.get("bytesDone", 0)),
+            bytes_total=int(d.get("bytesTotal", 0)),
+            files_done=int(d.get("filesDone", 0)),
+            files_total=int(d.get("filesTotal", 0)),
+        ),
+        started_at=parse_iso(d["startedAt"]) if "startedAt" in d else None,
+        finished_at=parse_iso(d["finishedAt"]) if "finishedAt" in d else None,
+        error=(
+            JobError(error["code"], error["message"], tuple(error.get("missingKeys", ())))
+            if error
+            else None
+        ),
+        lease_owner=d.get("leaseOwner"),
+        lease_expires_at=float(d["leaseExpiresAt"]) if "leaseExpiresAt" in d else None,
+        message_id=d.get("messageId"),
+        attempts=int(d.get("attempts", 0)),
+        archive_bytes=int(d["archiveBytes"]) if "archiveBytes" in d else None,
+        skipped_keys=tuple(d.get("skippedKeys", ())),
+    )

@@ -1,0 +1,132 @@
+"""The job's vocabulary: what a client asks for and what the store keeps.
+
+Plain frozen dataclasses, no I/O: the API, the worker and the Lambda handlers
+all pass these around, and the DynamoDB codec is the only place that knows
+how they are laid out in an item.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..engine import Compression, MissingPolicy
+
+
+class JobStatus(StrEnum):
+    """Only forward: PENDING -> RUNNING -> one of the three final states."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    READY = "READY"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobStatus.READY, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A validated request. Exactly one of ``keys`` (non-empty) and ``prefix`` is set."""
+
+    bucket: str
+    keys: tuple[str, ...] | None
+    prefix: str | None
+    name: str = "archive.zip"
+    missing: MissingPolicy = MissingPolicy.FAIL
+    compression: Compression = Compression.STORED
+
+    def canonical(self) -> dict[str, Any]:
+        """The request with defaults applied: what idempotency compares."""
+        return {
+            "bucket": self.bucket,
+            "keys": list(self.keys) if self.keys is not None else None,
+            "prefix": self.prefix,
+            "name": self.name,
+            "missing": self.missing.value,
+            "compression": self.compression.value,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    files_total: int = 0
+
+    def item(self) -> dict[str, int]:
+        """The stored attributes; the same names as the JSON view."""
+        return self.to_json()
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "bytesDone": self.bytes_done,
+            "bytesTotal": self.bytes_total,
+            "filesDone": self.files_done,
+            "filesTotal": self.files_total,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """Why a job FAILED, as the client sees it. ``missing_keys`` names every missing source."""
+
+    code: str
+    message: str
+    missing_keys: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.missing_keys:
+            out["missingKeys"] = list(self.missing_keys)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """Where the keys of a job too large for one DynamoDB item live in S3."""
+
+    bucket: str
+    key: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job as stored. Timestamps are timezone-aware UTC."""
+
+    job_id: str
+    status: JobStatus
+    request: JobRequest
+    dst_bucket: str
+    dst_key: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    expires_at: int  # the DynamoDB TTL attribute (epoch seconds)
+    manifest: Manifest | None = None
+    keys_count: int = 0
+    progress: JobProgress = field(default_factory=JobProgress)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    error: JobError | None = None
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None  # epoch seconds
+    message_id: str | None = None
+    attempts: int = 0
+    archive_bytes: int | None = None
+    skipped_keys: tuple[str, ...] = ()
+
+    def progress_item(self) -> dict[str, int]:
+        return self.progress.item()
+
+    def lease_live(self, now: float) -> bool:
+        return (
+            self.status is JobStatus.RUNNING
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )

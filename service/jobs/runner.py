@@ -1,0 +1,286 @@
+"""Run one job message: claim, build under a lease, finish. Shared by worker and Lambda.
+
+The caller owns the queue message and acts on the returned ``Outcome``
+(delete it, return it for a retry, or leave it alone); this module never
+touches SQS, so the SQS worker and the Lambda SQS handler behave the same.
+
+Why a heartbeat: the engine reports progress every 0.25 s, but one write per
+second per job is plenty, and the same conditional write renews the lease
+and is how a running job learns it was cancelled (the write fails once the
+status is CANCELLED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ..engine import (
+    Budget,
+    BudgetTooSmallError,
+    Destination,
+    EmptyArchiveError,
+    MissingSourcesError,
+    Progress,
+    SourceChangedError,
+    SourceObject,
+    ZipOptions,
+    ZipResult,
+    build_zip,
+    list_prefix,
+)
+from .manifest import read_manifest
+from .models import JobError, JobProgress, JobRecord, JobStatus
+from .service import JobService
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 1.0
+MAX_REPORTED_KEYS = 1000  # keeps a FAILED/READY record far below DynamoDB's 400 KB
+PERMANENT_ERRORS = (MissingSourcesError, SourceChangedError, BudgetTooSmallError, EmptyArchiveError)
+
+
+class Action(StrEnum):
+    DELETE = "delete"  # done with this message (finished, duplicate, poison)
+    RETRY = "retry"  # make it visible again after ``delay`` seconds
+    LEAVE = "leave"  # another worker owns the job now; do not touch the message
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action: Action
+    reason: str
+    delay: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobMessage:
+    job_id: str
+    message_id: str
+    receive_count: int
+
+
+def parse_message(body: str, message_id: str, receive_count: int) -> JobMessage | None:
+    """The job id from a message body; None for a body no job can come from (poison)."""
+    try:
+        doc = json.loads(body)
+        job_id = doc["jobId"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(job_id, str):
+        return None
+    return JobMessage(job_id, message_id, receive_count)
+
+
+def classify(err: BaseException) -> tuple[bool, JobError]:
+    """(permanent?, the error the client sees). Permanent errors are never retried."""
+    if isinstance(err, MissingSourcesError):
+        keys = [p.key for p in err.problems]
+        return True, JobError(err.code, str(err), tuple(keys[:MAX_REPORTED_KEYS]))
+    if isinstance(err, PERMANENT_ERRORS):
+        return True, JobError(err.code, str(err))
+    return False, JobError("Transient", f"{type(err).__name__}: {err}")
+
+
+def retry_delay(receive_count: int) -> int:
+    """Exponential backoff between attempts, capped at a minute."""
+    return int(min(60, 2 ** max(receive_count, 1)))
+
+
+def arcname_under(prefix: str, key: str) -> str:
+    """A prefix job's entry names are relative to the prefix's last folder."""
+    cut = prefix.rfind("/") + 1
+    return key[cut:] or key
+
+
+class _Tracker:
+    """Latest engine progress, and why the heartbeat stopped the build (if it did)."""
+
+    def __init__(self, record: JobRecord) -> None:
+        self.progress = record.progress
+        self.stop_reason: str | None = None
+
+    def update(self, p: Progress) -> None:
+        self.progress = JobProgress(p.bytes_done, p.bytes_total, p.files_done, p.files_total)
+
+
+async def run_job_message(
+    svc: JobService, msg: JobMessage, *, owner: str, budget: Budget
+) -> Outcome:
+    """Claim the job and run it to an end state, or say why not.
+
+    A duplicate delivery does nothing: a finished job is acknowledged, and a
+    job RUNNING under a live lease is either acknowledged (a second message
+    for it) or returned until that lease would have expired (the same
+    message, redelivered: if its worker died, we take the job over then).
+    """
+    record = await svc.store.get(msg.job_id)
+    if record is None:
+        return Outcome(Action.DELETE, "no such job")
+    if record.status.final:
+        return Outcome(Action.DELETE, f"job already {record.status.value}")
+    claimed = await svc.store.claim(
+        msg.job_id, owner, svc.settings.lease_seconds, msg.message_id
+    )
+    if claimed is None:
+        return await _not_claimed(svc, msg)
+    return await _run_claimed(svc, claimed, msg, owner=owner, budget=budget)
+
+
+async def _not_claimed(svc: JobService, msg: JobMessage) -> Outcome:
+    current = await svc.store.get(msg.job_id)
+    if current is None or current.status.final:
+        return Outcome(Action.DELETE, "job finished meanwhile")
+    now = time.time()
+    if current.lease_live(now):
+        if current.message_id != msg.message_id:
+            return Outcome(Action.DELETE, "duplicate message; the job runs under another")
+        wait = math.ceil((current.lease_expires_at or now) - now) + 1
+        return Outcome(Action.RETRY, "job running under a live lease", delay=wait)
+    return Outcome(Action.RETRY, "lost a race to claim the job", delay=1)
+
+
+async def _run_claimed(
+    svc: JobService, record: JobRecord, msg: JobMessage, *, owner: str, budget: Budget
+) -> Outcome:
+    tracker = _Tracker(record)
+    build = asyncio.create_task(_build(svc, record, budget, tracker))
+    beat = asyncio.create_task(_heartbeat(svc, record.job_id, owner, tracker, build))
+    try:
+        result = await build
+    except asyncio.CancelledError:
+        if tracker.stop_reason is None:  # our caller cancelled us: shutting down
+            await asyncio.shield(svc.store.release(record.job_id, owner))
+            raise
+        log.info("job %s: stopped (%s)", record.job_id, tracker.stop_reason)
+        if tracker.stop_reason == "cancelled":
+            return Outcome(Action.DELETE, "job cancelled")
+        return Outcome(Action.LEAVE, "lease lost to another worker")
+    except Exception as err:
+        return await _failed(svc, record, msg, owner, err)
+    finally:
+        beat.cancel()
+    return await _succeeded(svc, record, owner, tracker, result)
+
+
+async def _succeeded(
+    svc: JobService, record: JobRecord, owner: str, tracker: _Tracker, result: ZipResult
+) -> Outcome:
+    skipped = [p.key for p in result.skipped][:MAX_REPORTED_KEYS]
+    done = JobProgress(result.source_bytes, result.source_bytes, result.files, result.files)
+    if await svc.store.mark_ready(record.job_id, owner, done, result.archive_bytes, skipped):
+        log.info(
+            "job %s: READY, %d files, %d bytes in %.1f s",
+            record.job_id, result.files, result.archive_bytes, result.seconds,
+        )
+        return Outcome(Action.DELETE, "job READY")
+    current = await svc.store.get(record.job_id)
+    if current is not None and current.status is JobStatus.CANCELLED:
+        # Cancelled in the last second: the client must not find an archive later.
+        await svc.s3.delete_object(Bucket=record.dst_bucket, Key=record.dst_key)
+        return Outcome(Action.DELETE, "job cancelled as it finished")
+    return Outcome(Action.LEAVE, "lease lost before the job could be marked READY")
+
+
+async def _failed(
+    svc: JobService, record: JobRecord, msg: JobMessage, owner: str, err: Exception
+) -> Outcome:
+    permanent, error = classify(err)
+    if permanent:
+        log.info("job %s: FAILED (%s)", record.job_id, error.code)
+        await svc.store.mark_failed(record.job_id, error, owner)
+        return Outcome(Action.DELETE, f"job FAILED: {error.code}")
+    max_receives = await svc.max_receives()
+    log.warning(
+        "job %s: attempt %d of %d failed: %s",
+        record.job_id, msg.receive_count, max_receives, error.message,
+    )
+    if msg.receive_count >= max_receives:
+        final = JobError(
+            "RetriesExhausted",
+            f"gave up after {msg.receive_count} attempts; last error: {error.message}",
+        )
+        await svc.store.mark_failed(record.job_id, final, owner)
+        # Returned once more so SQS moves it to the dead-letter queue.
+        return Outcome(Action.RETRY, "retries exhausted; job FAILED")
+    await svc.store.release(record.job_id, owner)
+    return Outcome(Action.RETRY, "transient failure", delay=retry_delay(msg.receive_count))
+
+
+async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
+    req = record.request
+    if req.prefix is not None:
+        listed = await list_prefix(svc.s3, req.bucket, req.prefix)
+        return [SourceObject(s.bucket, s.key, arcname_under(req.prefix, s.key)) for s in listed]
+    keys = req.keys
+    if record.manifest is not None:
+        keys = await read_manifest(svc.s3, record.manifest)
+    return [SourceObject(req.bucket, key) for key in keys or ()]
+
+
+async def abort_leftover_uploads(s3: Any, bucket: str, key: str) -> int:
+    """Abort multipart uploads a dead worker left for this job's archive key.
+
+    The key contains the job id, so every upload under it belongs to this job.
+    """
+    aborted = 0
+    resp = await s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    for upload in resp.get("Uploads", []):
+        if upload["Key"] == key:
+            await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+            aborted += 1
+    return aborted
+
+
+async def _build(
+    svc: JobService, record: JobRecord, budget: Budget, tracker: _Tracker
+) -> ZipResult:
+    if record.attempts > 1:
+        n = await abort_leftover_uploads(svc.s3, record.dst_bucket, record.dst_key)
+        if n:
+            log.info("job %s: aborted %d upload(s) left by an earlier attempt", record.job_id, n)
+    sources = await _sources(svc, record)
+    options = ZipOptions(
+        budget_bytes=svc.settings.job_budget_bytes,
+        compression=record.request.compression,
+        missing=record.request.missing,
+    )
+    return await build_zip(
+        sources,
+        Destination(record.dst_bucket, record.dst_key),
+        s3=svc.s3,
+        options=options,
+        budget=budget,
+        on_progress=tracker.update,
+    )
+
+
+async def _heartbeat(
+    svc: JobService, job_id: str, owner: str, tracker: _Tracker, build: asyncio.Task[Any]
+) -> None:
+    """Once a second: write progress and renew the lease; stop the build if either is refused."""
+    lease = svc.settings.lease_seconds
+    last_ok = time.monotonic()
+    while not build.done():
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+        try:
+            ok = await svc.store.heartbeat(job_id, owner, tracker.progress, lease)
+        except Exception as err:  # DynamoDB hiccup: keep building while the lease lasts
+            log.warning("job %s: heartbeat failed: %s", job_id, err)
+            if time.monotonic() - last_ok < lease:
+                continue
+            ok = False
+        if ok:
+            last_ok = time.monotonic()
+            continue
+        current = await svc.store.get(job_id)
+        cancelled = current is not None and current.status is JobStatus.CANCELLED
+        tracker.stop_reason = "cancelled" if cancelled else "lease lost"
+        build.cancel()
+        return

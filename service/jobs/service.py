@@ -1,0 +1,241 @@
+"""The job operations every front end calls: create, view, cancel.
+
+No web framework here. The aiohttp service (service/api.py) and the Lambda
+handlers are thin layers over ``JobService``, so validation, idempotency,
+the enqueue-or-fail rule and presigning behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ..aws import aws_client
+from ..settings import Settings
+from .manifest import delete_manifest, keys_fit_inline, put_manifest
+from .models import JobError, JobRecord, JobRequest, JobStatus
+from .problems import ApiError, not_found
+from .store import JobStore, digest
+from .validation import check_content_type, check_idempotency_key, is_job_id, parse_job_request
+from .views import content_disposition, job_view
+
+log = logging.getLogger(__name__)
+
+# Used when the queue has no redrive policy: give up after this many receives.
+DEFAULT_MAX_RECEIVES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A POST's result: the job and whether this call created it (False = replay)."""
+
+    job_id: str
+    status: JobStatus
+    new: bool
+
+
+def destination_key(settings: Settings, job_id: str, name: str) -> str:
+    return f"{settings.dst_prefix}{job_id}/{name}"
+
+
+def job_message(job_id: str) -> str:
+    """The SQS message body: only the id; the record is the single source of truth."""
+    return json.dumps({"jobId": job_id})
+
+
+class JobService:
+    """Job operations over entered S3, DynamoDB and SQS clients."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        s3: Any,
+        dynamodb: Any,
+        sqs: Any,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.s3 = s3
+        self.sqs = sqs
+        self.store = JobStore(dynamodb, settings.table, clock)
+        self._clock = clock
+        self._max_receives: int | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[JobService]:
+        """Create the clients once per process (Lambda: once per container)."""
+        async with AsyncExitStack() as stack:
+            s3 = await stack.enter_async_context(aws_client("s3", settings.aws))
+            db = await stack.enter_async_context(aws_client("dynamodb", settings.aws))
+            sqs = await stack.enter_async_context(aws_client("sqs", settings.aws))
+            yield cls(settings, s3=s3, dynamodb=db, sqs=sqs)
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+
+    # --- create ---------------------------------------------------------------
+
+    async def create_job(
+        self,
+        body: bytes,
+        *,
+        content_type: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Submitted:
+        """Validate a POST body, store the job (PENDING), enqueue it.
+
+        If the enqueue fails the job is marked FAILED and a 503 is raised: a
+        PENDING job that no message will ever run must not exist.
+        """
+        check_content_type(content_type)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+        request = parse_job_request(body, self.settings)
+        return await self.submit(request, idempotency_key=idempotency_key)
+
+    async def submit(self, request: JobRequest, *, idempotency_key: str | None = None) -> Submitted:
+        job_id = uuid.uuid4().hex
+        record = await self._new_record(job_id, request)
+        body_hash = digest(json.dumps(request.canonical(), sort_keys=True))
+        created = await self.store.create(record, idempotency_key, body_hash)
+        if not created.new:
+            if record.manifest is not None:
+                await delete_manifest(self.s3, record.manifest)
+            return await self._replayed(created.job_id)
+        await self._enqueue_or_fail(job_id)
+        return Submitted(job_id, JobStatus.PENDING, new=True)
+
+    async def _new_record(self, job_id: str, request: JobRequest) -> JobRecord:
+        now = self.now()
+        manifest = None
+        keys_count = len(request.keys) if request.keys is not None else 0
+        if request.keys is not None and not keys_fit_inline(request.keys):
+            manifest = await put_manifest(
+                self.s3,
+                self.settings.manifest_bucket_or_dst,
+                self.settings.manifest_prefix,
+                job_id,
+                request.keys,
+            )
+        return JobRecord(
+            job_id=job_id,
+            status=JobStatus.PENDING,
+            request=request,
+            dst_bucket=self.settings.dst_bucket,
+            dst_key=destination_key(self.settings, job_id, request.name),
+            created_at=now,
+            updated_at=now,
+            expires_at=int(now.timestamp()) + self.settings.job_ttl_days * 86_400,
+            manifest=manifest,
+            keys_count=keys_count,
+        )
+
+    async def _replayed(self, job_id: str) -> Submitted:
+        """The job an Idempotency-Key already stands for.
+
+        A replay of a job still PENDING re-sends its message: the first
+        request may have died between the write and the send, and a
+        duplicate message is harmless (a worker runs a job only once).
+        """
+        record = await self.store.get(job_id)
+        if record is None:
+            raise ApiError(409, "idempotency-race", "retry the request")
+        if record.status is JobStatus.PENDING:
+            await self._enqueue_or_fail(job_id)
+        return Submitted(job_id, record.status, new=False)
+
+    async def _enqueue_or_fail(self, job_id: str) -> None:
+        try:
+            await self.sqs.send_message(
+                QueueUrl=self.settings.queue_url, MessageBody=job_message(job_id)
+            )
+        except Exception as err:
+            log.error("job %s: enqueue failed (%s); marking it FAILED", job_id, type(err).__name__)
+            await self.store.mark_failed(
+                job_id, JobError("EnqueueFailed", "the job could not be queued; submit it again")
+            )
+            raise ApiError(
+                503,
+                "enqueue-failed",
+                "the job was stored but could not be queued, so it was marked FAILED; retry",
+                jobId=job_id,
+                headers={"Retry-After": "5"},
+            ) from err
+
+    # --- read -----------------------------------------------------------------
+
+    async def get_record(self, job_id: str) -> JobRecord:
+        record = await self.store.get(job_id) if is_job_id(job_id) else None
+        if record is None:
+            raise not_found(job_id)
+        return record
+
+    async def view_job(self, job_id: str, *, base_path: str = "") -> dict[str, Any]:
+        """Status and progress; a READY job gets a download URL signed right now."""
+        record = await self.get_record(job_id)
+        return await self.view(record, base_path=base_path)
+
+    async def view(self, record: JobRecord, *, base_path: str = "") -> dict[str, Any]:
+        if record.status is not JobStatus.READY:
+            return job_view(record, base_path=base_path)
+        ttl = self.settings.presign_ttl_seconds
+        expires = self.now() + dt.timedelta(seconds=ttl)
+        url = await self.s3.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": record.dst_bucket,
+                "Key": record.dst_key,
+                "ResponseContentDisposition": content_disposition(record.request.name),
+            },
+            ExpiresIn=ttl,
+        )
+        return job_view(record, base_path=base_path, download_url=url, url_expires_at=expires)
+
+    # --- cancel ---------------------------------------------------------------
+
+    async def cancel_job(self, job_id: str, *, base_path: str = "") -> dict[str, Any]:
+        """PENDING or RUNNING -> CANCELLED; a running worker notices within seconds.
+
+        The worker's next heartbeat (a conditional write on RUNNING) fails, it
+        cancels the build, and the engine aborts the multipart upload.
+        """
+        if not is_job_id(job_id):
+            raise not_found(job_id)
+        record = await self.store.cancel(job_id)
+        if record is not None:
+            return job_view(record, base_path=base_path)
+        current = await self.store.get(job_id)
+        if current is None:
+            raise not_found(job_id)
+        raise ApiError(
+            409,
+            "job-finished",
+            f"job {job_id} is {current.status.value} and can no longer be cancelled",
+            jobStatus=current.status.value,
+        )
+
+    # --- queue facts ----------------------------------------------------------
+
+    async def max_receives(self) -> int:
+        """The queue's maxReceiveCount (from its redrive policy), read once."""
+        if self._max_receives is None:
+            self._max_receives = DEFAULT_MAX_RECEIVES
+            try:
+                resp = await self.sqs.get_queue_attributes(
+                    QueueUrl=self.settings.queue_url, AttributeNames=["RedrivePolicy"]
+                )
+                policy = resp.get("Attributes", {}).get("RedrivePolicy")
+                if policy:
+                    self._max_receives = int(json.loads(policy)["maxReceiveCount"])
+            except Exception as err:  # a missing permission must not stop the worker
+                log.warning("could not read the queue's redrive policy: %s", err)
+        return self._max_receives

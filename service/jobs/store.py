@@ -1,0 +1,287 @@
+"""The job table: every status change is a conditional write.
+
+A job only moves forward (PENDING -> RUNNING -> READY | FAILED | CANCELLED),
+and only the holder of a live lease may write a RUNNING job's progress or
+finish it. DynamoDB evaluates each condition atomically, so two workers that
+received the same message, or a worker and a DELETE, cannot both win.
+Each method returns whether its condition held instead of raising: losing a
+race is a normal outcome that the caller decides about.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .codec import HASH_KEY, TTL_ATTRIBUTE, decode, encode, error_item, iso, key_of, to_attr
+from .models import JobError, JobProgress, JobRecord, JobStatus
+from .problems import ApiError
+
+_IDEM_PREFIX = "idem#"
+# Placeholders for attribute names that are DynamoDB reserved words (or the key).
+_NAMES = {"#s": "status", "#k": HASH_KEY, "#e": "error"}
+
+
+def _failed_condition(err: ClientError) -> bool:
+    code = err.response.get("Error", {}).get("Code", "")
+    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """The job a create call stands for; ``new`` is False for an idempotent replay."""
+
+    job_id: str
+    new: bool
+
+
+class JobStore:
+    """Conditional reads and writes of job items in one DynamoDB table."""
+
+    def __init__(
+        self, dynamodb: Any, table: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._db = dynamodb
+        self._table = table
+        self._clock = clock
+
+    def _now(self) -> tuple[float, str]:
+        now = self._clock()
+        return now, iso(dt.datetime.fromtimestamp(now, dt.UTC))
+
+    async def create(
+        self, record: JobRecord, idempotency_key: str | None = None, body_hash: str = ""
+    ) -> Created:
+        """Put a new PENDING job; with a key, atomically together with its idempotency item.
+
+        A replay with the same key and body returns the job the key already
+        points to; the same key with another body is a 409.
+        """
+        item = encode(record)
+        if idempotency_key is None:
+            await self._db.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#k)",
+                ExpressionAttributeNames={"#k": HASH_KEY},
+            )
+            return Created(record.job_id, new=True)
+        idem_id = _IDEM_PREFIX + digest(idempotency_key)
+        idem_item = {
+            HASH_KEY: {"S": idem_id},
+            "kind": {"S": "idempotency"},
+            "bodyHash": {"S": body_hash},
+            "targetJobId": {"S": record.job_id},
+            TTL_ATTRIBUTE: to_attr(record.expires_at),
+        }
+        condition = {
+            "ConditionExpression": "attribute_not_exists(#k)",
+            "ExpressionAttributeNames": {"#k": HASH_KEY},
+        }
+        try:
+            await self._db.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": self._table, "Item": item, **condition}},
+                    {"Put": {"TableName": self._table, "Item": idem_item, **condition}},
+                ]
+            )
+            return Created(record.job_id, new=True)
+        except ClientError as err:
+            if not _failed_condition(err):
+                raise
+        resp = await self._db.get_item(
+            TableName=self._table, Key=key_of(idem_id), ConsistentRead=True
+        )
+        existing = resp.get("Item")
+        if existing is None:  # expired between the two calls: very unlikely, retryable
+            raise ApiError(409, "idempotency-race", "retry the request")
+        if existing["bodyHash"]["S"] != body_hash:
+            raise ApiError(
+                409,
+                "idempotency-key-reused",
+                "this Idempotency-Key was already used with a different request body",
+            )
+        return Created(existing["targetJobId"]["S"], new=False)
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        resp = await self._db.get_item(
+            TableName=self._table, Key=key_of(job_id), ConsistentRead=True
+        )
+        item = resp.get("Item")
+        if item is None or item.get("kind", {}).get("S") != "job":
+            return None
+        return decode(item)
+
+    async def _update(
+        self,
+        job_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        *,
+        return_new: bool = False,
+    ) -> JobRecord | bool | None:
+        args: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": key_of(job_id),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {
+                ph: name for ph, name in _NAMES.items() if ph in update or ph in condition
+            },
+            "ExpressionAttributeValues": {k: to_attr(v) for k, v in values.items()},
+        }
+        if return_new:
+            args["ReturnValues"] = "ALL_NEW"
+        try:
+            resp = await self._db.update_item(**args)
+        except ClientError as err:
+            if _failed_condition(err):
+                return None if return_new else False
+            raise
+        return decode(resp["Attributes"]) if return_new else True
+
+    async def claim(
+        self, job_id: str, owner: str, lease_seconds: float, message_id: str
+    ) -> JobRecord | None:
+        """PENDING -> RUNNING, or take over a RUNNING job whose lease expired."""
+        now, stamp = self._now()
+        result = await self._update(
+            job_id,
+            "SET #s = :running, leaseOwner = :owner, leaseExpiresAt = :exp, messageId = :mid, "
+            "updatedAt = :stamp, startedAt = if_not_exists(startedAt, :stamp) "
+            "ADD attempts :one",
+            "attribute_exists(#k) AND (#s = :pending OR (#s = :running AND leaseExpiresAt < :now))",
+            {
+                ":running": JobStatus.RUNNING.value,
+                ":pending": JobStatus.PENDING.value,
+                ":owner": owner,
+                ":exp": now + lease_seconds,
+                ":mid": message_id,
+                ":stamp": stamp,
+                ":now": now,
+                ":one": 1,
+            },
+            return_new=True,
+        )
+        return result if isinstance(result, JobRecord) else None
+
+    async def heartbeat(
+        self, job_id: str, owner: str, progress: JobProgress, lease_seconds: float
+    ) -> bool:
+        """Write progress and renew the lease; False if cancelled or the lease was lost."""
+        now, stamp = self._now()
+        p = progress.item()
+        return bool(
+            await self._update(
+                job_id,
+                "SET bytesDone = :bd, bytesTotal = :bt, filesDone = :fd, filesTotal = :ft, "
+                "leaseExpiresAt = :exp, updatedAt = :stamp",
+                "#s = :running AND leaseOwner = :owner",
+                {
+                    ":bd": p["bytesDone"],
+                    ":bt": p["bytesTotal"],
+                    ":fd": p["filesDone"],
+                    ":ft": p["filesTotal"],
+                    ":exp": now + lease_seconds,
+                    ":stamp": stamp,
+                    ":running": JobStatus.RUNNING.value,
+                    ":owner": owner,
+                },
+            )
+        )
+
+    async def mark_ready(
+        self,
+        job_id: str,
+        owner: str,
+        progress: JobProgress,
+        archive_bytes: int,
+        skipped_keys: list[str],
+    ) -> bool:
+        _, stamp = self._now()
+        p = progress.item()
+        return bool(
+            await self._update(
+                job_id,
+                "SET #s = :ready, finishedAt = :stamp, updatedAt = :stamp, "
+                "archiveBytes = :ab, skippedKeys = :sk, bytesDone = :bd, bytesTotal = :bt, "
+                "filesDone = :fd, filesTotal = :ft REMOVE leaseOwner, leaseExpiresAt",
+                "#s = :running AND leaseOwner = :owner",
+                {
+                    ":ready": JobStatus.READY.value,
+                    ":stamp": stamp,
+                    ":ab": archive_bytes,
+                    ":sk": skipped_keys,
+                    ":bd": p["bytesDone"],
+                    ":bt": p["bytesTotal"],
+                    ":fd": p["filesDone"],
+                    ":ft": p["filesTotal"],
+                    ":running": JobStatus.RUNNING.value,
+                    ":owner": owner,
+                },
+            )
+        )
+
+    async def mark_failed(self, job_id: str, error: JobError, owner: str | None = None) -> bool:
+        """FAILED from RUNNING under ``owner``'s lease, or (owner None) from PENDING/RUNNING."""
+        _, stamp = self._now()
+        values: dict[str, Any] = {
+            ":failed": JobStatus.FAILED.value,
+            ":stamp": stamp,
+            ":err": error_item(error),
+            ":running": JobStatus.RUNNING.value,
+        }
+        if owner is None:
+            condition = "#s IN (:pending, :running)"
+            values[":pending"] = JobStatus.PENDING.value
+        else:
+            condition = "#s = :running AND leaseOwner = :owner"
+            values[":owner"] = owner
+        return bool(
+            await self._update(
+                job_id,
+                "SET #s = :failed, finishedAt = :stamp, updatedAt = :stamp, #e = :err "
+                "REMOVE leaseOwner, leaseExpiresAt",
+                condition,
+                values,
+            )
+        )
+
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        """PENDING or RUNNING -> CANCELLED; None if the job is unknown or already final."""
+        _, stamp = self._now()
+        result = await self._update(
+            job_id,
+            "SET #s = :cancelled, finishedAt = :stamp, updatedAt = :stamp",
+            "attribute_exists(#k) AND #s IN (:pending, :running)",
+            {
+                ":cancelled": JobStatus.CANCELLED.value,
+                ":stamp": stamp,
+                ":pending": JobStatus.PENDING.value,
+                ":running": JobStatus.RUNNING.value,
+            },
+            return_new=True,
+        )
+        return result if isinstance(result, JobRecord) else None
+
+    async def release(self, job_id: str, owner: str) -> bool:
+        """Expire our lease now, so the next delivery of the message can take the job over."""
+        return bool(
+            await self._update(
+                job_id,
+                "SET leaseExpiresAt = :zero",
+                "#s = :running AND leaseOwner = :owner",
+                {":zero": 0, ":running": JobStatus.RUNNING.value, ":owner": owner},
+            )
+        )

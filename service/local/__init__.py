@@ -1,0 +1,1 @@
+"""The embedded local stack: moto server, provisioning, sample PDFs, dev and demo."""

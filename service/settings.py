@@ -1,0 +1,190 @@
+"""The service's configuration, read once from environment variables.
+
+Environment variables only, because the same names are set by Terraform for
+the Lambda functions, by a container's task definition and by ``zipjobs dev``
+for the embedded stack. Every problem is collected and reported at once, so
+an operator fixes a bad deployment in one round instead of one per variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from .aws import AwsSettings
+
+MiB = 1024 * 1024
+# The engine needs one 8 MiB upload part plus one 8 MiB read range per job.
+MIN_JOB_BUDGET_MB = 16
+
+_T = TypeVar("_T")
+
+# S3 bucket names: 3-63 chars, lowercase letters, digits, dots, hyphens.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class SettingsError(ValueError):
+    """Raised with every configuration problem found, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the API, the worker and the Lambda handlers need to know."""
+
+    table: str
+    queue_url: str
+    src_buckets: tuple[str, ...]
+    dst_bucket: str
+    src_prefixes: tuple[str, ...] = ()
+    dst_prefix: str = "archives/"
+    presign_ttl_seconds: int = 3600
+    job_ttl_days: int = 7
+    max_keys: int = 100_000
+    max_body_bytes: int = 5 * MiB
+    budget_mb: int = 128
+    worker_concurrency: int = 2
+    lease_seconds: int = 30
+    manifest_bucket: str = ""
+    manifest_prefix: str = "manifests/"
+    api_token: str | None = field(default=None, repr=False)
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    # Local stacks pass fake credentials explicitly; real deployments leave
+    # these None and use the default credential chain (role, profile...).
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+
+    @property
+    def default_bucket(self) -> str:
+        return self.src_buckets[0]
+
+    @property
+    def manifest_bucket_or_dst(self) -> str:
+        return self.manifest_bucket or self.dst_bucket
+
+    @property
+    def job_budget_bytes(self) -> int:
+        """Each concurrent job's share, so all of them fit in the process budget."""
+        return self.budget_mb * MiB // self.worker_concurrency
+
+    @property
+    def aws(self) -> AwsSettings:
+        return AwsSettings(
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build from ``env`` (default os.environ); SettingsError lists every problem."""
+        return _Reader(os.environ if env is None else env).settings()
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+class _Reader:
+    """Collects problems while reading, instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.env.get(name, "").strip()
+        if value:
+            return value
+        if default is None:
+            self.problems.append(f"{name} is required")
+            return ""
+        return default
+
+    def number(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be an integer, got {raw!r}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def check(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.problems.append(message)
+
+    def bucket(self, name: str, value: str) -> None:
+        self.check(not value or bool(_BUCKET_RE.match(value)), f"{name}: bad bucket name {value!r}")
+
+    def optional(self, name: str, convert: Callable[[str], _T]) -> _T | None:
+        raw = self.env.get(name, "").strip()
+        return convert(raw) if raw else None
+
+    def settings(self) -> Settings:
+        src_buckets = _split(self.text("ZIPJOBS_SRC_BUCKETS"))
+        self.check(bool(src_buckets), "ZIPJOBS_SRC_BUCKETS must name at least one bucket")
+        for b in src_buckets:
+            self.bucket("ZIPJOBS_SRC_BUCKETS", b)
+        dst_bucket = self.text("ZIPJOBS_DST_BUCKET")
+        self.bucket("ZIPJOBS_DST_BUCKET", dst_bucket)
+        manifest_bucket = self.text("ZIPJOBS_MANIFEST_BUCKET", "")
+        self.bucket("ZIPJOBS_MANIFEST_BUCKET", manifest_bucket)
+        dst_prefix = self.text("ZIPJOBS_DST_PREFIX", "archives/")
+        manifest_prefix = self.text("ZIPJOBS_MANIFEST_PREFIX", "manifests/")
+        for name, prefix in (
+            ("ZIPJOBS_DST_PREFIX", dst_prefix),
+            ("ZIPJOBS_MANIFEST_PREFIX", manifest_prefix),
+        ):
+            self.check(
+                prefix.endswith("/") and not prefix.startswith("/"),
+                f"{name} must end with '/' and not start with one, got {prefix!r}",
+            )
+        queue_url = self.text("ZIPJOBS_QUEUE_URL")
+        self.check(
+            not queue_url or queue_url.startswith(("https://", "http://")),
+            f"ZIPJOBS_QUEUE_URL must be a URL, got {queue_url!r}",
+        )
+        budget_mb = self.number("ZIPJOBS_BUDGET_MB", 128, MIN_JOB_BUDGET_MB, 1024 * 1024)
+        concurrency = self.number("ZIPJOBS_WORKER_CONCURRENCY", 2, 1, 64)
+        self.check(
+            budget_mb // max(concurrency, 1) >= MIN_JOB_BUDGET_MB,
+            f"ZIPJOBS_BUDGET_MB ({budget_mb}) must give each of the "
+            f"ZIPJOBS_WORKER_CONCURRENCY ({concurrency}) jobs at least {MIN_JOB_BUDGET_MB} MiB",
+        )
+        settings = Settings(
+            table=self.text("ZIPJOBS_TABLE"),
+            queue_url=queue_url,
+            src_buckets=src_buckets,
+            src_prefixes=_split(self.env.get("ZIPJOBS_SRC_PREFIXES", "")),
+            dst_bucket=dst_bucket,
+            dst_prefix=dst_prefix,
+            # SigV4 presigned URLs are valid for at most 7 days.
+            presign_ttl_seconds=self.number("ZIPJOBS_PRESIGN_TTL_SECONDS", 3600, 1, 604_800),
+            job_ttl_days=self.number("ZIPJOBS_JOB_TTL_DAYS", 7, 1, 3650),
+            max_keys=self.number("ZIPJOBS_MAX_KEYS", 100_000, 1, 10_000_000),
+            max_body_bytes=self.number("ZIPJOBS_MAX_BODY_BYTES", 5 * MiB, 1024, 1024 * MiB),
+            budget_mb=budget_mb,
+            worker_concurrency=concurrency,
+            lease_seconds=self.number("ZIPJOBS_LEASE_SECONDS", 30, 3, 3600),
+            manifest_bucket=manifest_bucket,
+            manifest_prefix=manifest_prefix,
+            api_token=self.optional("ZIPJOBS_API_TOKEN", str),
+            region=self.text("AWS_REGION", self.env.get("AWS_DEFAULT_REGION", "us-east-1")),
+            endpoint_url=self.optional("AWS_ENDPOINT_URL", str),
+        )
+        if self.problems:
+            raise SettingsError(self.problems)
+        return settings

@@ -1,0 +1,215 @@
+"""``zipjobs worker``: run job messages from SQS under one shared memory budget.
+
+- Long polling, asking only for as many messages as there are free job slots.
+- One ``Budget`` for the process; each job takes its share as a lease.
+- While a job runs its message's visibility is extended, so no other worker
+  sees it; if this process dies, the message reappears once the extension
+  runs out and another worker takes the job over after its lease expired.
+- SIGTERM (``stop()``): no new messages; running jobs get ``grace`` seconds
+  to finish, then are cancelled, which releases their lease and makes their
+  message visible again for another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from .engine import Budget, MiB
+from .jobs import Action, JobService, Outcome, parse_message, run_job_message
+
+log = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    """Lease owner: readable in the table, unique per process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        svc: JobService,
+        *,
+        concurrency: int | None = None,
+        budget: Budget | None = None,
+        poll_seconds: int = 20,
+        grace_seconds: float = 30.0,
+        owner: str | None = None,
+    ) -> None:
+        settings = svc.settings
+        self.svc = svc
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.budget = budget or Budget(settings.budget_mb * MiB)
+        self.poll_seconds = poll_seconds
+        self.grace_seconds = grace_seconds
+        self.owner = owner or worker_id()
+        # While a job runs its message stays hidden this long past each extension;
+        # at least the lease, so a redelivery after a crash finds the lease expired.
+        self.visibility_seconds = max(2 * settings.lease_seconds, 6)
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self.completed = 0
+
+    def stop(self) -> None:
+        """Stop taking messages (SIGTERM); ``run`` then drains and returns."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        log.info(
+            "worker %s: %d job(s) at a time, budget %d MiB, queue %s",
+            self.owner, self.concurrency, self.budget.capacity // MiB, self.svc.settings.queue_url,
+        )
+        await self.svc.max_receives()
+        while not self._stopping.is_set():
+            if not await self._acquire_slot():
+                break
+            try:
+                messages = await self._receive()
+            except Exception as err:
+                self._slots.release()
+                log.warning("receive failed: %s; retrying in 2 s", err)
+                await self._sleep_unless_stopping(2)
+                continue
+            self._start(messages)
+        await self._drain()
+
+    async def _acquire_slot(self) -> bool:
+        """Wait for a free job slot; False if stop came first (no slot held then)."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+        if acquire.done() and not acquire.cancelled():
+            if not self._stopping.is_set():
+                return True
+            self._slots.release()
+        return False
+
+    async def _receive(self) -> list[dict[str, Any]]:
+        """One long poll, cut short by stop; holds one slot, takes more if free."""
+        extra = 0
+        while extra < self.concurrency - 1 and not self._slots.locked():
+            await self._slots.acquire()
+            extra += 1
+        poll = asyncio.ensure_future(
+            self.svc.sqs.receive_message(
+                QueueUrl=self.svc.settings.queue_url,
+                MaxNumberOfMessages=min(10, extra + 1),
+                WaitTimeSeconds=self.poll_seconds,
+                VisibilityTimeout=self.visibility_seconds,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+        )
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({poll, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not poll.done():
+            poll.cancel()
+            messages: list[dict[str, Any]] = []
+        else:
+            messages = poll.result().get("Messages", [])
+        unused = extra + 1 - len(messages)
+        for _ in range(unused):
+            self._slots.release()
+        return messages
+
+    def _start(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            task = asyncio.create_task(self._handle(message))
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        """Run one message and act on the outcome; always frees its slot."""
+        try:
+            await self._handle_inner(message)
+        except Exception:
+            log.exception("message %s: unexpected error", message.get("MessageId"))
+        finally:
+            self._slots.release()
+
+    async def _handle_inner(self, message: dict[str, Any]) -> None:
+        receipt = message["ReceiptHandle"]
+        count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        msg = parse_message(message.get("Body", ""), message["MessageId"], count)
+        if msg is None:
+            log.error("message %s is not a job message; deleting it", message["MessageId"])
+            await self._delete(receipt)
+            return
+        keeper = asyncio.create_task(self._keep_invisible(receipt))
+        job = asyncio.create_task(
+            run_job_message(self.svc, msg, owner=self.owner, budget=self.budget)
+        )
+        try:
+            outcome = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # Shutdown after the grace period: the runner released the lease;
+            # make the message visible now so another worker takes the job.
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+            outcome = Outcome(Action.RETRY, "released on shutdown")
+        finally:
+            keeper.cancel()
+        log.info("job %s: %s (%s)", msg.job_id, outcome.action.value, outcome.reason)
+        await self._settle(receipt, outcome)
+
+    async def _settle(self, receipt: str, outcome: Outcome) -> None:
+        if outcome.action is Action.DELETE:
+            self.completed += 1
+            await self._delete(receipt)
+        elif outcome.action is Action.RETRY:
+            await self.svc.sqs.change_message_visibility(
+                QueueUrl=self.svc.settings.queue_url,
+                ReceiptHandle=receipt,
+                VisibilityTimeout=outcome.delay,
+            )
+
+    async def _delete(self, receipt: str) -> None:
+        await self.svc.sqs.delete_message(
+            QueueUrl=self.svc.settings.queue_url, ReceiptHandle=receipt
+        )
+
+    async def _keep_invisible(self, receipt: str) -> None:
+        """Extend the message's visibility while its job runs."""
+        every = self.visibility_seconds / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.svc.sqs.change_message_visibility(
+                    QueueUrl=self.svc.settings.queue_url,
+                    ReceiptHandle=receipt,
+                    VisibilityTimeout=self.visibility_seconds,
+                )
+            except Exception as err:
+                log.warning("could not extend message visibility: %s", err)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then release them."""
+        if not self._jobs:
+            return
+        log.info(
+            "stopping: waiting up to %.0f s for %d job(s)", self.grace_seconds, len(self._jobs)
+        )
+        _, pending = await asyncio.wait(set(self._jobs), timeout=self.grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.info("releasing %d unfinished job(s) for another worker", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
