@@ -7,12 +7,15 @@ and copy requests and responses across.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
 from .jobs import ApiError, HttpRequest, JobService, handle, problem_response
 from .jobs.validation import check_body_size
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +61,32 @@ def make_app(svc: JobService) -> web.Application:
     app[SERVICE_KEY] = svc
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
+
+
+async def run_server(
+    svc: JobService,
+    host: str,
+    port: int,
+    *,
+    stop: asyncio.Event,
+    worker: Worker | None = None,
+    on_ready: Callable[[str], None] | None = None,
+    access_log: bool = True,
+) -> None:
+    """Serve the API (and optionally a worker) until ``stop`` is set, then drain."""
+    runner = web.AppRunner(make_app(svc), access_log=log if access_log else None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    url = f"http://{host}:{bound}"
+    worker_task = asyncio.create_task(worker.run()) if worker is not None else None
+    if on_ready is not None:
+        on_ready(url)
+    try:
+        await stop.wait()
+    finally:
+        if worker is not None and worker_task is not None:
+            worker.stop()
+            await worker_task
+        await runner.cleanup()
