@@ -26,9 +26,14 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     """The body, refusing early from Content-Length and again while reading."""
     if request.content_length is not None:
         check_body_size(request.content_length, request.app[SERVICE_KEY].settings)
-    body = await request.content.read(limit + 1)
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
     check_body_size(len(body), request.app[SERVICE_KEY].settings)
-    return body
+    return bytes(body)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:

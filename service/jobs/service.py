@@ -64,6 +64,7 @@ class JobService:
     ) -> None:
         self.settings = settings
         self.s3 = s3
+        self.dynamodb = dynamodb
         self.sqs = sqs
         self.store = JobStore(dynamodb, settings.table, clock)
         self._clock = clock
