@@ -1,0 +1,1 @@
+"""Benchmarks and load tests; nothing here is imported by the service."""

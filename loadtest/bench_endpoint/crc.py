@@ -1,0 +1,67 @@
+"""CRC-32 of a concatenation from the CRCs of its pieces (zlib's crc32_combine).
+
+Parts of a multipart upload arrive in any order and are discarded, so the
+object's CRC is combined from each part's (crc, length) at Complete time.
+Python's zlib does not expose crc32_combine; this is its GF(2) matrix form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+_POLY = 0xEDB88320
+
+
+def _times(mat: Sequence[int], vec: int) -> int:
+    out = 0
+    i = 0
+    while vec:
+        if vec & 1:
+            out ^= mat[i]
+        vec >>= 1
+        i += 1
+    return out
+
+
+def _square(mat: list[int]) -> list[int]:
+    return [_times(mat, mat[n]) for n in range(32)]
+
+
+def _shift(crc1: int, len2: int) -> int:
+    """crc1 advanced over len2 zero bytes (zlib's algorithm, ~1.6 ms)."""
+    odd = [_POLY] + [1 << n for n in range(31)]  # one zero bit
+    even = _square(odd)  # two zero bits
+    odd = _square(even)  # four zero bits
+    while True:
+        even = _square(odd)  # first pass: one zero byte
+        if len2 & 1:
+            crc1 = _times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _square(even)
+        if len2 & 1:
+            crc1 = _times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1
+
+
+@lru_cache(maxsize=256)
+def _operator(len2: int) -> tuple[int, ...]:
+    """The shift by len2 bytes as a 32x32 GF(2) matrix.
+
+    Parts of one upload share one length (all but the last), so caching the
+    matrix per length makes each combine a 32-step product (~5 us), not the
+    ~1.6 ms of the squaring ladder.
+    """
+    return tuple(_shift(1 << n, len2) for n in range(32))
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC of A+B given crc(A), crc(B) and len(B)."""
+    if len2 <= 0:
+        return crc1
+    return (_times(_operator(len2), crc1) ^ crc2) & 0xFFFFFFFF

@@ -1,0 +1,445 @@
+"""The benchmark endpoint's HTTP face: a path-style S3 subset over aiohttp.
+
+Only what the engine and the baselines call: HEAD/GET (ranged, If-Match),
+PutObject, the multipart calls, ListObjectsV2, plus CreateBucket, HeadBucket,
+DeleteObject and ListMultipartUploads for orphan checks. Any SigV4 signature
+is accepted: this is a benchmark endpoint, never a test double for S3's
+security behaviour.
+
+Control routes live under ``/_bench/`` (seed sources, verify an archive,
+check copies, stats); see ``loadtest/README.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import os
+import resource
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+import zlib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+from .awschunked import AwsChunkedDecoder
+from .content import iter_content
+from .store import LAST_MODIFIED, S3Error, Store, VirtualObject, WrittenObject
+
+XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
+HTTP_DATE = email.utils.format_datetime(LAST_MODIFIED, usegmt=True)
+ISO_DATE = LAST_MODIFIED.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+WRITE_CHUNK = 1024 * 1024
+
+Handler = Callable[[web.Request, str, str], Awaitable[web.StreamResponse]]
+
+
+def _xml(status: int, body: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=('<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode(),
+        content_type="application/xml",
+    )
+
+
+def _error(err: S3Error, head: bool) -> web.Response:
+    if head:
+        return web.Response(status=err.status, headers={"x-amz-error-code": err.code})
+    extra = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in err.extra.items())
+    return _xml(
+        err.status,
+        f"<Error><Code>{err.code}</Code><Message>{escape(err.message)}</Message>{extra}"
+        "<RequestId>bench</RequestId></Error>",
+    )
+
+
+def parse_range(header: str, size: int) -> tuple[int, int]:
+    """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` to a half-open [start, end)."""
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip() != "bytes" or not dash or "," in spec:
+        raise S3Error(416, "InvalidRange", "The requested range is not satisfiable")
+    if not first:
+        n = int(last)
+        start, end = max(0, size - n), size
+    else:
+        start = int(first)
+        end = min(size, int(last) + 1) if last else size
+    if start >= size or end <= start:
+        raise S3Error(416, "InvalidRange", "The requested range is not satisfiable")
+    return start, end
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    wanted = [t.strip() for t in header.split(",")]
+    return any(t == "*" or t.strip('"') == etag.strip('"') for t in wanted)
+
+
+class Endpoint:
+    """Request routing and the S3 operations; state is in ``Store``."""
+
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store or Store()
+        self.counts: Counter[str] = Counter()
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.started = time.time()
+
+    # -- routing ------------------------------------------------------------------
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = urllib.parse.unquote(request.raw_path.split("?", 1)[0])
+        bucket, _, key = path.lstrip("/").partition("/")
+        head = request.method == "HEAD"
+        try:
+            if bucket == "_bench":
+                return await self.control(request, key)
+            if not bucket:
+                raise S3Error(400, "InvalidRequest", "path-style /bucket/key only")
+            op = self._operation(request, key)
+            self.counts[op.__name__.lstrip("_")] += 1
+            return await op(request, bucket, key)
+        except S3Error as err:
+            self.counts[f"error_{err.code}"] += 1
+            return _error(err, head)
+
+    def _operation(self, request: web.Request, key: str) -> Handler:
+        q = request.query
+        m = request.method
+        if not key:
+            table: dict[str, Handler] = {
+                "PUT": self._create_bucket,
+                "HEAD": self._head_bucket,
+                "GET": self._list_uploads if "uploads" in q else self._list_objects,
+            }
+        elif "uploadId" in q:
+            table = {
+                "PUT": self._upload_part,
+                "POST": self._complete,
+                "DELETE": self._abort,
+            }
+        else:
+            table = {
+                "HEAD": self._head_object,
+                "GET": self._get_object,
+                "PUT": self._put_object,
+                "DELETE": self._delete_object,
+            }
+            if "uploads" in q:
+                table["POST"] = self._create_upload
+        op = table.get(m)
+        if op is None:
+            raise S3Error(501, "NotImplemented", f"{m} {request.path_qs} is not implemented")
+        return op
+
+    # -- buckets ------------------------------------------------------------------
+
+    async def _create_bucket(self, request: web.Request, bucket: str, _: str) -> web.Response:
+        await request.read()
+        self.store.create_bucket(bucket)
+        return web.Response(headers={"Location": f"/{bucket}"})
+
+    async def _head_bucket(self, request: web.Request, bucket: str, _: str) -> web.Response:
+        self.store.bucket(bucket)
+        return web.Response()
+
+    async def _list_objects(self, request: web.Request, bucket: str, _: str) -> web.Response:
+        q = request.query
+        if q.get("list-type") != "2":
+            raise S3Error(501, "NotImplemented", "only ListObjectsV2 (list-type=2)")
+        prefix = q.get("prefix", "")
+        delimiter = q.get("delimiter", "")
+        token = q.get("continuation-token", "")
+        start = urllib.parse.unquote(token) if token else q.get("start-after", "")
+        max_keys = min(1000, int(q.get("max-keys", "1000")))
+        url = q.get("encoding-type") == "url"
+        contents, prefixes, next_key = self.store.list_keys(
+            bucket, prefix, delimiter, start, max_keys
+        )
+
+        def enc(s: str) -> str:
+            return escape(urllib.parse.quote(s, safe="/") if url else s)
+
+        parts = [
+            f'<ListBucketResult xmlns="{XMLNS}"><Name>{escape(bucket)}</Name>'
+            f"<Prefix>{enc(prefix)}</Prefix><KeyCount>{len(contents) + len(prefixes)}</KeyCount>"
+            f"<MaxKeys>{max_keys}</MaxKeys><IsTruncated>{str(next_key is not None).lower()}"
+            "</IsTruncated>"
+        ]
+        if delimiter:
+            parts.append(f"<Delimiter>{enc(delimiter)}</Delimiter>")
+        if url:
+            parts.append("<EncodingType>url</EncodingType>")
+        if token:
+            parts.append(f"<ContinuationToken>{escape(token)}</ContinuationToken>")
+        if next_key is not None:
+            parts.append(
+                f"<NextContinuationToken>{escape(urllib.parse.quote(next_key))}"
+                "</NextContinuationToken>"
+            )
+        for obj in contents:
+            parts.append(
+                f"<Contents><Key>{enc(obj.key)}</Key><LastModified>{ISO_DATE}</LastModified>"
+                f"<ETag>{escape(obj.etag)}</ETag><Size>{obj.size}</Size>"
+                "<StorageClass>STANDARD</StorageClass></Contents>"
+            )
+        for p in prefixes:
+            parts.append(f"<CommonPrefixes><Prefix>{enc(p)}</Prefix></CommonPrefixes>")
+        parts.append("</ListBucketResult>")
+        return _xml(200, "".join(parts))
+
+    async def _list_uploads(self, request: web.Request, bucket: str, _: str) -> web.Response:
+        self.store.bucket(bucket)
+        prefix = request.query.get("prefix", "")
+        items = "".join(
+            f"<Upload><Key>{escape(u.key)}</Key><UploadId>{u.upload_id}</UploadId>"
+            f"<Initiated>{ISO_DATE}</Initiated></Upload>"
+            for u in self.store.uploads.values()
+            if u.bucket == bucket and u.key.startswith(prefix)
+        )
+        return _xml(
+            200,
+            f'<ListMultipartUploadsResult xmlns="{XMLNS}"><Bucket>{escape(bucket)}</Bucket>'
+            f"<IsTruncated>false</IsTruncated>{items}</ListMultipartUploadsResult>",
+        )
+
+    # -- reads --------------------------------------------------------------------
+
+    def _lookup(self, bucket: str, key: str) -> VirtualObject | WrittenObject:
+        objects = self.store.bucket(bucket)
+        obj = objects.get(key)
+        if obj is not None:
+            return obj
+        return self.store.written_object(bucket, key)
+
+    @staticmethod
+    def _headers(etag: str, length: int) -> dict[str, str]:
+        return {
+            "ETag": etag,
+            "Last-Modified": HTTP_DATE,
+            "Content-Length": str(length),
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
+
+    def _precondition(self, request: web.Request, etag: str) -> None:
+        if_match = request.headers.get("If-Match")
+        if if_match is not None and not _etag_matches(if_match, etag):
+            raise S3Error(
+                412,
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+                Condition="If-Match",
+            )
+
+    async def _head_object(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        obj = self._lookup(bucket, key)
+        size = obj.size if isinstance(obj, VirtualObject) else obj.length
+        self._precondition(request, obj.etag)
+        return web.Response(headers=self._headers(obj.etag, size))
+
+    async def _get_object(self, request: web.Request, bucket: str, key: str) -> web.StreamResponse:
+        obj = self._lookup(bucket, key)
+        self._precondition(request, obj.etag)
+        if not isinstance(obj, VirtualObject):
+            raise S3Error(
+                501, "NotImplemented", "the benchmark endpoint keeps only checksums of uploads"
+            )
+        start, end, status = 0, obj.size, 200
+        headers = self._headers(obj.etag, obj.size)
+        rng = request.headers.get("Range")
+        if rng and obj.size:
+            try:
+                start, end = parse_range(rng, obj.size)
+            except ValueError:
+                raise S3Error(400, "InvalidArgument", f"bad Range {rng!r}") from None
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{obj.size}"
+            headers["Content-Length"] = str(end - start)
+        resp = web.StreamResponse(status=status, headers=headers)
+        await resp.prepare(request)
+        for view in iter_content(obj.key, start, end, obj.version, WRITE_CHUNK):
+            await resp.write(view)
+            self.bytes_out += len(view)
+        await resp.write_eof()
+        return resp
+
+    # -- writes -------------------------------------------------------------------
+
+    async def _body(self, request: web.Request, keep: bool) -> tuple[int, int, bytearray | None]:
+        """(crc, length, bytes if ``keep``) of the request's payload, read as it streams."""
+        chunked = "aws-chunked" in request.headers.get(
+            "Content-Encoding", ""
+        ) or request.headers.get("x-amz-content-sha256", "").startswith("STREAMING-")
+        decoder = AwsChunkedDecoder() if chunked else None
+        crc, length = 0, 0
+        kept = bytearray() if keep else None
+        async for raw in request.content.iter_any():
+            self.bytes_in += len(raw)
+            pieces = decoder.feed(raw) if decoder is not None else [raw]
+            for piece in pieces:
+                crc = zlib.crc32(piece, crc)
+                length += len(piece)
+                if kept is not None:
+                    kept += piece
+        return crc, length, kept
+
+    async def _put_object(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        self.store.bucket(bucket)
+        checker = self.store.new_checker(key)
+        crc, length, kept = await self._body(request, keep=checker is not None)
+        obj = self.store.put_object(bucket, key, length, crc)
+        if checker is not None and kept is not None:
+            checker.feed(kept)
+            obj.report = checker.finish()
+        return web.Response(headers={"ETag": obj.etag})
+
+    async def _create_upload(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        await request.read()
+        upload = self.store.create_upload(bucket, key)
+        return _xml(
+            200,
+            f'<InitiateMultipartUploadResult xmlns="{XMLNS}"><Bucket>{escape(bucket)}</Bucket>'
+            f"<Key>{escape(key)}</Key><UploadId>{upload.upload_id}</UploadId>"
+            "</InitiateMultipartUploadResult>",
+        )
+
+    async def _upload_part(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        upload = self.store.upload(bucket, key, request.query["uploadId"])
+        number = int(request.query.get("partNumber", "0"))
+        if not 1 <= number <= 10_000:
+            raise S3Error(400, "InvalidArgument", "Part number must be between 1 and 10000")
+        crc, length, kept = await self._body(request, keep=upload.checker is not None)
+        # The upload may have been aborted while the body streamed.
+        upload = self.store.upload(bucket, key, request.query["uploadId"])
+        etag = upload.add_part(number, crc, length, kept)
+        return web.Response(headers={"ETag": etag})
+
+    async def _complete(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        body = await request.read()
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError:
+            raise S3Error(
+                400, "MalformedXML", "The XML you provided was not well-formed."
+            ) from None
+        listed: list[tuple[int, str]] = []
+        for part in root.iter():
+            if part.tag.rsplit("}", 1)[-1] != "Part":
+                continue
+            fields = {c.tag.rsplit("}", 1)[-1]: (c.text or "") for c in part}
+            listed.append((int(fields.get("PartNumber", "0")), fields.get("ETag", "")))
+        obj = self.store.complete(bucket, key, request.query["uploadId"], listed)
+        return _xml(
+            200,
+            f'<CompleteMultipartUploadResult xmlns="{XMLNS}"><Location>/{escape(bucket)}/'
+            f"{escape(key)}</Location><Bucket>{escape(bucket)}</Bucket><Key>{escape(key)}</Key>"
+            f"<ETag>{escape(obj.etag)}</ETag></CompleteMultipartUploadResult>",
+        )
+
+    async def _abort(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        self.store.abort(bucket, key, request.query["uploadId"])
+        return web.Response(status=204)
+
+    async def _delete_object(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        self.store.delete_source(bucket, key)
+        return web.Response(status=204)
+
+    # -- control ------------------------------------------------------------------
+
+    async def control(self, request: web.Request, what: str) -> web.Response:
+        """``/_bench/...`` routes: seeding, verification, stats."""
+        cmd, _, rest = what.partition("/")
+        bucket, _, key = rest.partition("/")
+        m = request.method
+        if m == "PUT" and cmd == "seed":
+            spec = await request.json()
+            keys = self.store.seed(
+                spec["bucket"], spec.get("prefix", ""), int(spec["count"]), int(spec["size"])
+            )
+            return web.json_response({"keys": len(keys), "bytes": len(keys) * int(spec["size"])})
+        if m == "GET" and cmd == "verify":
+            return web.json_response(self.store.written_object(bucket, key).as_json())
+        if m == "GET" and cmd == "source":
+            obj = self.store.source(bucket, key)
+            crc = await asyncio.to_thread(obj.crc32)
+            return web.json_response({"size": obj.size, "crc32": f"{crc:08x}", "etag": obj.etag})
+        if m == "POST" and cmd == "touch":
+            obj = self.store.touch(bucket, key)
+            return web.json_response({"etag": obj.etag, "version": obj.version})
+        if m == "POST" and cmd == "check_copies":
+            spec = await request.json()
+            return web.json_response(
+                self.store.check_copies(
+                    spec["src_bucket"], spec["src_prefix"], spec["dst_bucket"], spec["dst_prefix"]
+                )
+            )
+        if m == "POST" and cmd == "reset":
+            self.store = Store()
+            self.counts.clear()
+            return web.json_response({"reset": True})
+        if m == "GET" and cmd == "stats":
+            return web.json_response(self.stats())
+        raise S3Error(404, "NoSuchControl", f"no control route {m} /_bench/{what}")
+
+    def stats(self) -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "pid": os.getpid(),
+            "requests": dict(self.counts),
+            "bytes_out": self.bytes_out,
+            "bytes_in": self.bytes_in,
+            "open_uploads": len(self.store.uploads),
+            "aborted_uploads": self.store.aborted,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "max_rss_mib": usage.ru_maxrss / 1024,
+        }
+
+
+def create_app(endpoint: Endpoint | None = None) -> web.Application:
+    endpoint = endpoint or Endpoint()
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app["endpoint"] = endpoint
+    app.router.add_route("*", "/{tail:.*}", endpoint.dispatch)
+    return app
+
+
+async def start_endpoint(
+    host: str = "127.0.0.1", port: int = 0, endpoint: Endpoint | None = None
+) -> tuple[web.AppRunner, int]:
+    """Run the endpoint in this event loop; returns the runner (``cleanup()`` it) and port."""
+    runner = web.AppRunner(create_app(endpoint), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    server = site._server
+    assert server is not None
+    sockets = getattr(server, "sockets", None) or []
+    bound = int(sockets[0].getsockname()[1]) if sockets else port
+    return runner, bound
+
+
+async def serve_forever(host: str, port: int) -> None:
+    runner, bound = await start_endpoint(host, port)
+    print(f"PORT {bound}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Benchmark S3-protocol endpoint (not a test double).")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    args = p.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(args.host, args.port))
