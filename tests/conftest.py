@@ -1,0 +1,116 @@
+"""Session-wide test fixtures: one local AWS endpoint, an S3 client, a fresh bucket per test.
+
+The endpoint is LocalStack when a Docker engine answers, else an in-process
+moto server (``ZIPJOBS_TEST_BACKEND`` = auto | localstack | moto; see
+``tests/support/aws_backend.py``). Everything talks real HTTP to it.
+
+Fixtures:
+    aws_endpoint   AwsEndpoint (endpoint_url, region, keys, backend); session
+    aws_settings   service.aws.AwsSettings for that endpoint; session
+    s3             an entered aioboto3 S3 client; session
+    bucket         a new, uniquely named bucket, deleted (with its contents) after the test
+    put_objects    ``await put_objects({"key": b"body"})``; ``bucket=`` picks another bucket
+
+Tests under ``tests/integration/`` are marked ``integration`` automatically.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from service.aws import AwsSettings, aws_client
+from tests.support import archive_check
+from tests.support.aws_backend import (
+    BACKEND_ENV,
+    REAL_AWS_ENV,
+    AwsEndpoint,
+    aws_endpoint_for,
+    choose_backend,
+    fake_credentials_env,
+)
+from tests.support.s3_objects import create_bucket, delete_bucket, unique_bucket_name
+from tests.support.s3_objects import put_objects as _put_objects
+
+_INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+PutObjects = Callable[..., Awaitable[None]]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say up front which readers check archives, so a thinner run is visible in the log."""
+    found = {r.name: r.locate() for r in archive_check.READERS}
+    missing = [n for n, p in found.items() if p is None]
+    require = archive_check.REQUIRE_READERS_ENV
+    return [
+        f"{BACKEND_ENV}={os.environ.get(BACKEND_ENV, 'auto')}; "
+        f"{require}={os.environ.get(require, '0')}",
+        "zip readers: "
+        + ", ".join(n for n, p in found.items() if p)
+        + (f" (MISSING: {', '.join(missing)})" if missing else ""),
+    ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _INTEGRATION_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fake_aws_credentials() -> Iterator[None]:
+    """No test may ever reach a real AWS account, whatever the developer's shell holds."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in REAL_AWS_ENV:
+            mp.delenv(name, raising=False)
+        for name, value in fake_credentials_env().items():
+            mp.setenv(name, value)
+        yield
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint(_fake_aws_credentials: None) -> Iterator[AwsEndpoint]:
+    """The session's emulated AWS; ``AWS_ENDPOINT_URL`` points at it while it runs."""
+    backend = choose_backend()  # raises if localstack was asked for and cannot run
+    with aws_endpoint_for(backend) as endpoint, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ENDPOINT_URL", endpoint.endpoint_url)
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def aws_settings(aws_endpoint: AwsEndpoint) -> AwsSettings:
+    return aws_endpoint.settings()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def s3(aws_settings: AwsSettings) -> AsyncIterator[Any]:
+    async with aws_client("s3", aws_settings) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def bucket(s3: Any, aws_endpoint: AwsEndpoint) -> AsyncIterator[str]:
+    """A fresh bucket; emptied and deleted afterwards so the emulator's memory is returned."""
+    name = unique_bucket_name()
+    await create_bucket(s3, name, aws_endpoint.region)
+    yield name
+    try:
+        await delete_bucket(s3, name)
+    except Exception as exc:  # cleanup must not mask the test's own result
+        warnings.warn(f"could not delete test bucket {name}: {exc!r}", stacklevel=1)
+
+
+@pytest.fixture
+def put_objects(s3: Any, bucket: str) -> PutObjects:
+    """Seed objects: ``await put_objects({"a.pdf": b"..."})`` (into ``bucket`` unless told)."""
+
+    async def put(objects: Mapping[str, bytes], *, bucket: str = bucket) -> None:
+        await _put_objects(s3, bucket, objects)
+
+    return put

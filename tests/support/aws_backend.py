@@ -1,0 +1,193 @@
+"""One local AWS endpoint (S3, SQS, DynamoDB over real HTTP) for the whole test session.
+
+LocalStack in Docker is the more faithful emulator (it validates presigned
+URLs, for one), so it is used whenever a Docker engine answers. Without one,
+an in-process moto server on 127.0.0.1 takes its place: it speaks the same
+protocols, and the suite still runs on a laptop or CI box with no Docker.
+
+``ZIPJOBS_TEST_BACKEND`` chooses: ``auto`` (default), ``localstack`` or
+``moto``. Asking for ``localstack`` explicitly without Docker is an error,
+never a silent fallback: whoever asked wants to know the run was not what
+they thought.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+from service.aws import AwsSettings
+
+log = logging.getLogger(__name__)
+
+BACKEND_ENV = "ZIPJOBS_TEST_BACKEND"
+LOCALSTACK_IMAGE_ENV = "ZIPJOBS_LOCALSTACK_IMAGE"
+# Pinned: an unpinned image moves under the suite, and newer LocalStack
+# images may ask for an auth token.
+DEFAULT_LOCALSTACK_IMAGE = "localstack/localstack:4.4"
+REGION = "us-east-1"
+# Fake credentials: both emulators accept any; real ones must never be used.
+FAKE_ACCESS_KEY = "testing"
+FAKE_SECRET_KEY = "testing"  # not a secret: an emulator placeholder
+
+BackendName = Literal["moto", "localstack"]
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend that was asked for cannot run on this machine."""
+
+
+@dataclass(frozen=True, slots=True)
+class AwsEndpoint:
+    """Where the session's emulated AWS lives, and which emulator it is."""
+
+    endpoint_url: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+    backend: BackendName
+
+    def settings(self) -> AwsSettings:
+        """The service's own settings type, so tests build clients like the service does."""
+        return AwsSettings(
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+        )
+
+    @property
+    def validates_presigned_urls(self) -> bool:
+        """moto accepts a tampered or expired presigned URL; LocalStack does not."""
+        return self.backend == "localstack"
+
+    def reset(self) -> None:
+        """Drop every bucket, queue and table (moto only; LocalStack is per session anyway)."""
+        if self.backend != "moto":
+            return
+        req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+
+
+def docker_available() -> bool:
+    """True only when a Docker engine answers a ping.
+
+    ``shutil.which("docker")`` is not enough: the CLI is often installed with
+    no daemon behind it. The ping fails within milliseconds when nothing listens.
+    """
+    try:
+        docker = importlib.import_module("docker")  # untyped; comes with testcontainers
+        client = docker.from_env(timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # any failure means "no usable engine"
+        return False
+
+
+def choose_backend(requested: str | None = None) -> BackendName:
+    """Resolve ``ZIPJOBS_TEST_BACKEND`` to a backend that can actually run here."""
+    choice = requested if requested is not None else os.environ.get(BACKEND_ENV, "auto")
+    choice = choice.strip().lower() or "auto"
+    if choice == "moto":
+        return "moto"
+    if choice == "localstack":
+        if not docker_available():
+            raise BackendUnavailableError(
+                f"{BACKEND_ENV}=localstack but no Docker engine answers "
+                "(check DOCKER_HOST / that the daemon runs), or use moto/auto"
+            )
+        return "localstack"
+    if choice == "auto":
+        return "localstack" if docker_available() else "moto"
+    raise BackendUnavailableError(f"{BACKEND_ENV}={choice!r} is not one of auto, localstack, moto")
+
+
+@contextmanager
+def moto_endpoint() -> Iterator[AwsEndpoint]:
+    """A moto server in a thread of this process, on a port the OS picks (no races)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield AwsEndpoint(
+            endpoint_url=f"http://{host}:{port}",
+            region=REGION,
+            access_key_id=FAKE_ACCESS_KEY,
+            secret_access_key=FAKE_SECRET_KEY,
+            backend="moto",
+        )
+    finally:
+        server.stop()
+
+
+def _localstack_container_class() -> type:
+    """testcontainers 4.x moved modules under ``community``; accept both layouts."""
+    try:
+        from testcontainers.community.localstack import LocalStackContainer
+    except ImportError:  # older 4.x
+        from testcontainers.localstack import LocalStackContainer
+    return LocalStackContainer
+
+
+@contextmanager
+def localstack_endpoint() -> Iterator[AwsEndpoint]:
+    """A LocalStack container with signature validation on (the default), S3/SQS/DynamoDB only."""
+    image = os.environ.get(LOCALSTACK_IMAGE_ENV, DEFAULT_LOCALSTACK_IMAGE)
+    container = (
+        _localstack_container_class()(image=image, region_name=REGION)
+        .with_services("s3", "sqs", "dynamodb")
+        .with_env("S3_SKIP_SIGNATURE_VALIDATION", "0")
+    )
+    with container as running:
+        yield AwsEndpoint(
+            endpoint_url=running.get_url(),
+            region=REGION,
+            access_key_id=FAKE_ACCESS_KEY,
+            secret_access_key=FAKE_SECRET_KEY,
+            backend="localstack",
+        )
+
+
+@contextmanager
+def aws_endpoint_for(backend: BackendName) -> Iterator[AwsEndpoint]:
+    """Start ``backend`` and stop it when the block ends."""
+    factory = localstack_endpoint if backend == "localstack" else moto_endpoint
+    with factory() as endpoint:
+        log.info("test AWS endpoint: %s at %s", endpoint.backend, endpoint.endpoint_url)
+        yield endpoint
+
+
+def fake_credentials_env(endpoint_url: str | None = None) -> dict[str, str]:
+    """Environment that keeps any client built from defaults off real AWS.
+
+    Config and credential files point nowhere so a developer's ~/.aws profile
+    is never read by a test; ``AWS_ENDPOINT_URL`` (when given) sends even a
+    client built without our settings to the emulator.
+    """
+    env = {
+        "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    if endpoint_url is not None:
+        env["AWS_ENDPOINT_URL"] = endpoint_url
+    return env
+
+
+# Variables that would point a default client at a real account.
+REAL_AWS_ENV = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
