@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from service.api import make_app
 from service.jobs import JobService
 from service.jobs.manifest import INLINE_KEYS_LIMIT
 from service.local.stack import Provisioned, StackNames, provision
+from tests.support.aws_backend import AwsEndpoint
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +27,8 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(scope="module")
-def endpoint_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The session's local AWS (tests/conftest.py), or a moto server of our own."""
-    try:
-        yield request.getfixturevalue("aws_endpoint").endpoint_url
-        return
-    except pytest.FixtureLookupError:
-        pass
-    from tests.support.aws_backend import moto_endpoint
-
-    with moto_endpoint() as endpoint:
-        yield endpoint.endpoint_url
+def endpoint_url(aws_endpoint: AwsEndpoint) -> str:
+    return aws_endpoint.endpoint_url
 
 
 @pytest.fixture(scope="module")
