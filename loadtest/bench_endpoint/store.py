@@ -109,6 +109,11 @@ class Upload:
         return part_etag(crc, length)
 
 
+def seed_keys(prefix: str, count: int, width: int = 6) -> list[str]:
+    """The keys ``/_bench/seed`` creates, in key (and archive) order."""
+    return [f"{prefix}{i:0{width}d}.bin" for i in range(count)]
+
+
 def part_etag(crc: int, length: int) -> str:
     """Cheap and content-derived (MD5 of every part would cost endpoint CPU)."""
     return f'"{crc:08x}{length:016x}"'
@@ -140,7 +145,7 @@ class Store:
     def seed(self, bucket: str, prefix: str, count: int, size: int, width: int = 6) -> list[str]:
         """Register ``count`` objects ``{prefix}{i:0{width}d}.bin`` of ``size`` bytes."""
         self.create_bucket(bucket)
-        keys = [f"{prefix}{i:0{width}d}.bin" for i in range(count)]
+        keys = seed_keys(prefix, count, width)
         objects = self.buckets[bucket]
         for key in keys:
             obj = VirtualObject(key, size)
