@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import pytest_asyncio
 
@@ -39,6 +40,11 @@ from tests.support.s3_objects import create_bucket, delete_bucket, unique_bucket
 from tests.support.s3_objects import put_objects as _put_objects
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+# The machines running this suite are shared and small: a slow example is not a
+# bug, so Hypothesis' per-example deadline is off (tests never assert speed).
+hypothesis.settings.register_profile("zipjobs", deadline=None, print_blob=True)
+hypothesis.settings.load_profile("zipjobs")
 
 PutObjects = Callable[..., Awaitable[None]]
 
