@@ -5,7 +5,8 @@
 - While a job runs its message's visibility is extended, so no other worker
   sees it; if this process dies, the message reappears once the extension
   runs out and another worker takes the job over after its lease expired.
-- SIGTERM (``stop()``): no new messages; running jobs get ``grace`` seconds
+- SIGTERM (``stop()``): no new jobs (a long poll in flight is let finish and
+  what it brings is returned at once); running jobs get ``grace`` seconds
   to finish, then are cancelled, which releases their lease and makes their
   message visible again for another worker.
 """
@@ -55,6 +56,7 @@ class Worker:
         self._slots = asyncio.Semaphore(self.concurrency)
         self._jobs: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._returning: list[asyncio.Task[None]] = []
         self.completed = 0
 
     def stop(self) -> None:
@@ -117,7 +119,11 @@ class Worker:
         finally:
             stop.cancel()
         if not poll.done():
-            poll.cancel()
+            # Never cancel a poll in flight: SQS may already have handed it a
+            # message (counting a receive and hiding it for the visibility
+            # timeout) that would then be lost until it reappears. Let it end
+            # and give back whatever it brings.
+            self._returning.append(asyncio.create_task(self._give_back(poll)))
             messages: list[dict[str, Any]] = []
         else:
             messages = poll.result().get("Messages", [])
@@ -125,6 +131,15 @@ class Worker:
         for _ in range(unused):
             self._slots.release()
         return messages
+
+    async def _give_back(self, poll: asyncio.Future[Any]) -> None:
+        try:
+            messages = (await poll).get("Messages", [])
+        except Exception as err:
+            log.warning("receive failed while stopping: %s", err)
+            return
+        for message in messages:
+            await self._settle(message["ReceiptHandle"], Outcome(Action.RETRY, "stopping"))
 
     def _start(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
@@ -202,14 +217,15 @@ class Worker:
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then release them."""
-        if not self._jobs:
-            return
-        log.info(
-            "stopping: waiting up to %.0f s for %d job(s)", self.grace_seconds, len(self._jobs)
-        )
-        _, pending = await asyncio.wait(set(self._jobs), timeout=self.grace_seconds)
-        for task in pending:
-            task.cancel()
-        if pending:
-            log.info("releasing %d unfinished job(s) for another worker", len(pending))
-            await asyncio.gather(*pending, return_exceptions=True)
+        returning = asyncio.gather(*self._returning, return_exceptions=True)
+        if self._jobs:
+            log.info(
+                "stopping: waiting up to %.0f s for %d job(s)", self.grace_seconds, len(self._jobs)
+            )
+            _, pending = await asyncio.wait(set(self._jobs), timeout=self.grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.info("releasing %d unfinished job(s) for another worker", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        await returning
