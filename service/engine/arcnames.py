@@ -23,21 +23,30 @@ FALLBACK_NAME = "unnamed"
 def sanitize(name: str) -> str:
     """Return a relative POSIX path that stays inside the archive root.
 
-    Backslashes become separators (Windows extractors treat them so), a drive
-    prefix and leading slashes go, and ``.``/``..``/empty segments are dropped:
-    ``../../etc/passwd`` becomes ``etc/passwd``. Names are NFC-normalised so the
-    same visible name from macOS (NFD) and Linux (NFC) sources dedupes.
+    Backslashes become separators (Windows extractors treat them so), drive
+    prefixes and leading slashes go, and ``.``/``..``/empty segments are
+    dropped: ``../../etc/passwd`` becomes ``etc/passwd``. Names are
+    NFC-normalised so the same visible name from macOS (NFD) and Linux (NFC)
+    sources dedupes. An over-long name is cut and cleaned again, so the cut
+    cannot leave a ``..`` or a trailing ``/`` behind.
     """
     name = unicodedata.normalize("NFC", name)
     name = _CONTROL.sub("_", name).replace("\\", "/")
-    name = _DRIVE.sub("", name)
-    parts = [p for p in name.split("/") if p not in ("", ".", "..")]
-    cleaned = "/".join(parts)
-    if not cleaned:
-        return FALLBACK_NAME
+    cleaned = _clean_segments(name)
     while len(cleaned.encode("utf-8")) > MAX_NAME_BYTES:
-        cleaned = cleaned[: len(cleaned) // 2]
-    return cleaned
+        cut = cleaned.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", errors="ignore")
+        cleaned = _clean_segments(cut)
+    return cleaned or FALLBACK_NAME
+
+
+def _clean_segments(name: str) -> str:
+    """Drop empty, ``.`` and ``..`` segments and any drive prefix (``C:``) in front."""
+    parts = [p for p in name.split("/") if p not in ("", ".", "..")]
+    while parts and _DRIVE.match(parts[0]):
+        parts[0] = _DRIVE.sub("", parts[0], count=1)
+        if parts[0] in ("", ".", ".."):
+            parts.pop(0)
+    return "/".join(parts)
 
 
 def _with_suffix(name: str, n: int) -> str:
