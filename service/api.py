@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .jobs import ApiError, HttpRequest, JobService, handle, problem_response
+from .jobs import (
+    PROBLEM_CONTENT_TYPE,
+    ApiError,
+    HttpRequest,
+    JobService,
+    Problem,
+    handle,
+    problem_response,
+)
 from .jobs.validation import check_body_size
 from .worker import Worker
 
@@ -60,11 +68,30 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     )
 
 
+@web.middleware
+async def problems_only(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Errors aiohttp raises itself (before our handler) become problem+json too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        resp = problem_response(Problem(exc.status, "http-error", exc.reason))
+        return web.Response(
+            status=resp.status, body=resp.body, content_type=PROBLEM_CONTENT_TYPE
+        )
+
+
 def make_app(svc: JobService) -> web.Application:
     """The aiohttp app. The body limit is enforced in ``dispatch`` (problem+json)."""
-    app = web.Application(client_max_size=svc.settings.max_body_bytes + 1024 * 1024)
+    app = web.Application(
+        client_max_size=svc.settings.max_body_bytes + 1024 * 1024, middlewares=[problems_only]
+    )
     app[SERVICE_KEY] = svc
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    # [\s\S]: a path may hold any character after percent-decoding, newlines too.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
     return app
 
 

@@ -37,7 +37,11 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging()
     stop = stop_on_signals()
     async with JobService.open(settings) as svc:
-        worker = Worker(svc, grace_seconds=args.grace_seconds) if args.with_worker else None
+        worker = (
+            Worker(svc, poll_seconds=args.poll_seconds, grace_seconds=args.grace_seconds)
+            if args.with_worker
+            else None
+        )
         await run_server(
             svc,
             args.host,
@@ -112,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a service in a container
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--with-worker", action="store_true", help="also run a worker")
+    serve.add_argument("--poll-seconds", type=int, default=20, help="SQS long-poll wait")
     serve.add_argument("--grace-seconds", type=float, default=30.0)
     serve.set_defaults(handler=run_serve)
 

@@ -117,7 +117,7 @@ async def _route(svc: JobService, req: HttpRequest) -> HttpResponse:
             raise _method_not_allowed("POST")
         check_auth(svc.settings.api_token, req.header("authorization"))
         return await _create(svc, req)
-    match = _JOB_PATH.match(path)
+    match = _JOB_PATH.fullmatch(path)
     if match is None:
         raise ApiError(404, "not-found", f"no resource at {req.path}")
     job_id = match.group(1)

@@ -28,11 +28,11 @@ _JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 def is_job_id(value: str) -> bool:
     """Job ids are uuid4 hex; anything else cannot exist (and never hits DynamoDB)."""
-    return bool(_JOB_ID_RE.match(value))
+    return bool(_JOB_ID_RE.fullmatch(value))
 
 
 def check_idempotency_key(value: str) -> str:
-    if not _IDEMPOTENCY_KEY_RE.match(value):
+    if not _IDEMPOTENCY_KEY_RE.fullmatch(value):
         raise ApiError(
             400,
             "invalid-idempotency-key",

@@ -180,3 +180,9 @@ def test_job_ids() -> None:
     assert not is_job_id("0123456789ABCDEF0123456789ABCDEF")
     assert not is_job_id("../etc/passwd")
     assert not is_job_id("")
+
+
+def test_a_trailing_newline_is_not_a_job_id_or_key() -> None:
+    assert not is_job_id("0123456789abcdef0123456789abcdef\n")
+    with pytest.raises(ApiError):
+        check_idempotency_key("abc\n")
