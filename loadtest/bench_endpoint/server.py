@@ -402,10 +402,13 @@ class Endpoint:
         }
 
 
+ENDPOINT_KEY = web.AppKey("endpoint", Endpoint)
+
+
 def create_app(endpoint: Endpoint | None = None) -> web.Application:
     endpoint = endpoint or Endpoint()
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app["endpoint"] = endpoint
+    app[ENDPOINT_KEY] = endpoint
     app.router.add_route("*", "/{tail:.*}", endpoint.dispatch)
     return app
 
