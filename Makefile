@@ -1,0 +1,65 @@
+# The README's two commands, and their helpers.
+#
+#   make test    lint + unit + integration tests (tox), bootstrapping .venv first
+#   make demo    the whole service end to end on an embedded local AWS
+#
+# PYTHON picks the interpreter (>= 3.11), e.g. `make test PYTHON=python3.12`.
+# TOX_ENVS lists what `make test` runs; add new tox envs there.
+
+PYTHON ?= python3
+VENV ?= .venv
+TOX_ENVS ?= lint,py,integration
+TOX_ARGS ?=
+
+BIN := $(VENV)/bin
+MIN_PYTHON := 3.11
+PY_CHECK := import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
+
+.DEFAULT_GOAL := help
+.PHONY: help check-python venv test lint demo clean distclean
+
+help:
+	@echo "make test      lint, unit and integration tests (tox envs: $(TOX_ENVS))"
+	@echo "make demo      run the service end to end locally (zipjobs demo)"
+	@echo "make lint      ruff + mypy only"
+	@echo "make venv      create $(VENV) with tox in it"
+	@echo "make clean     remove tox envs and caches (keeps $(VENV)); distclean removes it too"
+
+check-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "error: '$(PYTHON)' not found; install Python >= $(MIN_PYTHON) or pass PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@$(PYTHON) -c '$(PY_CHECK)' || { \
+	  echo "error: Python >= $(MIN_PYTHON) required, but $(PYTHON) is $$($(PYTHON) -V 2>&1); pass PYTHON=python3.11 (or newer)" >&2; exit 1; }
+
+# The venv's own interpreter is checked too: an old .venv made by an older Python is rebuilt.
+$(BIN)/python: | check-python
+	@if [ -x $(BIN)/python ] && ! $(BIN)/python -c '$(PY_CHECK)' 2>/dev/null; then \
+	  echo "$(VENV) uses $$($(BIN)/python -V 2>&1); recreating it with $(PYTHON)"; rm -rf $(VENV); fi
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+
+$(BIN)/tox: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade "tox>=4.11"
+	@touch $@
+
+venv: check-python $(BIN)/tox
+
+test: venv
+	$(BIN)/tox run -e $(TOX_ENVS) $(TOX_ARGS)
+
+lint: venv
+	$(BIN)/tox run -e lint $(TOX_ARGS)
+
+# Reinstalled when pyproject.toml changes (new dependencies).
+$(VENV)/.local-installed: pyproject.toml $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[local]"
+	@touch $@
+
+demo: check-python $(VENV)/.local-installed
+	$(BIN)/zipjobs demo
+
+clean:
+	rm -rf .tox .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
