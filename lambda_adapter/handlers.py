@@ -1,0 +1,67 @@
+"""The three Lambda entry points. Thin: translate the event, call ``service``.
+
+- ``enqueue``: API Gateway HTTP API, ``POST /zip-jobs``
+- ``status``:  API Gateway HTTP API, ``GET`` and ``DELETE /zip-jobs/{id}``
+- ``zipper``:  SQS event source mapping with ``ReportBatchItemFailures``
+
+All three share the container state in ``runtime`` (loop, clients, budget)
+and the same ``service.jobs`` functions as the aiohttp service and worker.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from service.jobs import handle
+
+from . import apigw
+from .runtime import Container, configure_logging
+from .sqs_batch import process_batch
+
+logger = configure_logging()
+_container: Container | None = None
+
+
+def container() -> Container:
+    global _container
+    if _container is None:
+        _container = Container()
+    return _container
+
+
+def _http(event: dict[str, Any]) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        svc = await container().service()
+        return apigw.to_result(await handle(svc, apigw.to_request(event)))
+
+    return container().run(go())
+
+
+@logger.inject_lambda_context(log_event=False)
+def enqueue(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return _http(event)
+
+
+@logger.inject_lambda_context(log_event=False)
+def status(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return _http(event)
+
+
+@logger.inject_lambda_context(log_event=False)
+def zipper(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    owner = f"lambda:{os.environ.get('AWS_LAMBDA_LOG_STREAM_NAME', 'local')}:{uuid.uuid4().hex[:8]}"
+
+    async def go() -> dict[str, Any]:
+        svc = await container().service()
+        budget = await container().budget()
+        return await process_batch(
+            svc,
+            budget,
+            event.get("Records", []),
+            owner=owner,
+            seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        )
+
+    return container().run(go())

@@ -1,0 +1,141 @@
+"""The zipper's SQS batch: run each record's job, report only the failures.
+
+With ``ReportBatchItemFailures`` the event source mapping deletes every
+message not named in ``batchItemFailures`` and returns the named ones; any
+other answer shape would mark the whole batch done and lose messages
+(FIELD_NOTES), so this module always answers in that shape, whatever fails.
+
+Lambda's hard time limit is the failure this module exists for: a job that
+cannot finish before it is stopped by our own deadline (remaining time minus
+a safety margin), its upload aborted by the engine and its lease released,
+and its message made visible again after a short delay instead of the queue's
+long visibility timeout. Past the queue's receive limit the job is FAILED
+with a reason that says why, and the message goes on to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from service.engine import Budget
+from service.jobs import Action, JobError, JobService, Outcome, parse_message, run_job_message
+
+from .runtime import current_job
+
+log = logging.getLogger("service.lambda")
+
+# Seconds kept back from the Lambda deadline for aborting the upload,
+# releasing the lease and answering.
+SAFETY_SECONDS = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+
+    @classmethod
+    def from_event(cls, raw: dict[str, Any]) -> Record:
+        attrs = raw.get("attributes") or {}
+        return cls(
+            message_id=raw["messageId"],
+            receipt_handle=raw.get("receiptHandle", ""),
+            body=raw.get("body", ""),
+            receive_count=int(attrs.get("ApproximateReceiveCount", "1")),
+        )
+
+
+async def process_batch(
+    svc: JobService,
+    budget: Budget,
+    records: list[dict[str, Any]],
+    *,
+    owner: str,
+    seconds_left: Callable[[], float],
+) -> dict[str, list[dict[str, str]]]:
+    """Run every record concurrently (one shared budget); name the ones to retry."""
+    parsed = [Record.from_event(r) for r in records]
+    results = await asyncio.gather(
+        *(_process(svc, budget, rec, owner, seconds_left) for rec in parsed),
+        return_exceptions=True,
+    )
+    failures = []
+    for rec, result in zip(parsed, results, strict=True):
+        if isinstance(result, BaseException):
+            log.error("message %s: %s", rec.message_id, result, exc_info=result)
+            failures.append(rec.message_id)
+        elif not result:
+            failures.append(rec.message_id)
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+
+
+async def _process(
+    svc: JobService, budget: Budget, rec: Record, owner: str, seconds_left: Callable[[], float]
+) -> bool:
+    """True when the message is done with (delete it), False to have it returned."""
+    msg = parse_message(rec.body, rec.message_id, rec.receive_count)
+    if msg is None:
+        log.warning("message %s: not a job message; dropped", rec.message_id)
+        return True
+    current_job.set(msg.job_id)
+    deadline = seconds_left() - SAFETY_SECONDS
+    if deadline <= 0:  # not even time to start: same decision as running out mid-job
+        return await _out_of_time(svc, rec, msg.job_id)
+    try:
+        async with asyncio.timeout(deadline):
+            outcome = await run_job_message(svc, msg, owner=owner, budget=budget)
+    except TimeoutError:
+        return await _out_of_time(svc, rec, msg.job_id)
+    return await _act(svc, rec, outcome)
+
+
+async def _act(svc: JobService, rec: Record, outcome: Outcome) -> bool:
+    log.info("message %s: %s (%s)", rec.message_id, outcome.action.value, outcome.reason)
+    if outcome.action is Action.DELETE:
+        return True
+    if outcome.action is Action.RETRY:
+        await _return_soon(svc, rec, delay=outcome.delay)
+    # LEAVE: another worker owns the job; the message comes back after its
+    # visibility timeout and is then recognised as a duplicate.
+    return False
+
+
+async def _out_of_time(svc: JobService, rec: Record, job_id: str) -> bool:
+    """Retry soon, or FAIL the job at the queue's receive limit.
+
+    When the deadline hit mid-job, the engine has aborted the upload and the
+    runner has released the lease by the time this runs.
+    """
+    max_receives = await svc.max_receives()
+    if rec.receive_count >= max_receives:
+        error = JobError(
+            "TimeLimit",
+            f"the archive could not be built within the function's time limit "
+            f"in {rec.receive_count} attempts; raise the zipper timeout or split the job",
+        )
+        await svc.store.mark_failed(job_id, error)
+        log.error("job %s: FAILED after %d attempts out of time", job_id, rec.receive_count)
+        return False  # returned once more, so SQS moves it to the dead-letter queue
+    log.warning(
+        "job %s: out of time on attempt %d; released for a retry", job_id, rec.receive_count
+    )
+    await _return_soon(svc, rec, delay=1)
+    return False
+
+
+async def _return_soon(svc: JobService, rec: Record, *, delay: int) -> None:
+    """Make the message visible again after ``delay`` s, not the long queue timeout."""
+    try:
+        await svc.sqs.change_message_visibility(
+            QueueUrl=svc.settings.queue_url,
+            ReceiptHandle=rec.receipt_handle,
+            VisibilityTimeout=max(0, min(delay, 43_200)),
+        )
+    except Exception as err:  # the message still comes back, only later
+        log.warning("message %s: could not shorten its visibility: %s", rec.message_id, err)

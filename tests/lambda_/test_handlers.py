@@ -1,0 +1,236 @@
+"""The three Lambda handlers, invoked in-process with real-shaped events.
+
+They talk to the harness's local AWS over HTTP exactly as in AWS; only the
+Lambda runtime itself (which calls ``handler(event, context)``) is played by
+the test. Sync tests on purpose: the handlers own their container loop, as
+they do in Lambda.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from lambda_adapter import handlers
+from lambda_adapter.runtime import Container
+from lambda_adapter.sqs_batch import SAFETY_SECONDS
+from service.local.samples import make_pdf
+from service.local.stack import Provisioned, StackNames, provision
+from tests.lambda_.events import FakeContext, http_event, sqs_event
+from tests.support.archive_check import verify_archive_bytes
+from tests.support.aws_backend import AwsEndpoint
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(aws_endpoint: AwsEndpoint) -> Iterator[Provisioned]:
+    names = StackNames(f"lambda-{uuid.uuid4().hex[:8]}", max_receives=3)
+    provisioned = asyncio.run(provision(aws_endpoint.endpoint_url, names))
+    env = provisioned.env(
+        ZIPJOBS_WORKER_CONCURRENCY="1",
+        ZIPJOBS_LEASE_SECONDS="5",
+        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512",
+    )
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    handlers._container = Container()
+    yield provisioned
+    handlers._container.close()
+    handlers._container = None
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def aws(stack: Provisioned) -> dict[str, Any]:
+    kw = {"endpoint_url": stack.endpoint_url, "region_name": "us-east-1"}
+    return {"s3": boto3.client("s3", **kw), "sqs": boto3.client("sqs", **kw)}
+
+
+@pytest.fixture(scope="module")
+def pdfs(stack: Provisioned, aws: dict[str, Any]) -> dict[str, bytes]:
+    docs = {
+        f"lambda/doc-{i}.pdf": make_pdf(f"doc {i}", 20_000 + 3_000 * i, seed=i) for i in range(6)
+    }
+    docs["lambda/big.pdf"] = make_pdf("big", 12 * 1024 * 1024, seed=99)
+    for key, body in docs.items():
+        aws["s3"].put_object(Bucket=stack.names.src_bucket, Key=key, Body=body)
+    return docs
+
+
+def _submit(keys: list[str], **extra: Any) -> str:
+    out = handlers.enqueue(
+        http_event("POST", "/zip-jobs", body={"keys": keys, **extra}),
+        FakeContext(function_name="zipjobs-enqueue"),
+    )
+    assert out["statusCode"] == 202, out
+    doc = json.loads(out["body"])
+    assert out["headers"]["Location"] == doc["statusUrl"] == f"/zip-jobs/{doc['jobId']}"
+    return str(doc["jobId"])
+
+
+def _status(job_id: str) -> dict[str, Any]:
+    out = handlers.status(http_event("GET", f"/zip-jobs/{job_id}"), FakeContext())
+    assert out["statusCode"] == 200, out
+    return dict(json.loads(out["body"]))
+
+
+def _receive(stack: Provisioned, aws: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    for _ in range(10):
+        resp = aws["sqs"].receive_message(
+            QueueUrl=stack.queue_url,
+            MaxNumberOfMessages=10,
+            AttributeNames=["All"],
+            WaitTimeSeconds=1,
+        )
+        got += resp.get("Messages", [])
+        if len(got) >= n:
+            return got
+    raise AssertionError(f"expected {n} messages, got {len(got)}")
+
+
+def _arn(stack: Provisioned, aws: dict[str, Any]) -> str:
+    attrs = aws["sqs"].get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])
+    return str(attrs["Attributes"]["QueueArn"])
+
+
+def _download(url: str) -> bytes:
+    assert url.startswith("http://127.0.0.1") or url.startswith("http://localhost")
+    with urllib.request.urlopen(url, timeout=30) as resp:  # local endpoint only
+        return bytes(resp.read())
+
+
+def _no_uploads_left(stack: Provisioned, aws: dict[str, Any]) -> None:
+    assert aws["s3"].list_multipart_uploads(Bucket=stack.names.dst_bucket).get("Uploads", []) == []
+
+
+def test_job_goes_from_enqueue_through_zipper_to_a_download(
+    stack: Provisioned,
+    aws: dict[str, Any],
+    pdfs: dict[str, bytes],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The JSON handler keeps the stream it saw at import (pytest's, during
+    # collection); point it at this test's stdout, as Lambda's is fixed.
+    handlers.logger.registered_handler.setStream(sys.stdout)
+    keys = [k for k in pdfs if "doc-" in k]
+    job_id = _submit(keys, name="statements.zip")
+    assert _status(job_id)["status"] == "PENDING"
+
+    [message] = _receive(stack, aws, 1)
+    result = handlers.zipper(sqs_event([message], _arn(stack, aws)), FakeContext())
+    assert result == {"batchItemFailures": []}
+
+    doc = _status(job_id)
+    assert doc["status"] == "READY", doc
+    assert doc["progress"]["filesDone"] == doc["progress"]["filesTotal"] == len(keys)
+    archive = _download(doc["downloadUrl"])
+    verify_archive_bytes(archive, {k: pdfs[k] for k in keys})
+    _no_uploads_left(stack, aws)
+
+    logs = capsys.readouterr().out.splitlines()
+    job_lines = [json.loads(line) for line in logs if line.startswith("{") and job_id in line]
+    assert job_lines, "the zipper logged nothing about the job"
+    assert all(line.get("job_id") == job_id for line in job_lines if "READY" in line["message"])
+    assert not any("X-Amz-Signature" in line for line in logs), "a presigned URL reached the logs"
+
+
+def test_bad_requests_get_the_same_problem_documents(stack: Provisioned) -> None:
+    out = handlers.enqueue(http_event("POST", "/zip-jobs", body="{not json"), FakeContext())
+    assert out["statusCode"] == 400
+    assert out["headers"]["Content-Type"] == "application/problem+json"
+    assert "detail" in json.loads(out["body"])
+    out = handlers.status(http_event("GET", f"/zip-jobs/{uuid.uuid4().hex}"), FakeContext())
+    assert out["statusCode"] == 404
+    out = handlers.enqueue(http_event("POST", "/zip-jobs", body={"keys": []}), FakeContext())
+    assert out["statusCode"] in (400, 422)
+
+
+def test_one_failing_record_does_not_redo_the_others(
+    stack: Provisioned, aws: dict[str, Any], pdfs: dict[str, bytes]
+) -> None:
+    good = _submit(["lambda/doc-0.pdf", "lambda/doc-1.pdf"])
+    missing = _submit(["lambda/doc-2.pdf", "lambda/nope-1.pdf", "lambda/nope-2.pdf"])
+    messages = _receive(stack, aws, 2)
+    poison = dict(messages[0], MessageId="poison-1", Body="not json")
+    result = handlers.zipper(sqs_event([*messages, poison], _arn(stack, aws)), FakeContext())
+    # Missing keys are permanent (the job is FAILED, the message done); poison is dropped.
+    assert result == {"batchItemFailures": []}
+    assert _status(good)["status"] == "READY"
+    failed = _status(missing)
+    assert failed["status"] == "FAILED"
+    assert set(failed["error"]["missingKeys"]) == {"lambda/nope-1.pdf", "lambda/nope-2.pdf"}
+
+
+def test_a_job_out_of_time_is_released_and_finishes_on_the_retry(
+    stack: Provisioned, aws: dict[str, Any], pdfs: dict[str, bytes]
+) -> None:
+    keys = ["lambda/big.pdf", *[k for k in pdfs if "doc-" in k]]
+    job_id = _submit(keys)
+    [message] = _receive(stack, aws, 1)
+    arn = _arn(stack, aws)
+
+    # Too little time left even to start: returned untouched.
+    result = handlers.zipper(sqs_event([message], arn), FakeContext(seconds=SAFETY_SECONDS - 1))
+    assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+
+    # Time runs out mid-job: the upload is aborted and the lease released.
+    [message] = _receive(stack, aws, 1)
+    result = handlers.zipper(sqs_event([message], arn), FakeContext(seconds=SAFETY_SECONDS + 0.3))
+    assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    assert _status(job_id)["status"] in ("PENDING", "RUNNING")
+    _no_uploads_left(stack, aws)
+
+    # The retry (visible again after a short delay, not the queue's timeout) finishes it.
+    [message] = _receive(stack, aws, 1)
+    assert int(message["Attributes"]["ApproximateReceiveCount"]) >= 2
+    result = handlers.zipper(sqs_event([message], arn), FakeContext())
+    assert result == {"batchItemFailures": []}
+    doc = _status(job_id)
+    assert doc["status"] == "READY", doc
+    verify_archive_bytes(_download(doc["downloadUrl"]), {k: pdfs[k] for k in keys})
+
+
+def test_delete_cancels_a_pending_job(
+    stack: Provisioned, aws: dict[str, Any], pdfs: dict[str, bytes]
+) -> None:
+    job_id = _submit(["lambda/doc-3.pdf"])
+    out = handlers.status(http_event("DELETE", f"/zip-jobs/{job_id}"), FakeContext())
+    assert out["statusCode"] == 202
+    assert _status(job_id)["status"] == "CANCELLED"
+    [message] = _receive(stack, aws, 1)
+    assert handlers.zipper(sqs_event([message], _arn(stack, aws)), FakeContext()) == {
+        "batchItemFailures": []
+    }
+    assert _status(job_id)["status"] == "CANCELLED"
+
+
+def test_a_job_out_of_time_on_every_attempt_ends_failed(
+    stack: Provisioned, aws: dict[str, Any], pdfs: dict[str, bytes]
+) -> None:
+    job_id = _submit(["lambda/doc-4.pdf"])
+    arn = _arn(stack, aws)
+    for attempt in range(1, stack.names.max_receives + 1):
+        [message] = _receive(stack, aws, 1)
+        assert int(message["Attributes"]["ApproximateReceiveCount"]) == attempt
+        result = handlers.zipper(sqs_event([message], arn), FakeContext(seconds=1))
+        # Always named as a failure, so the last one moves on to the dead-letter queue.
+        assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    doc = _status(job_id)
+    assert doc["status"] == "FAILED"
+    assert doc["error"]["code"] == "TimeLimit"
+    assert "time limit" in doc["error"]["message"]
