@@ -1,0 +1,69 @@
+# Three functions from one package: enqueue and status behind the HTTP API,
+# zipper behind the SQS queue. Each has its own role and its own log group.
+
+resource "aws_cloudwatch_log_group" "fn" {
+  #checkov:skip=CKV_AWS_338:Retention is deliberately short (1 day by default, log_retention_days); logs carry job ids only, never keys' contents or URLs.
+  #checkov:skip=CKV_AWS_158:CloudWatch Logs encrypts at rest by default; a customer managed KMS key is not needed for these operational logs.
+  for_each          = local.functions
+  name              = "/aws/lambda/${local.function_names[each.key]}"
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_lambda_function" "fn" {
+  #checkov:skip=CKV_AWS_117:The functions only call public AWS APIs (S3, SQS, DynamoDB); a VPC would add NAT or endpoint costs and cold-start latency for no data-path benefit.
+  #checkov:skip=CKV_AWS_116:No asynchronous invocations: the API functions are invoked synchronously and the zipper's failed jobs go to the SQS queue's own dead-letter queue.
+  #checkov:skip=CKV_AWS_173:The environment holds only resource names and limits, no secrets; the Lambda service encrypts it with its own key.
+  #checkov:skip=CKV_AWS_272:Code signing needs an AWS Signer profile managed outside this stack; the package is built reproducibly by tools/build_lambda.py and pinned by its sha256.
+  #checkov:skip=CKV_AWS_115:The zipper's concurrency is capped by the event source mapping's maximum_concurrency (and optionally zipper_reserved_concurrency); the API functions are capped by the stage throttling.
+  #checkov:skip=CKV_AWS_50:X-Ray is opt-in (tracing_mode = Active) because it needs a Resource "*" permission and is billed per trace.
+  for_each = local.functions
+
+  function_name    = local.function_names[each.key]
+  role             = aws_iam_role.fn[each.key].arn
+  handler          = each.value.handler
+  runtime          = var.lambda_runtime
+  architectures    = [var.lambda_architecture]
+  memory_size      = each.value.memory
+  timeout          = each.value.timeout
+  filename         = var.lambda_package_path
+  source_code_hash = filebase64sha256(var.lambda_package_path)
+
+  reserved_concurrent_executions = each.key == "zipper" ? var.zipper_reserved_concurrency : -1
+
+  environment {
+    variables = local.function_env[each.key]
+  }
+
+  tracing_config {
+    mode = var.tracing_mode
+  }
+
+  # The log group must exist first, or Lambda creates one with no retention.
+  depends_on = [aws_cloudwatch_log_group.fn, aws_iam_role_policy.fn]
+
+  lifecycle {
+    precondition {
+      # FIELD_NOTES: RSS is about 1.2-1.5x the budget plus the interpreter.
+      condition     = each.key != "zipper" || var.zipper_budget_mb * 1.5 + 100 <= var.zipper_memory_mb
+      error_message = "zipper_memory_mb must be at least 1.5 x zipper_budget_mb + 100."
+    }
+    precondition {
+      condition     = each.key != "zipper" || var.zipper_budget_mb / var.zipper_batch_size >= 16
+      error_message = "zipper_budget_mb / zipper_batch_size must give each job at least 16 MB."
+    }
+  }
+}
+
+resource "aws_lambda_event_source_mapping" "zipper" {
+  event_source_arn                   = aws_sqs_queue.jobs.arn
+  function_name                      = aws_lambda_function.fn["zipper"].arn
+  batch_size                         = var.zipper_batch_size
+  maximum_batching_window_in_seconds = 0
+  # Without it a failed job in a batch would make Lambda retry (or drop) the
+  # whole batch; the zipper returns {"batchItemFailures": [...]}.
+  function_response_types = ["ReportBatchItemFailures"]
+
+  scaling_config {
+    maximum_concurrency = var.zipper_max_concurrency
+  }
+}

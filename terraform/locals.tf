@@ -1,0 +1,153 @@
+data "aws_partition" "current" {}
+
+locals {
+  emulated  = length(var.aws_endpoint_overrides) > 0
+  partition = data.aws_partition.current.partition
+
+  table_name = "${var.project_name}-jobs"
+  queue_name = "${var.project_name}-jobs"
+  dlq_name   = "${var.project_name}-jobs-dlq"
+
+  src_buckets = distinct(concat([var.src_bucket_name], var.extra_src_bucket_names))
+  dst_bucket  = var.create_dst_bucket ? aws_s3_bucket.dst[0].id : var.dst_bucket_name
+
+  # SQS hides a received message for this long; AWS asks for >= 6x the function
+  # timeout so a batch still being retried by Lambda is not handed out again.
+  queue_visibility_timeout = 6 * var.zipper_timeout_seconds
+
+  # --- S3 ARNs, scoped to the prefixes --------------------------------------------
+  src_bucket_arns = [for b in local.src_buckets : "arn:${local.partition}:s3:::${b}"]
+  # Empty src_prefixes = the whole bucket ("bucket/*" is still scoped to one bucket).
+  src_object_arns = flatten([
+    for b in local.src_buckets : (
+      length(var.src_prefixes) == 0
+      ? ["arn:${local.partition}:s3:::${b}/*"]
+      : [for p in var.src_prefixes : "arn:${local.partition}:s3:::${b}/${p}*"]
+    )
+  ])
+  dst_bucket_arn       = "arn:${local.partition}:s3:::${local.dst_bucket}"
+  dst_object_arns      = ["${local.dst_bucket_arn}/${var.dst_prefix}*"]
+  manifest_object_arns = ["${local.dst_bucket_arn}/${var.manifest_prefix}*"]
+
+  # ListObjectsV2 on a source bucket is limited to the allowed prefixes.
+  src_list_conditions = length(var.src_prefixes) == 0 ? [] : [{
+    test     = "StringLike"
+    variable = "s3:prefix"
+    values   = [for p in var.src_prefixes : "${p}*"]
+  }]
+
+  # --- the three functions -----------------------------------------------------------
+  common_env = {
+    ZIPJOBS_TABLE               = local.table_name
+    ZIPJOBS_QUEUE_URL           = aws_sqs_queue.jobs.url
+    ZIPJOBS_SRC_BUCKETS         = join(",", local.src_buckets)
+    ZIPJOBS_SRC_PREFIXES        = join(",", var.src_prefixes)
+    ZIPJOBS_DST_BUCKET          = local.dst_bucket
+    ZIPJOBS_DST_PREFIX          = var.dst_prefix
+    ZIPJOBS_MANIFEST_BUCKET     = local.dst_bucket
+    ZIPJOBS_MANIFEST_PREFIX     = var.manifest_prefix
+    ZIPJOBS_PRESIGN_TTL_SECONDS = tostring(var.presign_ttl_seconds)
+    ZIPJOBS_JOB_TTL_DAYS        = tostring(var.job_ttl_days)
+    ZIPJOBS_MAX_KEYS            = tostring(var.max_keys)
+    LOG_LEVEL                   = var.log_level
+    # AWS_ENDPOINT_URL is deliberately never set here: real Lambdas use real AWS.
+  }
+
+  functions = {
+    enqueue = {
+      handler = "lambda_adapter.handlers.enqueue"
+      memory  = var.api_memory_mb
+      timeout = var.api_timeout_seconds
+      env     = {}
+    }
+    status = {
+      handler = "lambda_adapter.handlers.status"
+      memory  = var.api_memory_mb
+      timeout = var.api_timeout_seconds
+      env     = {}
+    }
+    zipper = {
+      handler = "lambda_adapter.handlers.zipper"
+      memory  = var.zipper_memory_mb
+      timeout = var.zipper_timeout_seconds
+      env = {
+        ZIPJOBS_BUDGET_MB = tostring(var.zipper_budget_mb)
+        # The jobs of one SQS batch run concurrently and share the budget.
+        ZIPJOBS_WORKER_CONCURRENCY = tostring(var.zipper_batch_size)
+      }
+    }
+  }
+
+  function_names = { for k, _ in local.functions : k => "${var.project_name}-${k}" }
+  function_env = {
+    for k, f in local.functions : k => merge(local.common_env, f.env, {
+      POWERTOOLS_SERVICE_NAME = "${var.project_name}-${k}"
+    })
+  }
+
+  # --- IAM: every action each function calls, in ONE place ------------------------------
+  # Derived from the code (service/jobs, service/engine, service/worker); a test
+  # compares these with the boto calls the handlers make. Notes:
+  #  * TransactWriteItems is authorised per item as dynamodb:PutItem.
+  #  * HeadObject is authorised by s3:GetObject; ListObjectsV2 by s3:ListBucket;
+  #    Create/UploadPart/CompleteMultipartUpload by s3:PutObject.
+  #  * Presigning needs no API call, but the URL only works if the signer (status)
+  #    may s3:GetObject the archive.
+  #  * Logs: CreateLogStream/PutLogEvents on the function's own log group only.
+  iam_actions = {
+    enqueue = {
+      dynamodb_table  = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+      sqs_queue       = ["sqs:SendMessage"]
+      manifest_object = ["s3:DeleteObject", "s3:PutObject"]
+    }
+    status = {
+      dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+      dst_object     = ["s3:GetObject"]
+    }
+    zipper = {
+      dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+      # The event source mapping polls with the function's role.
+      sqs_queue       = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+      src_object      = ["s3:GetObject"]
+      src_bucket      = ["s3:ListBucket"]
+      dst_object      = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:PutObject"]
+      dst_bucket      = ["s3:ListBucketMultipartUploads"]
+      manifest_object = ["s3:GetObject"]
+    }
+  }
+
+  # Resource kind -> ARNs (and conditions). Logs are added per function below.
+  iam_resources = {
+    dynamodb_table  = { arns = [aws_dynamodb_table.jobs.arn], conditions = [] }
+    sqs_queue       = { arns = [aws_sqs_queue.jobs.arn], conditions = [] }
+    src_object      = { arns = local.src_object_arns, conditions = [] }
+    src_bucket      = { arns = local.src_bucket_arns, conditions = local.src_list_conditions }
+    dst_object      = { arns = local.dst_object_arns, conditions = [] }
+    dst_bucket      = { arns = [local.dst_bucket_arn], conditions = [] }
+    manifest_object = { arns = local.manifest_object_arns, conditions = [] }
+  }
+
+  iam_statements = {
+    for fn, kinds in local.iam_actions : fn => concat(
+      [for kind, actions in kinds : {
+        sid        = replace(title(replace(kind, "_", " ")), " ", "")
+        actions    = actions
+        resources  = local.iam_resources[kind].arns
+        conditions = local.iam_resources[kind].conditions
+      }],
+      [{
+        sid        = "OwnLogGroup"
+        actions    = ["logs:CreateLogStream", "logs:PutLogEvents"]
+        resources  = ["${aws_cloudwatch_log_group.fn[fn].arn}:*"]
+        conditions = []
+      }],
+      # X-Ray accepts trace segments only on Resource "*" (no resource-level permissions).
+      var.tracing_mode == "Active" ? [{
+        sid        = "XRay"
+        actions    = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+        resources  = ["*"]
+        conditions = []
+      }] : []
+    )
+  }
+}
