@@ -29,6 +29,7 @@ def assert_safe(name: str) -> None:
     assert not _CONTROL.search(name), name
     segments = name.split("/")
     assert all(s not in ("", ".", "..") for s in segments), name
+    assert not re.match(r"[A-Za-z]:", name), f"drive prefix: {name}"
     assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
     assert unicodedata.is_normalized("NFC", name)
 
@@ -77,8 +78,9 @@ def test_sanitize_treats_nfd_and_nfc_alike(key: str) -> None:
     )
 
 
-@given(keys.filter(lambda k: ":" not in k))
-def test_sanitize_is_idempotent_without_drive_letters(key: str) -> None:
+@given(keys)
+@example("C:C:/x")
+def test_sanitize_is_idempotent(key: str) -> None:
     assert sanitize(sanitize(key)) == sanitize(key)
 
 
@@ -88,8 +90,7 @@ def test_long_name_is_cut_to_the_zip_limit() -> None:
     assert name == "x" * len(name)
 
 
-# Known bugs, reported to the lead. strict=True: when they are fixed these tests
-# XPASS and fail, as a reminder to drop the marker.
+# Regressions: both were bugs before sanitize re-cleaned after stripping a drive or cutting.
 @pytest.mark.parametrize("key", ["/C:/Windows/x.dll", "../C:/x.dll", "C:C:/x.dll"])
 def test_no_drive_letter_survives(key: str) -> None:
     assert not re.match(r"^[A-Za-z]:", sanitize(key)), sanitize(key)
@@ -104,6 +105,14 @@ def test_cutting_a_long_name_keeps_it_safe(tail: str) -> None:
 
 
 # ------------------------------------------------------------------ unique_names
+
+
+# Known bug, reported to the lead. strict=True: once fixed this XPASSes and fails,
+# as a reminder to drop the marker.
+@pytest.mark.xfail(strict=True, reason="' (1)' is appended after the 65,535-byte cut")
+def test_renamed_name_still_fits_the_zip_name_field() -> None:
+    for name in unique_names(["x" * MAX_NAME_BYTES] * 2):
+        assert_safe(name)
 
 
 @pytest.mark.parametrize(
