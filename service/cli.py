@@ -15,9 +15,13 @@ import sys
 from collections.abc import Sequence
 
 from . import engine_cli
+from . import settings as settings_module
 from .settings import Settings, SettingsError
 
 EXIT_CONFIG = 2
+# The variable list lives once, in service/settings.py's docstring.
+_VARIABLES = (settings_module.__doc__ or "").split("Variables (required ones first):\n", 1)[-1]
+ENV_HELP = "environment:\n" + _VARIABLES
 
 
 def _settings() -> Settings | None:
@@ -112,7 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--poll-seconds", type=int, default=2, help="SQS long-poll wait")
     dev.set_defaults(handler=run_dev)
 
-    serve = sub.add_parser("serve", help="the HTTP API against AWS (ZIPJOBS_* variables)")
+    serve = sub.add_parser(
+        "serve",
+        help="the HTTP API against AWS (ZIPJOBS_* variables)",
+        description="Serve the job API against AWS, configured by environment variables.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a service in a container
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--with-worker", action="store_true", help="also run a worker")
@@ -120,7 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grace-seconds", type=float, default=30.0)
     serve.set_defaults(handler=run_serve)
 
-    worker = sub.add_parser("worker", help="the SQS worker against AWS (ZIPJOBS_* variables)")
+    worker = sub.add_parser(
+        "worker",
+        help="the SQS worker against AWS (ZIPJOBS_* variables)",
+        description="Run jobs from the SQS queue, configured by environment variables.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     worker.add_argument("--poll-seconds", type=int, default=20, help="SQS long-poll wait")
     worker.add_argument(
         "--grace-seconds", type=float, default=30.0,

@@ -4,6 +4,26 @@ Environment variables only, because the same names are set by Terraform for
 the Lambda functions, by a container's task definition and by ``zipjobs dev``
 for the embedded stack. Every problem is collected and reported at once, so
 an operator fixes a bad deployment in one round instead of one per variable.
+
+Variables (required ones first):
+    ZIPJOBS_TABLE                DynamoDB table (hash key ``jobId`` S, TTL attribute ``ttl``)
+    ZIPJOBS_QUEUE_URL            SQS queue URL (give it a redrive policy and a DLQ)
+    ZIPJOBS_SRC_BUCKETS          allowed source buckets, comma separated; first = default
+    ZIPJOBS_DST_BUCKET           where archives go
+    ZIPJOBS_SRC_PREFIXES         allowed key prefixes, comma separated (empty = any)
+    ZIPJOBS_DST_PREFIX           archive key prefix (archives/); key = PREFIX{jobId}/{name}
+    ZIPJOBS_PRESIGN_TTL_SECONDS  download URL lifetime (3600; at most 604800)
+    ZIPJOBS_JOB_TTL_DAYS         job records expire after (7)
+    ZIPJOBS_MAX_KEYS             keys per job (100000)
+    ZIPJOBS_MAX_BODY_BYTES       request body limit (5 MiB)
+    ZIPJOBS_BUDGET_MB            worker memory budget shared by its jobs (128)
+    ZIPJOBS_WORKER_CONCURRENCY   jobs at a time per worker (2; each gets BUDGET/CONCURRENCY)
+    ZIPJOBS_LEASE_SECONDS        job lease; a dead worker's job is taken over after it (30)
+    ZIPJOBS_MANIFEST_BUCKET      bucket for key manifests of big jobs (default: DST bucket)
+    ZIPJOBS_MANIFEST_PREFIX      their key prefix (manifests/)
+    ZIPJOBS_API_TOKEN            if set, the API requires ``Authorization: Bearer <token>``
+    AWS_REGION                   region (us-east-1)
+    AWS_ENDPOINT_URL             local emulator only
 """
 
 from __future__ import annotations
@@ -134,8 +154,12 @@ class _Reader:
         return convert(raw) if raw else None
 
     def settings(self) -> Settings:
-        src_buckets = _split(self.text("ZIPJOBS_SRC_BUCKETS"))
-        self.check(bool(src_buckets), "ZIPJOBS_SRC_BUCKETS must name at least one bucket")
+        raw_buckets = self.text("ZIPJOBS_SRC_BUCKETS")
+        src_buckets = _split(raw_buckets)
+        self.check(
+            not raw_buckets or bool(src_buckets),
+            "ZIPJOBS_SRC_BUCKETS must name at least one bucket",
+        )
         for b in src_buckets:
             self.bucket("ZIPJOBS_SRC_BUCKETS", b)
         dst_bucket = self.text("ZIPJOBS_DST_BUCKET")
