@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -71,7 +72,7 @@ def test_a_clean_run_passes_and_each_problem_fails_it() -> None:
 
 
 def test_throughput_counts_source_bytes_over_the_load_phase() -> None:
-    jobs = [
+    jobs: list[dict[str, Any]] = [
         {
             "source_bytes": 30 * MiB,
             "started_at": "2026-01-01T00:00:00.000Z",
