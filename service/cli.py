@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run a whole job end to end on an embedded local AWS")
-    demo.add_argument("--files", type=int, default=96, help="sample PDFs (default 96)")
-    demo.add_argument("--total-mb", type=int, default=64, help="their total size (default 64)")
+    demo.add_argument("--files", type=int, default=64, help="sample PDFs (default 64)")
+    demo.add_argument("--total-mb", type=int, default=40, help="their total size (default 40)")
     demo.set_defaults(handler=run_demo)
 
     dev = sub.add_parser("dev", help="API + worker on an embedded local AWS, until Ctrl-C")

@@ -277,7 +277,10 @@ async def _heartbeat(
                 continue
             ok = False
         if ok:
-            last_ok = time.monotonic()
+            now = time.monotonic()
+            if now - last_ok > lease / 2:  # a starved loop risks losing the lease
+                log.warning("job %s: heartbeat %.1f s after the last one", job_id, now - last_ok)
+            last_ok = now
             continue
         current = await svc.store.get(job_id)
         cancelled = current is not None and current.status is JobStatus.CANCELLED

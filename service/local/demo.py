@@ -144,7 +144,7 @@ async def _client_flow(api_url: str, keys: list[str], samples: list[Sample]) -> 
     return timing
 
 
-async def run_demo(files: int = 96, total_mb: int = 64) -> int:
+async def run_demo(files: int = 64, total_mb: int = 40) -> int:
     setup_logging()
     started = time.monotonic()
     samples = sample_pdfs(files, total_mb * 1024 * 1024)

@@ -37,7 +37,9 @@ async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
 
 @pytest.fixture(scope="module")
 async def svc(stack: Provisioned) -> AsyncIterator[JobService]:
-    async with JobService.open(stack.settings(ZIPJOBS_LEASE_SECONDS="3")) as service:
+    # Long enough that a loop starved by the in-process moto server on a busy
+    # machine cannot lose a lease by accident; the lease tests pass their own.
+    async with JobService.open(stack.settings(ZIPJOBS_LEASE_SECONDS="15")) as service:
         yield service
 
 

@@ -34,7 +34,7 @@ from tests.support.s3_objects import get_bytes
 
 pytestmark = pytest.mark.integration
 
-LEASE_SECONDS = "3"
+LEASE_SECONDS = "5"  # short, so the takeover comes quickly; not so short a busy box loses it
 REPO = Path(__file__).resolve().parents[2]
 
 
