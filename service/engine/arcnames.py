@@ -50,22 +50,28 @@ def _clean_segments(name: str) -> str:
 
 
 def _with_suffix(name: str, n: int) -> str:
-    """``dir/a.pdf`` -> ``dir/a (n).pdf``; a dotfile or bare name gets it at the end."""
+    """``dir/a.pdf`` -> ``dir/a (n).pdf``; a dotfile or bare name gets it at the end.
+
+    The stem is shortened if needed so the result still fits the ZIP name field.
+    """
     head, sep, base = name.rpartition("/")
     stem, dot, ext = base.rpartition(".")
     if not stem:  # no extension, or a dotfile like ".env"
         stem, dot, ext = base, "", ""
-    return f"{head}{sep}{stem} ({n}){dot}{ext}"
+    suffix = f" ({n}){dot}{ext}"
+    room = MAX_NAME_BYTES - len(f"{head}{sep}{suffix}".encode())
+    stem = stem.encode()[: max(room, 1)].decode("utf-8", errors="ignore") or "_"
+    return f"{head}{sep}{stem}{suffix}"
 
 
 def unique_names(names: Iterable[str]) -> list[str]:
     """Sanitize and deduplicate, deterministically, in input order.
 
     Comparison ignores case because macOS and Windows extract ``A.pdf`` over
-    ``a.pdf``. A generated name never collides with a later original either:
-    for ``a.pdf, a.pdf, a (1).pdf`` the second becomes ``a (1).pdf`` and the
-    third ``a (1) (1).pdf``. Two passes make that possible without lookahead
-    surprises: originals are reserved first, then clashes are renamed.
+    ``a.pdf``. A generated name never takes a later original's either: for
+    ``a.pdf, a.pdf, a (1).pdf`` the second becomes ``a (2).pdf`` and the third
+    keeps ``a (1).pdf``. Two passes make that possible: every original name is
+    reserved by its first holder, then the clashes are renamed.
     """
     cleaned = [sanitize(n) for n in names]
     taken: set[str] = set()

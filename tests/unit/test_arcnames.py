@@ -107,9 +107,6 @@ def test_cutting_a_long_name_keeps_it_safe(tail: str) -> None:
 # ------------------------------------------------------------------ unique_names
 
 
-# Known bug, reported to the lead. strict=True: once fixed this XPASSes and fails,
-# as a reminder to drop the marker.
-@pytest.mark.xfail(strict=True, reason="' (1)' is appended after the 65,535-byte cut")
 def test_renamed_name_still_fits_the_zip_name_field() -> None:
     for name in unique_names(["x" * MAX_NAME_BYTES] * 2):
         assert_safe(name)
