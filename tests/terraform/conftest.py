@@ -1,0 +1,139 @@
+"""Fixtures for the Terraform stack: one ``terraform apply`` per session, against moto.
+
+``tf_stack`` applies terraform/ to an in-process moto server (127.0.0.1, a
+port the OS picks) once per session, yields a ``TfStack`` with the stack's
+outputs, and destroys it afterwards (checking the destroy removed the table).
+Other tests use it to reach the deployed names, e.g. to run the handlers
+in-process with ``stack.handler_env("zipper")``.
+
+Note: moto keeps its state per process, so this server shares state with the
+session's ``aws_endpoint`` fixture when both are moto; the stack's names carry
+a random suffix so they never collide with a test's buckets, and no test may
+reset moto while a ``tf_stack`` test runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.support.aws_backend import AwsEndpoint, moto_endpoint
+from tests.terraform.tfrun import Terraform, endpoint_overrides, missing_tooling
+
+
+@dataclass(frozen=True)
+class TfStack:
+    """What a test needs of the applied stack."""
+
+    outputs: dict[str, Any]
+    endpoint: AwsEndpoint
+    variables: dict[str, Any]
+    timings: dict[str, float]
+
+    @property
+    def table_name(self) -> str:
+        return str(self.outputs["table_name"])
+
+    @property
+    def queue_url(self) -> str:
+        return str(self.outputs["queue_url"])
+
+    @property
+    def dst_bucket(self) -> str:
+        return str(self.outputs["dst_bucket"])
+
+    @property
+    def src_bucket(self) -> str:
+        return str(self.outputs["src_buckets"][0])
+
+    def client(self, service: str) -> Any:
+        """A boto3 client on the emulator (sync: these are checks, not the service)."""
+        e = self.endpoint
+        return boto3.client(
+            service,
+            endpoint_url=e.endpoint_url,
+            region_name=e.region,
+            aws_access_key_id=e.access_key_id,
+            aws_secret_access_key=e.secret_access_key,
+        )
+
+    def handler_env(self, function: str) -> dict[str, str]:
+        """The function's Terraform environment plus what a local run needs to reach moto."""
+        env = dict(self.outputs["function_environment"][function])
+        env.update(
+            AWS_ENDPOINT_URL=self.endpoint.endpoint_url,
+            AWS_REGION=self.endpoint.region,
+            AWS_DEFAULT_REGION=self.endpoint.region,
+            AWS_ACCESS_KEY_ID=self.endpoint.access_key_id,
+            AWS_SECRET_ACCESS_KEY=self.endpoint.secret_access_key,
+        )
+        return env
+
+
+def _tiny_package(path: Path) -> Path:
+    """Moto stores the zip but never runs it here, so the handlers' sources suffice."""
+    repo = Path(__file__).resolve().parents[2]
+    with zipfile.ZipFile(path, "w") as zf:
+        for src in sorted((repo / "lambda_adapter").glob("*.py")):
+            zf.write(src, f"lambda_adapter/{src.name}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def terraform_available() -> None:
+    reason = missing_tooling()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def tf_stack(
+    terraform_available: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TfStack]:
+    """Apply terraform/ to moto once per session; destroy it at the end."""
+    workdir = tmp_path_factory.mktemp("tf-stack")
+    suffix = uuid.uuid4().hex[:8]
+    with moto_endpoint() as endpoint:
+        tf = Terraform.copy_of_config(
+            workdir / "config",
+            {
+                "AWS_ACCESS_KEY_ID": endpoint.access_key_id,
+                "AWS_SECRET_ACCESS_KEY": endpoint.secret_access_key,
+                "AWS_REGION": endpoint.region,
+            },
+        )
+        variables = {
+            "project_name": f"zj-{suffix}",
+            "aws_region": endpoint.region,
+            "src_bucket_name": f"zj-{suffix}-src",
+            "src_prefixes": ["docs/", "invoices/"],
+            "dst_bucket_name": f"zj-{suffix}-dst",
+            "dst_bucket_force_destroy": True,
+            "lambda_package_path": str(_tiny_package(workdir / "lambda.zip")),
+            "aws_endpoint_overrides": endpoint_overrides(endpoint.endpoint_url),
+        }
+        tf.write_vars(variables)
+        tf.init()
+        try:
+            tf.run("apply", "-auto-approve", "-input=false", timeout=900)
+            stack = TfStack(tf.outputs(), endpoint, variables, tf.timings)
+            yield stack
+        finally:
+            tf.run("destroy", "-auto-approve", "-input=false", timeout=900)
+        # The destroy really removed things (moto answers 400 for a missing table).
+        tables = boto3.client(
+            "dynamodb",
+            endpoint_url=endpoint.endpoint_url,
+            region_name=endpoint.region,
+            aws_access_key_id=endpoint.access_key_id,
+            aws_secret_access_key=endpoint.secret_access_key,
+        ).list_tables()["TableNames"]
+        assert f"zj-{suffix}-jobs" not in tables, "terraform destroy left the jobs table"
+        print(f"\nterraform timings (s): {tf.timings}")
