@@ -79,9 +79,7 @@ async def problems_only(
         if exc.status < 400:
             raise
         resp = problem_response(Problem(exc.status, "http-error", exc.reason))
-        return web.Response(
-            status=resp.status, body=resp.body, content_type=PROBLEM_CONTENT_TYPE
-        )
+        return web.Response(status=resp.status, body=resp.body, content_type=PROBLEM_CONTENT_TYPE)
 
 
 def make_app(svc: JobService) -> web.Application:

@@ -1,10 +1,10 @@
 """``zipjobs``: one command, several ways to run the service.
 
-    zipjobs demo     the README's main command: everything, end to end, locally
-    zipjobs dev      API + worker on an embedded local AWS, until Ctrl-C
-    zipjobs serve    the API against real AWS (configured by ZIPJOBS_* variables)
-    zipjobs worker   the SQS worker against real AWS
-    zipjobs zip      one archive, now, without the job API
+zipjobs demo     the README's main command: everything, end to end, locally
+zipjobs dev      API + worker on an embedded local AWS, until Ctrl-C
+zipjobs serve    the API against real AWS (configured by ZIPJOBS_* variables)
+zipjobs worker   the SQS worker against real AWS
+zipjobs zip      one archive, now, without the job API
 """
 
 from __future__ import annotations
@@ -139,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--poll-seconds", type=int, default=20, help="SQS long-poll wait")
     worker.add_argument(
-        "--grace-seconds", type=float, default=30.0,
+        "--grace-seconds",
+        type=float,
+        default=30.0,
         help="on SIGTERM, how long running jobs may finish before they are released",
     )
     worker.set_defaults(handler=run_worker)

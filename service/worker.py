@@ -66,7 +66,10 @@ class Worker:
     async def run(self) -> None:
         log.info(
             "worker %s: %d job(s) at a time, budget %d MiB, queue %s",
-            self.owner, self.concurrency, self.budget.capacity // MiB, self.svc.settings.queue_url,
+            self.owner,
+            self.concurrency,
+            self.budget.capacity // MiB,
+            self.svc.settings.queue_url,
         )
         await self.svc.max_receives()
         while not self._stopping.is_set():

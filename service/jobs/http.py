@@ -97,9 +97,7 @@ async def handle(svc: JobService, req: HttpRequest) -> HttpResponse:
 
 
 def _method_not_allowed(allowed: str) -> ApiError:
-    return ApiError(
-        405, "method-not-allowed", f"use {allowed}", headers={"Allow": allowed}
-    )
+    return ApiError(405, "method-not-allowed", f"use {allowed}", headers={"Allow": allowed})
 
 
 async def _route(svc: JobService, req: HttpRequest) -> HttpResponse:

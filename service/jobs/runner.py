@@ -125,9 +125,7 @@ async def run_job_message(
         return Outcome(Action.DELETE, "no such job")
     if record.status.final:
         return Outcome(Action.DELETE, f"job already {record.status.value}")
-    claimed = await svc.store.claim(
-        msg.job_id, owner, svc.settings.lease_seconds, msg.message_id
-    )
+    claimed = await svc.store.claim(msg.job_id, owner, svc.settings.lease_seconds, msg.message_id)
     if claimed is None:
         return await _not_claimed(svc, msg)
     return await _run_claimed(svc, claimed, msg, owner=owner, budget=budget)
@@ -177,7 +175,10 @@ async def _succeeded(
     if await svc.store.mark_ready(record.job_id, owner, done, result.archive_bytes, skipped):
         log.info(
             "job %s: READY, %d files, %d bytes in %.1f s",
-            record.job_id, result.files, result.archive_bytes, result.seconds,
+            record.job_id,
+            result.files,
+            result.archive_bytes,
+            result.seconds,
         )
         return Outcome(Action.DELETE, "job READY")
     current = await svc.store.get(record.job_id)
@@ -199,7 +200,10 @@ async def _failed(
     max_receives = await svc.max_receives()
     log.warning(
         "job %s: attempt %d of %d failed: %s",
-        record.job_id, msg.receive_count, max_receives, error.message,
+        record.job_id,
+        msg.receive_count,
+        max_receives,
+        error.message,
     )
     if msg.receive_count >= max_receives:
         final = JobError(

@@ -48,9 +48,7 @@ class Created:
 class JobStore:
     """Conditional reads and writes of job items in one DynamoDB table."""
 
-    def __init__(
-        self, dynamodb: Any, table: str, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, dynamodb: Any, table: str, clock: Callable[[], float] = time.time) -> None:
         self._db = dynamodb
         self._table = table
         self._clock = clock

@@ -111,8 +111,14 @@ def key_problem(key: object, settings: Settings) -> tuple[str, bool] | None:
 def _type_name(value: object) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
 
 
 def name_problem(name: str) -> str | None:

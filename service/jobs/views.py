@@ -61,7 +61,5 @@ def job_view(
 
 def content_disposition(filename: str) -> str:
     """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / 5987)."""
-    fallback = "".join(
-        ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\' else "_" for ch in filename
-    )
+    fallback = "".join(ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\' else "_" for ch in filename)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -159,8 +159,13 @@ async def run_demo(files: int = 64, total_mb: int = 40) -> int:
             ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             server = asyncio.create_task(
                 run_server(
-                    svc, "127.0.0.1", 0, stop=stop, worker=Worker(svc, poll_seconds=1),
-                    on_ready=ready.set_result, access_log=False,
+                    svc,
+                    "127.0.0.1",
+                    0,
+                    stop=stop,
+                    worker=Worker(svc, poll_seconds=1),
+                    on_ready=ready.set_result,
+                    access_log=False,
                 )
             )
             api_url = await ready

@@ -43,7 +43,7 @@ def print_where(stack: Provisioned, api_url: str) -> None:
     print(describe(stack, api_url), flush=True)
     print(
         "try:  curl -s -XPOST -H 'Content-Type: application/json' "
-        f"-d '{{\"prefix\": \"\"}}' {api_url}/zip-jobs",
+        f'-d \'{{"prefix": ""}}\' {api_url}/zip-jobs',
         flush=True,
     )
     # The line scripts and tests wait for; keep its shape stable.

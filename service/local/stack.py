@@ -92,9 +92,7 @@ class Provisioned:
         """Settings read through the same env path a deployment uses."""
         env = self.env(**overrides)
         settings = Settings.from_env(env)
-        return dataclasses.replace(
-            settings, access_key_id=FAKE_KEY, secret_access_key=FAKE_KEY
-        )
+        return dataclasses.replace(settings, access_key_id=FAKE_KEY, secret_access_key=FAKE_KEY)
 
 
 async def _create_bucket(s3: Any, bucket: str) -> None:

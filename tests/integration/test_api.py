@@ -172,8 +172,14 @@ async def test_not_an_object_is_422(client: TestClient[Any, Any]) -> None:
 async def test_more_keys_than_the_maximum_is_422(
     client: TestClient[Any, Any], svc: JobService
 ) -> None:
-    app = make_app(JobService(dataclasses.replace(svc.settings, max_keys=3),
-                              s3=svc.s3, dynamodb=svc.dynamodb, sqs=svc.sqs))
+    app = make_app(
+        JobService(
+            dataclasses.replace(svc.settings, max_keys=3),
+            s3=svc.s3,
+            dynamodb=svc.dynamodb,
+            sqs=svc.sqs,
+        )
+    )
     async with TestClient(TestServer(app)) as small:
         doc = await problem(await post(small, {"keys": ["docs/a"] * 4}), 422)
     assert "the limit is 3" in doc["detail"]
@@ -192,8 +198,9 @@ async def test_body_over_the_limit_without_content_length_is_413(
         for _ in range(20):
             yield b"x" * 100_000
 
-    resp = await client.post("/zip-jobs", data=chunks(),
-                             headers={"Content-Type": "application/json"})
+    resp = await client.post(
+        "/zip-jobs", data=chunks(), headers={"Content-Type": "application/json"}
+    )
     await problem(resp, 413)
 
 
@@ -249,8 +256,9 @@ async def test_idempotency_same_key_same_body_returns_the_same_job(
     assert again.status == 202 and again.headers["Idempotent-Replayed"] == "true"
     assert (await again.json())["jobId"] == job_id
     # Another key: another job.
-    other = await post(client, {"keys": ["docs/a.pdf"]}, **{"Idempotency-Key": "other-" + key[
-        "Idempotency-Key"]})
+    other = await post(
+        client, {"keys": ["docs/a.pdf"]}, **{"Idempotency-Key": "other-" + key["Idempotency-Key"]}
+    )
     assert (await other.json())["jobId"] != job_id
     await drain_queue(svc)
 
@@ -289,8 +297,12 @@ async def test_enqueue_failure_marks_the_job_failed_and_answers_503(
     client: TestClient[Any, Any], svc: JobService
 ) -> None:
     bad_queue = svc.settings.queue_url.rsplit("/", 1)[0] + "/no-such-queue"
-    broken = JobService(dataclasses.replace(svc.settings, queue_url=bad_queue),
-                        s3=svc.s3, dynamodb=svc.dynamodb, sqs=svc.sqs)
+    broken = JobService(
+        dataclasses.replace(svc.settings, queue_url=bad_queue),
+        s3=svc.s3,
+        dynamodb=svc.dynamodb,
+        sqs=svc.sqs,
+    )
     async with TestClient(TestServer(make_app(broken))) as c:
         doc = await problem(await post(c, {"keys": ["docs/a.pdf"]}), 503)
     job = await (await client.get(f"/zip-jobs/{doc['jobId']}")).json()
@@ -303,11 +315,19 @@ async def test_enqueue_failure_marks_the_job_failed_and_answers_503(
 
 async def test_bearer_token(svc: JobService) -> None:
     token = "t0ken-" + uuid.uuid4().hex
-    guarded = JobService(dataclasses.replace(svc.settings, api_token=token),
-                         s3=svc.s3, dynamodb=svc.dynamodb, sqs=svc.sqs)
+    guarded = JobService(
+        dataclasses.replace(svc.settings, api_token=token),
+        s3=svc.s3,
+        dynamodb=svc.dynamodb,
+        sqs=svc.sqs,
+    )
     async with TestClient(TestServer(make_app(guarded))) as c:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token},
-                        {"Authorization": f"Basic {token}"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": token},
+            {"Authorization": f"Basic {token}"},
+        ):
             resp = await post(c, {"keys": ["docs/a.pdf"]}, **headers)
             await problem(resp, 401)
             assert resp.headers["WWW-Authenticate"].startswith("Bearer")

@@ -40,7 +40,7 @@ class DevProcess:
     def value(self, label: str) -> str:
         for line in self.lines:
             if line.startswith(label):
-                return line[len(label):].split()[0]
+                return line[len(label) :].split()[0]
         raise AssertionError(f"{label!r} not in the dev output:\n" + "\n".join(self.lines))
 
 
@@ -49,7 +49,11 @@ def dev() -> Iterator[DevProcess]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZIPJOBS_", "AWS_"))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "dev", "--port", "0", "--poll-seconds", "1"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     lines: list[str] = []
     try:
@@ -72,8 +76,9 @@ def dev() -> Iterator[DevProcess]:
 
 def http(method: str, url: str, doc: Any = None) -> tuple[int, dict[str, str], Any]:
     data = json.dumps(doc).encode() if doc is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:  # our own 127.0.0.1
             return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
@@ -95,16 +100,22 @@ def test_full_flow_over_plain_http(dev: DevProcess, tmp_path: Path) -> None:
     endpoint = dev.value("local AWS (moto)  ")
     bucket = dev.value("source bucket     ").removeprefix("s3://")
     s3 = boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-        aws_secret_access_key="testing", config=Config(s3={"addressing_style": "path"}),
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(s3={"addressing_style": "path"}),
     )
-    files = {f"inbox/letter-{i}.pdf": make_pdf(f"Letter {i}", 40_000 * (i + 1), i)
-             for i in range(5)}
+    files = {
+        f"inbox/letter-{i}.pdf": make_pdf(f"Letter {i}", 40_000 * (i + 1), i) for i in range(5)
+    }
     for key, body in files.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
 
-    status, headers, accepted = http("POST", api + "/zip-jobs",
-                                     {"prefix": "inbox/", "name": "letters.zip"})
+    status, headers, accepted = http(
+        "POST", api + "/zip-jobs", {"prefix": "inbox/", "name": "letters.zip"}
+    )
     assert status == 202 and headers["Location"] == accepted["statusUrl"]
     deadline = time.monotonic() + 60
     while True:
@@ -119,8 +130,9 @@ def test_full_flow_over_plain_http(dev: DevProcess, tmp_path: Path) -> None:
         data = resp.read()
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert sorted(zf.namelist()) == sorted(k.removeprefix("inbox/") for k in files)
-    verify_archive_bytes(data, {k.removeprefix("inbox/"): v for k, v in files.items()},
-                         tmp_dir=tmp_path)
+    verify_archive_bytes(
+        data, {k.removeprefix("inbox/"): v for k, v in files.items()}, tmp_dir=tmp_path
+    )
     status, _, problem = http("GET", api + "/zip-jobs/" + "0" * 32)
     assert status == 404 and problem["status"] == 404
 

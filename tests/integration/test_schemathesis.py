@@ -52,15 +52,36 @@ def service_url(aws_endpoint: AwsEndpoint) -> Iterator[str]:
     """``zipjobs serve --with-worker`` in a subprocess, against the session's local AWS."""
     import asyncio
 
-    stack = asyncio.run(provision(aws_endpoint.endpoint_url,
-                                  StackNames(f"st-{uuid.uuid4().hex[:8]}")))
-    env = {**os.environ, **stack.env(ZIPJOBS_SRC_PREFIXES="docs/,scans/",
-                                     ZIPJOBS_MAX_KEYS="100",
-                                     ZIPJOBS_MAX_BODY_BYTES="65536")}
+    stack = asyncio.run(
+        provision(aws_endpoint.endpoint_url, StackNames(f"st-{uuid.uuid4().hex[:8]}"))
+    )
+    env = {
+        **os.environ,
+        **stack.env(
+            ZIPJOBS_SRC_PREFIXES="docs/,scans/",
+            ZIPJOBS_MAX_KEYS="100",
+            ZIPJOBS_MAX_BODY_BYTES="65536",
+        ),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-         "--with-worker", "--poll-seconds", "1"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--with-worker",
+            "--poll-seconds",
+            "1",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -93,8 +114,9 @@ def test_api_conforms_to_its_spec(api_schema: Any, service_url: str, mode: Gener
     calls: list[int] = []
 
     @given(case=api_schema.as_strategy(generation_mode=mode))
-    @settings(max_examples=60, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def conforms(case: Any) -> None:
         response = case.call_and_validate(base_url=service_url, checks=CHECKS)
         calls.append(response.status_code)
@@ -109,8 +131,10 @@ def test_a_generated_job_still_finishes(service_url: str) -> None:
     """After the fuzzing, the service still runs jobs: a prefix with nothing under it FAILS
     with EmptyArchive instead of hanging."""
     req = urllib.request.Request(
-        f"{service_url}/zip-jobs", data=json.dumps({"prefix": "docs/none/"}).encode(),
-        method="POST", headers={"Content-Type": "application/json"},
+        f"{service_url}/zip-jobs",
+        data=json.dumps({"prefix": "docs/none/"}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         job_url = service_url + json.loads(resp.read())["statusUrl"]

@@ -46,10 +46,12 @@ async def svc(stack: Provisioned) -> AsyncIterator[JobService]:
 @pytest.fixture(scope="module")
 async def samples(svc: JobService) -> list[Sample]:
     docs = sample_pdfs(6, 12 * 1024 * 1024, prefix="docs/", seed=7)
-    await asyncio.gather(*(
-        svc.s3.put_object(Bucket=svc.settings.default_bucket, Key=s.key, Body=s.data)
-        for s in docs
-    ))
+    await asyncio.gather(
+        *(
+            svc.s3.put_object(Bucket=svc.settings.default_bucket, Key=s.key, Body=s.data)
+            for s in docs
+        )
+    )
     return docs
 
 
@@ -62,8 +64,9 @@ async def new_job(svc: JobService, keys: list[str], **fields: Any) -> str:
 
 
 async def send(svc: JobService, job_id: str) -> None:
-    await svc.sqs.send_message(QueueUrl=svc.settings.queue_url,
-                               MessageBody=json.dumps({"jobId": job_id}))
+    await svc.sqs.send_message(
+        QueueUrl=svc.settings.queue_url, MessageBody=json.dumps({"jobId": job_id})
+    )
 
 
 async def queue_is_empty(svc: JobService, queue_url: str | None = None) -> bool:
@@ -76,8 +79,9 @@ async def queue_is_empty(svc: JobService, queue_url: str | None = None) -> bool:
     return int(visible) + int(hidden) == 0
 
 
-async def wait_status(svc: JobService, job_id: str, statuses: set[JobStatus],
-                      timeout: float = 60) -> Any:
+async def wait_status(
+    svc: JobService, job_id: str, statuses: set[JobStatus], timeout: float = 60
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         record = await svc.store.get(job_id)
@@ -89,8 +93,9 @@ async def wait_status(svc: JobService, job_id: str, statuses: set[JobStatus],
 
 
 async def uploads_for(svc: JobService, job_id: str) -> list[dict[str, Any]]:
-    resp = await svc.s3.list_multipart_uploads(Bucket=svc.settings.dst_bucket,
-                                               Prefix=f"archives/{job_id}/")
+    resp = await svc.s3.list_multipart_uploads(
+        Bucket=svc.settings.dst_bucket, Prefix=f"archives/{job_id}/"
+    )
     return list(resp.get("Uploads", []))
 
 
@@ -147,11 +152,11 @@ async def test_a_message_for_a_job_under_a_live_lease_does_nothing(
     job_id = await new_job(svc, [samples[0].key])
     assert await svc.store.claim(job_id, "elsewhere", 30, "m-original") is not None
     budget = Budget(64 * MiB)
-    other = await run_job_message(svc, JobMessage(job_id, "m-second", 1), owner="me",
-                                  budget=budget)
+    other = await run_job_message(svc, JobMessage(job_id, "m-second", 1), owner="me", budget=budget)
     assert other.action is Action.DELETE  # a second message: the first one runs the job
-    again = await run_job_message(svc, JobMessage(job_id, "m-original", 2), owner="me",
-                                  budget=budget)
+    again = await run_job_message(
+        svc, JobMessage(job_id, "m-original", 2), owner="me", budget=budget
+    )
     assert again.action is Action.RETRY and 25 <= again.delay <= 32  # back after the lease
     record = await svc.store.get(job_id)
     assert record is not None and record.lease_owner == "elsewhere" and record.attempts == 1
@@ -203,8 +208,12 @@ async def test_transient_failures_retry_then_fail_into_the_dlq(
     svc: JobService, stack: Provisioned, samples: list[Sample]
 ) -> None:
     # The archive bucket does not exist: planning succeeds, every upload fails.
-    broken = JobService(dataclasses.replace(svc.settings, dst_bucket="no-such-bucket-zz"),
-                        s3=svc.s3, dynamodb=svc.dynamodb, sqs=svc.sqs)
+    broken = JobService(
+        dataclasses.replace(svc.settings, dst_bucket="no-such-bucket-zz"),
+        s3=svc.s3,
+        dynamodb=svc.dynamodb,
+        sqs=svc.sqs,
+    )
     job_id = await new_job(broken, [samples[0].key])
     await send(broken, job_id)
     worker = Worker(broken, poll_seconds=1)

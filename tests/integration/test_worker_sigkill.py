@@ -60,10 +60,12 @@ async def test_a_killed_worker_s_job_is_finished_by_another(
     svc: JobService, stack: Provisioned, tmp_path: Path
 ) -> None:
     samples = sample_pdfs(6, 12 * 1024 * 1024, prefix="docs/", seed=11)
-    await asyncio.gather(*(
-        svc.s3.put_object(Bucket=svc.settings.default_bucket, Key=s.key, Body=s.data)
-        for s in samples
-    ))
+    await asyncio.gather(
+        *(
+            svc.s3.put_object(Bucket=svc.settings.default_bucket, Key=s.key, Body=s.data)
+            for s in samples
+        )
+    )
     keys = [s.key for s in samples] * 8  # deflate over ~100 MB: seconds of work
     request = parse_job_request(
         json.dumps({"keys": keys, "compression": "deflate"}).encode(), svc.settings
@@ -74,7 +76,10 @@ async def test_a_killed_worker_s_job_is_finished_by_another(
     env = {**os.environ, **stack.env(ZIPJOBS_LEASE_SECONDS=LEASE_SECONDS)}
     victim = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "worker", "--poll-seconds", "1"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60

@@ -30,8 +30,9 @@ def record(**kw: object) -> JobRecord:
     base: dict[str, object] = dict(
         job_id="ab" * 16,
         status=JobStatus.PENDING,
-        request=JobRequest("src", ("a/1.pdf", "a/2.pdf"), None, "x.zip",
-                           MissingPolicy.SKIP, Compression.DEFLATE),
+        request=JobRequest(
+            "src", ("a/1.pdf", "a/2.pdf"), None, "x.zip", MissingPolicy.SKIP, Compression.DEFLATE
+        ),
         dst_bucket="dst",
         dst_key="archives/" + "ab" * 16 + "/x.zip",
         created_at=T0,
@@ -80,8 +81,13 @@ def test_view_of_a_pending_job_has_no_url_or_error() -> None:
 
 
 def test_view_of_a_ready_job_carries_the_url_it_is_given() -> None:
-    rec = record(status=JobStatus.READY, archive_bytes=10, finished_at=T0,
-                 progress=JobProgress(5, 5, 2, 2), skipped_keys=("a/3.pdf",))
+    rec = record(
+        status=JobStatus.READY,
+        archive_bytes=10,
+        finished_at=T0,
+        progress=JobProgress(5, 5, 2, 2),
+        skipped_keys=("a/3.pdf",),
+    )
     exp = T0 + dt.timedelta(hours=1)
     view = job_view(rec, download_url="https://signed", url_expires_at=exp)
     assert view["downloadUrl"] == "https://signed"
@@ -92,19 +98,30 @@ def test_view_of_a_ready_job_carries_the_url_it_is_given() -> None:
 
 def test_view_of_a_failed_job_names_missing_keys() -> None:
     rec = record(status=JobStatus.FAILED, error=JobError("MissingSources", "m", ("k1", "k2")))
-    assert job_view(rec)["error"] == {"code": "MissingSources", "message": "m",
-                                     "missingKeys": ["k1", "k2"]}
+    assert job_view(rec)["error"] == {
+        "code": "MissingSources",
+        "message": "m",
+        "missingKeys": ["k1", "k2"],
+    }
 
 
 def test_accepted_view() -> None:
     assert accepted_view("id1", JobStatus.PENDING) == {
-        "jobId": "id1", "status": "PENDING", "statusUrl": "/zip-jobs/id1"}
+        "jobId": "id1",
+        "status": "PENDING",
+        "statusUrl": "/zip-jobs/id1",
+    }
 
 
 def test_problem_document_shape() -> None:
     doc = json.loads(ApiError(422, "invalid-request", "bad", errors=[]).problem.body())
-    assert doc == {"type": "https://zipjobs.dev/problems/invalid-request",
-                   "title": "Unprocessable Content", "status": 422, "detail": "bad", "errors": []}
+    assert doc == {
+        "type": "https://zipjobs.dev/problems/invalid-request",
+        "title": "Unprocessable Content",
+        "status": 422,
+        "detail": "bad",
+        "errors": [],
+    }
     assert Problem(418, "teapot", "x").title == "Error"
 
 
@@ -115,8 +132,11 @@ def test_content_disposition_has_ascii_fallback_and_exact_utf8_name() -> None:
 
 
 def test_classify_permanent_and_transient() -> None:
-    permanent, err = classify(MissingSourcesError([SourceProblem("b", "k1", "NoSuchKey"),
-                                                   SourceProblem("b", "k2", "AccessDenied")]))
+    permanent, err = classify(
+        MissingSourcesError(
+            [SourceProblem("b", "k1", "NoSuchKey"), SourceProblem("b", "k2", "AccessDenied")]
+        )
+    )
     assert permanent and err.code == "MissingSources" and err.missing_keys == ("k1", "k2")
     for exc in (SourceChangedError("b", "k"), BudgetTooSmallError("x"), EmptyArchiveError("x")):
         assert classify(exc)[0] is True
@@ -142,8 +162,12 @@ def test_retry_delay_backs_off_and_caps() -> None:
 
 @pytest.mark.parametrize(
     ("prefix", "key", "arcname"),
-    [("docs/2024/", "docs/2024/a.pdf", "a.pdf"), ("docs/2024/inv-", "docs/2024/inv-1.pdf",
-     "inv-1.pdf"), ("", "a/b.pdf", "a/b.pdf"), ("docs/", "docs/x/y.pdf", "x/y.pdf")],
+    [
+        ("docs/2024/", "docs/2024/a.pdf", "a.pdf"),
+        ("docs/2024/inv-", "docs/2024/inv-1.pdf", "inv-1.pdf"),
+        ("", "a/b.pdf", "a/b.pdf"),
+        ("docs/", "docs/x/y.pdf", "x/y.pdf"),
+    ],
 )
 def test_arcname_under_prefix(prefix: str, key: str, arcname: str) -> None:
     assert arcname_under(prefix, key) == arcname

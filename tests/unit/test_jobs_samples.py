@@ -34,8 +34,11 @@ def test_generation_is_deterministic_and_varied() -> None:
     sizes = sample_sizes(50, 5_000_000)
     assert abs(sum(sizes) - 5_000_000) < 50 * 1024 and max(sizes) > 3 * min(sizes)
     keys = [s.key for s in sample_pdfs(3, 30_000)]
-    assert keys == ["samples/document-0000.pdf", "samples/document-0001.pdf",
-                    "samples/document-0002.pdf"]
+    assert keys == [
+        "samples/document-0000.pdf",
+        "samples/document-0001.pdf",
+        "samples/document-0002.pdf",
+    ]
 
 
 @pytest.mark.skipif(not shutil.which("qpdf"), reason="qpdf not installed")

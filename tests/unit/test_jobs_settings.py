@@ -24,13 +24,23 @@ def test_defaults() -> None:
 
 
 def test_everything_set() -> None:
-    env = {**BASE, "ZIPJOBS_SRC_PREFIXES": "in/,scans/", "ZIPJOBS_DST_PREFIX": "out/",
-           "ZIPJOBS_PRESIGN_TTL_SECONDS": "600", "ZIPJOBS_JOB_TTL_DAYS": "3",
-           "ZIPJOBS_MAX_KEYS": "10", "ZIPJOBS_MAX_BODY_BYTES": "2048", "ZIPJOBS_BUDGET_MB": "96",
-           "ZIPJOBS_WORKER_CONCURRENCY": "3", "ZIPJOBS_LEASE_SECONDS": "5",
-           "ZIPJOBS_MANIFEST_BUCKET": "manifests", "ZIPJOBS_MANIFEST_PREFIX": "m/",
-           "ZIPJOBS_API_TOKEN": "s3cret", "AWS_ENDPOINT_URL": "http://127.0.0.1:5000",
-           "AWS_REGION": "eu-west-1"}
+    env = {
+        **BASE,
+        "ZIPJOBS_SRC_PREFIXES": "in/,scans/",
+        "ZIPJOBS_DST_PREFIX": "out/",
+        "ZIPJOBS_PRESIGN_TTL_SECONDS": "600",
+        "ZIPJOBS_JOB_TTL_DAYS": "3",
+        "ZIPJOBS_MAX_KEYS": "10",
+        "ZIPJOBS_MAX_BODY_BYTES": "2048",
+        "ZIPJOBS_BUDGET_MB": "96",
+        "ZIPJOBS_WORKER_CONCURRENCY": "3",
+        "ZIPJOBS_LEASE_SECONDS": "5",
+        "ZIPJOBS_MANIFEST_BUCKET": "manifests",
+        "ZIPJOBS_MANIFEST_PREFIX": "m/",
+        "ZIPJOBS_API_TOKEN": "s3cret",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:5000",
+        "AWS_REGION": "eu-west-1",
+    }
     s = Settings.from_env(env)
     assert s.src_prefixes == ("in/", "scans/") and s.presign_ttl_seconds == 600
     assert (s.max_keys, s.max_body_bytes, s.lease_seconds, s.job_ttl_days) == (10, 2048, 5, 3)
@@ -41,16 +51,27 @@ def test_everything_set() -> None:
 
 
 def test_all_problems_reported_together() -> None:
-    env = {"ZIPJOBS_SRC_BUCKETS": "Bad_Bucket", "ZIPJOBS_QUEUE_URL": "jobs",
-           "ZIPJOBS_LEASE_SECONDS": "soon", "ZIPJOBS_PRESIGN_TTL_SECONDS": "9999999",
-           "ZIPJOBS_DST_PREFIX": "no-slash", "ZIPJOBS_BUDGET_MB": "32",
-           "ZIPJOBS_WORKER_CONCURRENCY": "4"}
+    env = {
+        "ZIPJOBS_SRC_BUCKETS": "Bad_Bucket",
+        "ZIPJOBS_QUEUE_URL": "jobs",
+        "ZIPJOBS_LEASE_SECONDS": "soon",
+        "ZIPJOBS_PRESIGN_TTL_SECONDS": "9999999",
+        "ZIPJOBS_DST_PREFIX": "no-slash",
+        "ZIPJOBS_BUDGET_MB": "32",
+        "ZIPJOBS_WORKER_CONCURRENCY": "4",
+    }
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env)
     text = str(info.value)
-    for words in ("ZIPJOBS_TABLE is required", "ZIPJOBS_DST_BUCKET is required",
-                  "bad bucket name 'Bad_Bucket'", "ZIPJOBS_QUEUE_URL must be a URL",
-                  "ZIPJOBS_LEASE_SECONDS must be an integer", "ZIPJOBS_PRESIGN_TTL_SECONDS must be",
-                  "ZIPJOBS_DST_PREFIX must end with '/'", "at least 16 MiB"):
+    for words in (
+        "ZIPJOBS_TABLE is required",
+        "ZIPJOBS_DST_BUCKET is required",
+        "bad bucket name 'Bad_Bucket'",
+        "ZIPJOBS_QUEUE_URL must be a URL",
+        "ZIPJOBS_LEASE_SECONDS must be an integer",
+        "ZIPJOBS_PRESIGN_TTL_SECONDS must be",
+        "ZIPJOBS_DST_PREFIX must end with '/'",
+        "at least 16 MiB",
+    ):
         assert words in text, words
     assert len(info.value.problems) == 8

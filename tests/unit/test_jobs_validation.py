@@ -51,8 +51,13 @@ def test_minimal_request_gets_defaults() -> None:
 
 
 def test_full_request() -> None:
-    doc = {"prefix": "scans/2024/", "bucket": "src-b", "name": "Scans.ZIP",
-           "missing": "skip", "compression": "deflate"}
+    doc = {
+        "prefix": "scans/2024/",
+        "bucket": "src-b",
+        "name": "Scans.ZIP",
+        "missing": "skip",
+        "compression": "deflate",
+    }
     req = parse_job_request(json.dumps(doc).encode(), settings())
     assert (req.bucket, req.prefix, req.keys) == ("src-b", "scans/2024/", None)
     assert req.name == "Scans.ZIP"
@@ -149,8 +154,16 @@ def test_non_json_content_type_is_415(ct: str) -> None:
     assert info.value.problem.status == 415
 
 
-@pytest.mark.parametrize("ct", [None, "", "application/json", "application/json; charset=utf-8",
-                                "application/merge-patch+json"])
+@pytest.mark.parametrize(
+    "ct",
+    [
+        None,
+        "",
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/merge-patch+json",
+    ],
+)
 def test_json_or_absent_content_type_passes(ct: str | None) -> None:
     check_content_type(ct)
 
@@ -168,8 +181,15 @@ def test_good_idempotency_key() -> None:
 
 @pytest.mark.parametrize(
     ("name", "ok"),
-    [("a.zip", True), ("Bericht März.zip", True), ("a.ZIP", True), ("a.zip.txt", False),
-     ("..zip", False), ("a\\b.zip", False), ("a\u202eb.zip", False)],
+    [
+        ("a.zip", True),
+        ("Bericht März.zip", True),
+        ("a.ZIP", True),
+        ("a.zip.txt", False),
+        ("..zip", False),
+        ("a\\b.zip", False),
+        ("a\u202eb.zip", False),
+    ],
 )
 def test_names(name: str, ok: bool) -> None:
     assert (name_problem(name) is None) is ok
