@@ -5,6 +5,7 @@ Read ``pipeline.py`` first: it joins the stages in the order bytes flow.
 
 from .budget import Budget
 from .models import (
+    ArchiveTooLargeError,
     BudgetTooSmallError,
     Compression,
     Destination,
@@ -24,6 +25,7 @@ from .pipeline import build_zip
 from .planner import list_prefix
 
 __all__ = [
+    "ArchiveTooLargeError",
     "Budget",
     "BudgetTooSmallError",
     "Compression",

@@ -64,6 +64,15 @@ def _with_suffix(name: str, n: int) -> str:
     return f"{head}{sep}{stem}{suffix}"
 
 
+def _folders(names: Iterable[str]) -> set[str]:
+    """Every folder the names imply, casefolded: ``a/b/c.pdf`` -> ``a``, ``a/b``."""
+    out: set[str] = set()
+    for name in names:
+        parts = name.casefold().split("/")[:-1]
+        out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return out
+
+
 def unique_names(names: Iterable[str]) -> list[str]:
     """Sanitize and deduplicate, deterministically, in input order.
 
@@ -72,18 +81,21 @@ def unique_names(names: Iterable[str]) -> list[str]:
     ``a.pdf, a.pdf, a (1).pdf`` the second becomes ``a (2).pdf`` and the third
     keeps ``a (1).pdf``. Two passes make that possible: every original name is
     reserved by its first holder, then the clashes are renamed.
+
+    A file may not have the name of a folder another entry needs (``docs``
+    next to ``docs/x.pdf``): no extractor can create both, so the file is
+    renamed ``docs (1)``.
     """
     cleaned = [sanitize(n) for n in names]
-    taken: set[str] = set()
+    folders = _folders(cleaned)
     first_owner: dict[str, int] = {}
     for i, name in enumerate(cleaned):
         first_owner.setdefault(name.casefold(), i)
-    # An original name is reserved only by its first holder.
-    taken.update(first_owner)
+    taken = set(first_owner) | folders
     out: list[str] = []
     for i, name in enumerate(cleaned):
         key = name.casefold()
-        if first_owner[key] == i:
+        if first_owner[key] == i and key not in folders:
             out.append(name)
             continue
         n = 1

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .models import BudgetTooSmallError, MiB
+from .models import ArchiveTooLargeError, BudgetTooSmallError, MiB
 
 S3_MIN_PART = 5 * MiB
 S3_MAX_PART = 5 * 1024 * MiB
 S3_MAX_PARTS = 10_000
+S3_MAX_OBJECT = 5 * 1024 * 1024 * MiB  # 5 TiB
 # Aim below the hard limit so a plan that is off by a little still fits.
 TARGET_MAX_PARTS = 9_000
 # Below this an archive is written with one PutObject (S3 rejects smaller
@@ -28,14 +29,14 @@ def part_size_for(archive_bytes: int, min_part_size: int = 8 * MiB) -> int:
     Whole MiB keeps part buffers a few distinct sizes, which the allocator
     reuses better than odd sizes.
     """
+    if archive_bytes > S3_MAX_OBJECT:
+        raise ArchiveTooLargeError(
+            f"archive of {archive_bytes} bytes is over S3's 5 TiB object limit; split the job"
+        )
     need = math.ceil(archive_bytes / TARGET_MAX_PARTS)
     size = max(min_part_size, S3_MIN_PART, need)
     size = math.ceil(size / MiB) * MiB
-    if size > S3_MAX_PART:
-        raise BudgetTooSmallError(
-            f"archive of {archive_bytes} bytes needs parts over S3's 5 GiB part limit"
-        )
-    return size
+    return min(size, S3_MAX_PART)
 
 
 def byte_ranges(size: int, range_size: int) -> list[tuple[int, int]]:

@@ -188,6 +188,12 @@ class BudgetTooSmallError(ZipJobError):
     code = "BudgetTooSmall"
 
 
+class ArchiveTooLargeError(ZipJobError):
+    """The archive would be larger than S3 can store in one object (5 TiB)."""
+
+    code = "ArchiveTooLarge"
+
+
 class EmptyArchiveError(ZipJobError):
     """No sources (left) to archive."""
 

@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..engine import (
+    ArchiveTooLargeError,
     Budget,
     BudgetTooSmallError,
     Destination,
@@ -43,7 +44,13 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
 MAX_REPORTED_KEYS = 1000  # keeps a FAILED/READY record far below DynamoDB's 400 KB
-PERMANENT_ERRORS = (MissingSourcesError, SourceChangedError, BudgetTooSmallError, EmptyArchiveError)
+PERMANENT_ERRORS = (
+    ArchiveTooLargeError,
+    MissingSourcesError,
+    SourceChangedError,
+    BudgetTooSmallError,
+    EmptyArchiveError,
+)
 
 
 class Action(StrEnum):

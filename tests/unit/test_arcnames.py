@@ -166,3 +166,16 @@ def test_appending_unrelated_names_changes_nothing_before(names: list[str]) -> N
     out = unique_names(names)
     more = unique_names([*names, "zz-unrelated-1.pdf", "zz-unrelated-2.pdf"])
     assert more[: len(out)] == out
+
+
+@pytest.mark.parametrize(
+    ("keys_in", "names_out"),
+    [
+        (["docs", "docs/x.pdf"], ["docs (1)", "docs/x.pdf"]),
+        (["docs/x.pdf", "DOCS"], ["docs/x.pdf", "DOCS (1)"]),
+        (["a/b", "a/b/c.pdf", "a"], ["a/b (1)", "a/b/c.pdf", "a (1)"]),
+    ],
+)
+def test_a_file_never_takes_a_folders_name(keys_in: list[str], names_out: list[str]) -> None:
+    """No extractor can create a file and a folder of the same name."""
+    assert unique_names(keys_in) == names_out

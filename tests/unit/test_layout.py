@@ -43,8 +43,10 @@ def test_part_size_table(archive: int, min_part: int, part: int) -> None:
     assert part_size_for(archive, min_part) == part
 
 
-def test_part_size_refuses_archives_needing_parts_over_5_gib() -> None:
-    with pytest.raises(BudgetTooSmallError, match="5 GiB"):
+def test_part_size_refuses_archives_over_the_5_tib_object_limit() -> None:
+    from service.engine.models import ArchiveTooLargeError
+
+    with pytest.raises(ArchiveTooLargeError, match="5 TiB"):
         part_size_for(50 * TiB)
 
 
@@ -63,7 +65,7 @@ def test_part_size_fits_s3_limits_for_any_archive_up_to_5_tib(archive: int, min_
     assert math.ceil(archive / part) <= S3_MAX_PARTS
 
 
-@given(archive=st.integers(min_value=0, max_value=S3_MAX_OBJECT))
+@given(archive=st.integers(min_value=0, max_value=S3_MAX_OBJECT - 64 * MiB))
 def test_part_size_grows_with_the_archive(archive: int) -> None:
     assert part_size_for(archive) <= part_size_for(archive + 64 * MiB)
 
@@ -146,3 +148,12 @@ def test_split_budget_properties(budget: int, part: int, rng: int, conc: int, si
         assert shares.part_buffers == 1
     elif shares.part_buffers > 1:
         assert shares.part_buffers * part <= budget // 2, "uploads take at most half"
+
+
+def test_archives_over_five_tib_are_refused_before_any_upload() -> None:
+    from service.engine.models import ArchiveTooLargeError
+
+    five_tib = 5 * 1024**4
+    assert part_size_for(five_tib) * 10_000 >= five_tib
+    with pytest.raises(ArchiveTooLargeError, match="5 TiB"):
+        part_size_for(five_tib + 1)
