@@ -46,7 +46,6 @@ resource "aws_apigatewayv2_integration" "fn" {
 }
 
 resource "aws_apigatewayv2_route" "route" {
-  #checkov:skip=CKV_AWS_309:Authorization is a variable (api_authorization, AWS_IAM by default); NONE is only for deployments behind another control, as documented in terraform/README.md.
   for_each           = local.routes
   api_id             = aws_apigatewayv2_api.http.id
   route_key          = each.key

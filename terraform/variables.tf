@@ -247,7 +247,7 @@ variable "zipper_timeout_seconds" {
 }
 
 variable "zipper_budget_mb" {
-  description = "Byte budget of all the zipper's buffers (ZIPJOBS_BUDGET_MB). Must leave room in zipper_memory_mb for the interpreter and heap fragmentation (1.5x budget + 100 MB)."
+  description = "Byte budget of all the zipper's buffers (ZIPJOBS_BUDGET_MB). Must leave room in zipper_memory_mb for the interpreter and heap fragmentation (1.5x budget + 160 MB, as lambda_adapter.runtime assumes)."
   type        = number
   default     = 1024
 
