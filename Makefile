@@ -63,3 +63,25 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# ---- terraform/ and the Lambda package (owner: terraform helper) --------------
+# make build      build/lambda.zip for python3.12/arm64 (tools/build_lambda.py --help)
+# make tf-check   terraform fmt + validate (offline with TF_PLUGIN_DIR) + checkov + trivy
+.PHONY: build tf-check
+BUILD_ARGS ?=
+TERRAFORM ?= terraform
+
+# The package pins its dependencies to the versions installed in $(VENV), so
+# they are the project's (and the lambda extra's) tested ones.
+$(VENV)/.lambda-installed: pyproject.toml $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[lambda]"
+	@touch $@
+
+build: check-python $(VENV)/.lambda-installed
+	$(BIN)/python tools/build_lambda.py $(BUILD_ARGS)
+
+tf-check: venv
+	$(TERRAFORM) -chdir=terraform fmt -check -recursive
+	$(TERRAFORM) -chdir=terraform init -backend=false -input=false $(if $(TF_PLUGIN_DIR),-plugin-dir=$(TF_PLUGIN_DIR),)
+	$(TERRAFORM) -chdir=terraform validate
+	$(BIN)/tox run -e tf-scan $(TOX_ARGS)
