@@ -72,3 +72,8 @@ output "iam_actions" {
   description = "The IAM actions granted per function and resource kind (compare with the calls the code makes)."
   value       = local.iam_actions
 }
+
+output "aws_region" {
+  description = "Region of the stack (for SigV4-signing API requests)."
+  value       = var.aws_region
+}

@@ -13,7 +13,9 @@ import pytest
 
 from tests.terraform.conftest import TfStack
 
-pytestmark = pytest.mark.integration
+# The session's apply (~110 s here) and destroy (~50 s) count against the first and
+# last test's timeout; a busy machine can double them.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def test_outputs_name_every_resource(tf_stack: TfStack) -> None:
