@@ -1,0 +1,312 @@
+"""A small HTTP-aware TCP proxy on 127.0.0.1 that breaks chosen S3 requests on purpose.
+
+The engine promises that a body cut mid-stream is re-read from the byte where
+it broke (not from the start of the range, not by restarting the job), that
+throttling is retried, and that an upload that keeps failing is aborted. None
+of that can be seen against a well-behaved moto, and patching botocore
+in-process would test the patch, not the HTTP path. So tests point a client
+at this proxy, which forwards to the emulator and, for the first ``times``
+requests matching a ``Fault``:
+
+* ``cut_after=N``: relays the response headers and the first N body bytes,
+  then closes the connection (the client sees a short body);
+* ``status=503, code="SlowDown"``: answers with an S3 XML error itself;
+* ``delay_s=T``: holds the request T seconds before forwarding it (to keep a
+  job deterministically busy, e.g. mid-upload, while a test acts).
+
+Every request is recorded (method, path, query, headers, what was done), so a
+test can assert that the retry asked for ``Range: bytes=<where it broke>-``.
+
+HTTP/1.1 only, enough for botocore/aiohttp: requests with Content-Length (or
+chunked) bodies, ``Expect: 100-continue``, keep-alive towards the client. Each
+forwarded request uses its own upstream connection (``Connection: close``),
+so a response body simply ends at upstream EOF and any framing is relayed as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.parse
+from dataclasses import dataclass, field
+from types import TracebackType
+
+_CHUNK = 64 * 1024
+_NO_BODY_STATUSES = {204, 304}
+
+
+@dataclass
+class Fault:
+    """Which requests to break, how, and how many times."""
+
+    method: str
+    path_contains: str = ""
+    query_contains: str = ""
+    times: int = 1
+    cut_after: int | None = None
+    status: int | None = None
+    code: str = "InternalError"
+    delay_s: float = 0.0
+    hits: int = 0
+
+    def matches(self, method: str, path: str, query: str) -> bool:
+        return (
+            self.hits < self.times
+            and method == self.method
+            and self.path_contains in path
+            and self.query_contains in query
+        )
+
+    def describe(self) -> str:
+        if self.cut_after is not None:
+            return f"cut after {self.cut_after} bytes"
+        if self.status is not None:
+            return f"status {self.status} {self.code}"
+        return f"delayed {self.delay_s} s"
+
+
+@dataclass
+class Seen:
+    """One request as the proxy saw it and what it did with it."""
+
+    method: str
+    path: str  # percent-decoded
+    query: str
+    headers: dict[str, str]
+    fault: str | None = None
+    status: int | None = None
+    body_bytes_sent: int = 0
+
+    @property
+    def range(self) -> tuple[int, int] | None:
+        """``(first, last)`` of a ``Range: bytes=first-last`` header."""
+        value = self.headers.get("range")
+        if not value or not value.startswith("bytes="):
+            return None
+        first, _, last = value[len("bytes=") :].partition("-")
+        return int(first), int(last)
+
+
+@dataclass
+class _Request:
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+
+class FaultProxy:
+    """``async with FaultProxy(upstream_url) as proxy:`` then use ``proxy.url``."""
+
+    def __init__(self, upstream_url: str) -> None:
+        parsed = urllib.parse.urlsplit(upstream_url)
+        if parsed.scheme != "http" or parsed.hostname is None or parsed.port is None:
+            raise ValueError(f"need an http://host:port upstream, got {upstream_url!r}")
+        self._upstream = (parsed.hostname, parsed.port)
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+        self.faults: list[Fault] = []
+        self.requests: list[Seen] = []
+        self.url = ""
+
+    def add(self, fault: Fault) -> Fault:
+        self.faults.append(fault)
+        return fault
+
+    def seen(self, method: str | None = None, path_contains: str = "") -> list[Seen]:
+        return [
+            r
+            for r in self.requests
+            if (method is None or r.method == method) and path_contains in r.path
+        ]
+
+    async def __aenter__(self) -> FaultProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # ------------------------------------------------------------ serving
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            while await self._one_exchange(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _one_exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Serve one request; False when the client connection must close."""
+        request = await self._read_request(reader, writer)
+        if request is None:
+            return False
+        split = urllib.parse.urlsplit(request.target)
+        path = urllib.parse.unquote(split.path)
+        seen = Seen(request.method, path, split.query, {k.lower(): v for k, v in request.headers})
+        self.requests.append(seen)
+        fault = next((f for f in self.faults if f.matches(request.method, path, split.query)), None)
+        if fault is not None:
+            fault.hits += 1
+            seen.fault = fault.describe()
+            if fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            if fault.status is not None:
+                await self._answer_error(writer, request, fault, seen)
+                return True
+        return await self._forward(request, writer, fault, seen)
+
+    async def _read_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> _Request | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None  # client closed between requests
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ", 2)
+        request = _Request(method, target, version)
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                request.headers.append((name.strip(), value.strip()))
+        if (request.header("expect") or "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+            request.headers = [(k, v) for k, v in request.headers if k.lower() != "expect"]
+        if (request.header("transfer-encoding") or "").lower() == "chunked":
+            request.body = await self._read_chunked(reader)
+            request.headers = [
+                (k, v) for k, v in request.headers if k.lower() != "transfer-encoding"
+            ]
+            request.headers.append(("Content-Length", str(len(request.body))))
+        else:
+            request.body = await reader.readexactly(int(request.header("content-length") or 0))
+        return request
+
+    @staticmethod
+    async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+        body = bytearray()
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")  # (no trailers from botocore)
+                return bytes(body)
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+
+    async def _answer_error(
+        self, writer: asyncio.StreamWriter, request: _Request, fault: Fault, seen: Seen
+    ) -> None:
+        assert fault.status is not None
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{fault.code}</Code><Message>injected by the test fault proxy"
+            "</Message><RequestId>fault-proxy</RequestId></Error>"
+        ).encode()
+        head = (
+            f"HTTP/1.1 {fault.status} Injected\r\n"
+            "Content-Type: application/xml\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "\r\n"
+        ).encode()
+        writer.write(head if request.method == "HEAD" else head + body)
+        await writer.drain()
+        seen.status = fault.status
+
+    async def _forward(
+        self,
+        request: _Request,
+        writer: asyncio.StreamWriter,
+        fault: Fault | None,
+        seen: Seen,
+    ) -> bool:
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        try:
+            headers = [(k, v) for k, v in request.headers if k.lower() != "connection"]
+            headers.append(("Connection", "close"))
+            head = f"{request.method} {request.target} {request.version}\r\n"
+            head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+            up_writer.write(head.encode("latin-1") + request.body)
+            await up_writer.drain()
+            return await self._relay_response(request, up_reader, writer, fault, seen)
+        finally:
+            up_writer.close()
+            with contextlib.suppress(Exception):
+                await up_writer.wait_closed()
+
+    async def _relay_response(
+        self,
+        request: _Request,
+        upstream: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        fault: Fault | None,
+        seen: Seen,
+    ) -> bool:
+        head = await upstream.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        seen.status = status
+        headers = [
+            (k.strip(), v.strip())
+            for k, _, v in (line.partition(":") for line in lines[1:] if line)
+        ]
+        names = {k.lower() for k, _ in headers}
+        no_body = request.method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
+        framed = no_body or "content-length" in names or "transfer-encoding" in names
+        # Keep the client's connection alive when the body has its own framing;
+        # otherwise it ends at EOF, and the client must see the close.
+        keep = framed and (fault is None or fault.cut_after is None)
+        out = [(k, v) for k, v in headers if k.lower() != "connection"]
+        if not keep:
+            out.append(("Connection", "close"))
+        writer.write(
+            (lines[0] + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in out) + "\r\n").encode(
+                "latin-1"
+            )
+        )
+        limit = fault.cut_after if fault is not None else None
+        while not no_body:
+            chunk = await upstream.read(_CHUNK)
+            if not chunk:
+                break
+            if limit is not None:
+                chunk = chunk[: limit - seen.body_bytes_sent]
+            writer.write(chunk)
+            seen.body_bytes_sent += len(chunk)
+            await writer.drain()
+            if limit is not None and seen.body_bytes_sent >= limit:
+                break
+        await writer.drain()
+        return keep
