@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,49 @@ from .budget import ByteSemaphore
 from .models import Destination
 
 log = logging.getLogger(__name__)
+
+# Pieces aiohttp sends a part body in; small enough that its transport
+# buffers stay small, large enough that the per-piece cost is nil.
+SEND_PIECE = 256 * 1024
+
+
+class PartBody:
+    """A part buffer as an upload body, without copies.
+
+    Why our own class: handed a ``bytearray``, aiohttp slices it (a copy),
+    joins it to the headers (a second copy) and buffers what the socket does
+    not take (a third): measured 30 MiB over the budget with three 8 MiB
+    parts in flight. This object looks like a seekable file to botocore (it
+    computes the length and the SigV4 payload hash through ``read``/``seek``,
+    and rewinds on a retry) and like an async iterable to aiohttp, which then
+    sends zero-copy slices with back-pressure.
+    """
+
+    def __init__(self, buf: bytearray, length: int) -> None:
+        self._view = memoryview(buf)[:length]
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view) - self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._view) if n is None or n < 0 else min(self._pos + n, len(self._view))
+        chunk = bytes(self._view[self._pos : end])
+        self._pos = end
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._view)}[whence]
+        self._pos = max(0, min(base + offset, len(self._view)))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
+        for start in range(self._pos, len(self._view), SEND_PIECE):
+            yield self._view[start : start + SEND_PIECE]
+        self._pos = len(self._view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,20 +202,8 @@ class PartWriter:
         return bytearray(size)
 
     def _give_back(self, buf: bytearray, acquired: int) -> None:
-        if len(buf) == acquired:
-            self._free.append(buf)
+        self._free.append(buf)
         self._budget.release(acquired)
-
-    @staticmethod
-    def _body(buf: bytearray, fill: int) -> bytearray:
-        """The part's bytes as botocore accepts them (it refuses memoryviews).
-
-        Only the archive's last part is ever partial; it is trimmed in place
-        rather than copied, and not reused afterwards.
-        """
-        if fill < len(buf):
-            del buf[fill:]
-        return buf
 
     def _send_part(self) -> None:
         """Hand the full buffer to a background UploadPart; the next write takes a new one."""
@@ -204,13 +236,12 @@ class PartWriter:
         try:
             assert self._create is not None
             upload_id = await self._create
-            body = self._body(buf, fill)
             resp = await self._s3.upload_part(
                 Bucket=self._dest.bucket,
                 Key=self._dest.key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=body,
+                Body=PartBody(buf, fill),
             )
             self._parts[number] = resp["ETag"]
         finally:
@@ -219,7 +250,7 @@ class PartWriter:
     async def _put_single(self) -> UploadResult:
         buf, fill = self._buf, self._fill
         acquired = 0 if buf is None else len(buf)
-        body = bytearray() if buf is None else self._body(buf, fill)
+        body = b"" if buf is None else PartBody(buf, fill)
         try:
             resp = await self._s3.put_object(
                 Bucket=self._dest.bucket,
