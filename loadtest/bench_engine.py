@@ -96,6 +96,7 @@ class RunRecord:
     peak_rss_mib: float = 0.0
     rss_before_mib: float = 0.0
     cpu_seconds: float = 0.0
+    endpoint_cpu_seconds: float = 0.0
     verified: bool = False
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -146,7 +147,12 @@ def _call(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> 
 
 
 def run_child(
-    contender: str, wl: Workload, endpoint_url: str, dest: str, budget_mib: int
+    contender: str,
+    wl: Workload,
+    endpoint_url: str,
+    dest: str,
+    budget_mib: int,
+    options: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], float, float]:
     """(child's JSON, peak RSS MiB from wait4, CPU seconds from wait4)."""
     cmd = [
@@ -170,6 +176,9 @@ def run_child(
         "--budget-mib",
         str(budget_mib),
     ]
+    if contender == "ours":
+        for option in options:
+            cmd += ["--option", option]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env, text=True
@@ -239,13 +248,17 @@ def one_run(
     direct: str,
     linked: str | None,
     budget_mib: int,
+    options: tuple[str, ...] = (),
 ) -> RunRecord:
     rec = RunRecord(wl.name, link, contender, run)
     url = linked if link == "on" and linked else direct
     stamp = f"{wl.name}-{link}-{contender}-r{run}-{int(time.time() * 1000)}"
     dest = f"{stamp}/" if contender == "copy" else f"{stamp}.zip"
     try:
-        child, peak, cpu = run_child(contender, wl, url, dest, budget_mib)
+        endpoint_cpu = _call(f"{direct}/_bench/stats")["cpu_seconds"]
+        child, peak, cpu = run_child(contender, wl, url, dest, budget_mib, options)
+        # The endpoint's CPU for this run: on a 2-core machine it competes with the contender.
+        rec.endpoint_cpu_seconds = _call(f"{direct}/_bench/stats")["cpu_seconds"] - endpoint_cpu
         rec.seconds = float(child["seconds"])
         rec.bytes_out = int(child["bytes_out"])
         rec.peak_rss_mib = peak
@@ -295,6 +308,7 @@ def summarize(records: list[RunRecord], budget_mib: int) -> dict[str, Any]:
                 "peak_rss_mib_max": max(r.peak_rss_mib for r in rs),
                 "peak_rss_mib_median": _median([r.peak_rss_mib for r in rs]),
                 "cpu_s_median": _median([r.cpu_seconds for r in rs]),
+                "endpoint_cpu_s_median": _median([r.endpoint_cpu_seconds for r in rs]),
             }
         )
     # Ratios inside one run (same moment, same machine load), then the median.
@@ -366,17 +380,23 @@ def targets(
     return out
 
 
+def _options_note(meta: dict[str, Any]) -> str:
+    options = meta.get("engine_options") or []
+    return "; engine options " + ", ".join(options) if options else ""
+
+
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
         f"Measured {meta['finished']} on {meta['cpus']} CPUs, load average "
         f"{meta['load_before']} before / {meta['load_after']} after"
         f"{' (QUICK smoke run, not representative)' if meta['quick'] else ''}; "
-        f"{meta['runs']} run(s) each, medians; budget {meta['budget_mib']} MiB; "
+        f"{meta['runs']} run(s) each, medians; budget {meta['budget_mib']} MiB"
+        f"{_options_note(meta)}; "
         f"commit {meta['commit']}.",
         "",
         "| workload | link | contender | runs | median s | MB/s (source) | peak RSS MiB "
-        "| CPU s | ours vs this |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| CPU s | endpoint CPU s | ours vs this |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["rows"]:
         key = f"{row['workload']}/{row['link']}"
@@ -387,7 +407,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         lines.append(
             f"| {row['workload']} | {row['link']} | {row['contender']} | {row['runs']} | "
             f"{row['median_s']:.2f} | {row['median_mb_s']:.0f} | {row['peak_rss_mib_max']:.0f} | "
-            f"{row['cpu_s_median']:.1f} | {ratio} |"
+            f"{row['cpu_s_median']:.1f} | {row['endpoint_cpu_s_median']:.1f} | {ratio} |"
         )
     lines += ["", "| target | measured | met |", "|---|---:|:---:|"]
     for t in summary["targets"]:
@@ -486,9 +506,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--contenders", default="ours,seed,copy")
     p.add_argument("--budget-mib", type=int, default=64)
+    p.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="NAME=INT",
+        help="override a ZipOptions field for ours, e.g. range_size=4194304 (tuning runs)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny workloads, 1 run: a smoke test")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--no-readme", action="store_true", help="do not refresh the README table")
+    p.add_argument("--tag", default="", help="suffix for the result files (tuning runs)")
     args = p.parse_args(argv)
 
     table_of = QUICK if args.quick else FULL
@@ -510,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "runs": runs,
         "budget_mib": args.budget_mib,
+        "engine_options": args.engine_option,
         "workloads": {w.name: asdict(w) for w in workloads},
     }
     print(f"load average before: {meta['load_before']} ({meta['cpus']} CPUs)", flush=True)
@@ -555,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                             endpoint.url,
                             proxy.url if proxy else None,
                             args.budget_mib,
+                            tuple(args.engine_option),
                         )
                         records.append(rec)
                         status = "ok" if rec.verified else f"FAILED {rec.error}"
@@ -581,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     result = {"meta": meta, "summary": summary, "runs": [asdict(r) for r in records]}
     (args.out / f"bench_engine{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"bench_engine{suffix}.md").write_text(table)
@@ -590,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{runs} run(s), budget {args.budget_mib} MiB"
     )
     chart(summary, args.out / f"bench_engine{suffix}.png", title)
-    if not args.quick and not args.no_readme:
+    if not args.quick and not args.no_readme and not args.tag:
         update_readme(table)
     failed = bool(meta["errors"]) or any(not t["met"] for t in summary["targets"])
     return 1 if failed else 0

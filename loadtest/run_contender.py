@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import resource
 import sys
@@ -26,6 +27,15 @@ def _rss_mib() -> float:
     return float(psutil.Process().memory_info().rss) / MiB
 
 
+def engine_options(pairs: list[str]) -> dict[str, int]:
+    """``range_size=4194304``-style overrides of integer ZipOptions fields (for tuning runs)."""
+    out: dict[str, int] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        out[name.strip()] = int(value)
+    return out
+
+
 async def _ours(args: argparse.Namespace, keys: list[str]) -> dict[str, Any]:
     from service.aws import AwsSettings, aws_client
     from service.engine import Destination, SourceObject, ZipOptions, build_zip
@@ -34,7 +44,8 @@ async def _ours(args: argparse.Namespace, keys: list[str]) -> dict[str, Any]:
         endpoint_url=args.endpoint, access_key_id="bench", secret_access_key="bench"
     )
     sources = [SourceObject(args.bucket, k) for k in keys]
-    options = ZipOptions(budget_bytes=args.budget_mib * MiB)
+    overrides: dict[str, Any] = dict(engine_options(args.option))
+    options = dataclasses.replace(ZipOptions(budget_bytes=args.budget_mib * MiB), **overrides)
     async with aws_client("s3", settings) as s3:
         before = _rss_mib()
         t = time.monotonic()
@@ -90,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dest-bucket", required=True)
     p.add_argument("--dest-key", required=True, help="archive key, or key prefix for copy")
     p.add_argument("--budget-mib", type=int, default=64)
+    p.add_argument(
+        "--option", action="append", default=[], help="ZipOptions override NAME=INT (ours only)"
+    )
     args = p.parse_args(argv)
     keys = seed_keys(args.prefix, args.count)
     if args.contender == "ours":

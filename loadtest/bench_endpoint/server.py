@@ -272,23 +272,30 @@ class Endpoint:
 
     # -- writes -------------------------------------------------------------------
 
-    async def _body(self, request: web.Request, keep: bool) -> tuple[int, int, bytearray | None]:
-        """(crc, length, bytes if ``keep``) of the request's payload, read as it streams."""
+    async def _body(
+        self, request: web.Request, keep: bool
+    ) -> tuple[int | None, int, list[bytes] | None]:
+        """(crc, length, chunks) of the request's payload, read as it streams.
+
+        A body that is kept (a ``.zip`` part, for the verifier) is not
+        checksummed here: the verifier's pass is its one CRC pass.
+        """
         chunked = "aws-chunked" in request.headers.get(
             "Content-Encoding", ""
         ) or request.headers.get("x-amz-content-sha256", "").startswith("STREAMING-")
         decoder = AwsChunkedDecoder() if chunked else None
         crc, length = 0, 0
-        kept = bytearray() if keep else None
+        kept: list[bytes] | None = [] if keep else None
         async for raw in request.content.iter_any():
             self.bytes_in += len(raw)
             pieces = decoder.feed(raw) if decoder is not None else [raw]
             for piece in pieces:
-                crc = zlib.crc32(piece, crc)
                 length += len(piece)
                 if kept is not None:
-                    kept += piece
-        return crc, length, kept
+                    kept.append(bytes(piece))
+                else:
+                    crc = zlib.crc32(piece, crc)
+        return (None if keep else crc), length, kept
 
     async def _put_object(self, request: web.Request, bucket: str, key: str) -> web.Response:
         self.store.bucket(bucket)
@@ -296,7 +303,8 @@ class Endpoint:
         crc, length, kept = await self._body(request, keep=checker is not None)
         obj = self.store.put_object(bucket, key, length, crc)
         if checker is not None and kept is not None:
-            checker.feed(kept)
+            for chunk in kept:
+                checker.feed(chunk)
             obj.report = checker.finish()
         return web.Response(headers={"ETag": obj.etag})
 

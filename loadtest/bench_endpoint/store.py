@@ -51,7 +51,7 @@ class WrittenObject:
 
     key: str
     length: int
-    crc32: int
+    crc32: int | None  # None for .zip keys: their entries are checked instead (one CRC pass)
     etag: str
     parts: int
     report: ZipReport | None = None
@@ -59,7 +59,7 @@ class WrittenObject:
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "length": self.length,
-            "crc32": f"{self.crc32:08x}",
+            "crc32": None if self.crc32 is None else f"{self.crc32:08x}",
             "parts": self.parts,
             "etag": self.etag,
             "zip_ok": None,
@@ -85,28 +85,36 @@ def is_zip_key(key: str) -> bool:
 
 @dataclass(slots=True)
 class Upload:
-    """One multipart upload in progress."""
+    """One multipart upload in progress.
+
+    A ``.zip`` upload keeps each part's chunks until the verifier has read
+    them in order; its parts get no CRC of their own (the verifier's CRC of
+    every entry is the check), so the endpoint spends one CRC pass per byte
+    on an archive, as it does on a plain copy.
+    """
 
     bucket: str
     key: str
     upload_id: str
-    parts: dict[int, tuple[int, int]] = field(default_factory=dict)  # number -> (crc, length)
+    parts: dict[int, tuple[int | None, int]] = field(default_factory=dict)  # n -> (crc, len)
     checker: ZipChecker | None = None
     reorder: Reorder = field(default_factory=Reorder)
     problems: list[str] = field(default_factory=list)
 
-    def add_part(self, number: int, crc: int, length: int, data: bytes | bytearray | None) -> str:
-        """Record a part; ``data`` (kept only for ``.zip`` keys) goes to the verifier in order."""
+    def add_part(
+        self, number: int, crc: int | None, length: int, chunks: list[bytes] | None
+    ) -> str:
+        """Record a part; a ``.zip`` part's chunks go to the verifier in part order."""
         if number in self.parts and self.checker is not None and number < self.reorder.next_part:
-            # Already parsed: a retry is harmless only if it sent the same bytes.
-            if self.parts[number] != (crc, length):
-                self.problems.append(f"part {number} re-uploaded with other bytes after parsing")
-            return part_etag(crc, length)
+            # Already parsed: a retry cannot be re-verified; flag it.
+            self.problems.append(f"part {number} re-uploaded after it was verified")
+            return part_etag(number, crc, length)
         self.parts[number] = (crc, length)
-        if self.checker is not None and data is not None:
-            for chunk in self.reorder.add(number, data):
-                self.checker.feed(chunk)
-        return part_etag(crc, length)
+        if self.checker is not None and chunks is not None:
+            for part in self.reorder.add(number, chunks, length):
+                for chunk in part:
+                    self.checker.feed(chunk)
+        return part_etag(number, crc, length)
 
 
 def seed_keys(prefix: str, count: int, width: int = 6) -> list[str]:
@@ -114,8 +122,10 @@ def seed_keys(prefix: str, count: int, width: int = 6) -> list[str]:
     return [f"{prefix}{i:0{width}d}.bin" for i in range(count)]
 
 
-def part_etag(crc: int, length: int) -> str:
-    """Cheap and content-derived (MD5 of every part would cost endpoint CPU)."""
+def part_etag(number: int, crc: int | None, length: int) -> str:
+    """Cheap and content-derived where a CRC exists (MD5 of every part would cost CPU)."""
+    if crc is None:
+        return f'"p{number:05d}{length:016x}"'
     return f'"{crc:08x}{length:016x}"'
 
 
@@ -214,10 +224,10 @@ class Store:
 
     # -- writes -------------------------------------------------------------------
 
-    def put_object(self, bucket: str, key: str, length: int, crc: int) -> WrittenObject:
+    def put_object(self, bucket: str, key: str, length: int, crc: int | None) -> WrittenObject:
         """A single PutObject whose body has been streamed (see ``new_checker``)."""
         self.bucket(bucket)
-        obj = WrittenObject(key, length, crc, part_etag(crc, length), 1)
+        obj = WrittenObject(key, length, crc, part_etag(1, crc, length), 1)
         self.written[(bucket, key)] = obj
         return obj
 
@@ -257,10 +267,11 @@ class Store:
         numbers = [n for n, _ in listed]
         if numbers != sorted(set(numbers)):
             raise S3Error(400, "InvalidPartOrder", "The list of parts was not in ascending order.")
-        crc, length = 0, 0
+        crc: int | None = 0
+        length = 0
         for i, (number, etag) in enumerate(listed):
             got = upload.parts.get(number)
-            if got is None or part_etag(*got) != etag:
+            if got is None or part_etag(number, *got) != etag:
                 raise S3Error(400, "InvalidPart", f"part {number} not found or ETag mismatch")
             if i < len(listed) - 1 and got[1] < S3_MIN_PART:
                 raise S3Error(
@@ -268,13 +279,14 @@ class Store:
                     "EntityTooSmall",
                     "Your proposed upload is smaller than the minimum allowed object size.",
                 )
-            crc = crc32_combine(crc, got[0], got[1])
+            crc = None if crc is None or got[0] is None else crc32_combine(crc, got[0], got[1])
             length += got[1]
         report = None
         if upload.checker is not None:
             parsed_through = upload.reorder.next_part - 1
-            for chunk in upload.reorder.flush(numbers):
-                upload.checker.feed(chunk)
+            for part in upload.reorder.flush(numbers):
+                for chunk in part:
+                    upload.checker.feed(chunk)
             skipped = set(range(1, parsed_through + 1)) - set(numbers)
             if skipped:
                 upload.problems.append(f"parts {sorted(skipped)} were parsed but not completed")
@@ -283,9 +295,9 @@ class Store:
                 report.errors.extend(upload.problems)
                 report.zip_ok = False
         del self.uploads[upload_id]
-        obj = WrittenObject(
-            key, length, crc, f'"{crc:08x}{length:016x}-{len(listed)}"', len(listed)
-        )
+        tag = "z" * 8 if crc is None else f"{crc:08x}"
+        obj = WrittenObject(key, length, crc, f'"{tag}{length:016x}-{len(listed)}"', len(listed))
+
         obj.report = report
         self.written[(bucket, key)] = obj
         return obj

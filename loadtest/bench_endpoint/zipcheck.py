@@ -37,6 +37,7 @@ STORED, DEFLATED = 0, 8
 U32_MAX = 0xFFFFFFFF
 U16_MAX = 0xFFFF
 ZIP64_EXTRA = 0x0001
+PARSE_SLICE = 64 * 1024
 
 # name -> (size, crc32) of the source the entry should hold, or None if unknown.
 ExpectFn = Callable[[str], tuple[int, int] | None]
@@ -123,23 +124,54 @@ class ZipChecker:
     # -- public ---------------------------------------------------------------
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if self._broken:
-            self._base += len(data)
-            return
-        self._buf += data
-        while not self._broken and self._state():
-            pass
-        if self._broken:
-            self._base += len(self._buf)
-            self._buf.clear()
-            self._i = 0
-            return
-        # Drop what has been parsed; keep the unparsed tail.
+        """Parse the next bytes of the archive.
+
+        Entry data whose length is known is checksummed straight from the
+        caller's buffer (no copy); only headers go through the small parse
+        buffer, fed in slices so a large chunk is never copied whole.
+        """
+        view = memoryview(data).cast("B")
+        while view:
+            if self._broken:
+                self._base += len(view)
+                return
+            if self._state == self._known_data and self._inflate is None:
+                self._compact()
+                if not self._buf:
+                    view = self._direct(view)
+                    continue
+            self._buf += view[:PARSE_SLICE]
+            view = view[PARSE_SLICE:]
+            while not self._broken and self._state():
+                pass
+            if self._broken:
+                self._base += len(self._buf)
+                self._buf.clear()
+                self._i = 0
+                continue
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop what has been parsed; keep the unparsed tail."""
         if self._i:
             del self._buf[: self._i]
             self._base += self._i
             self._search_from = max(0, self._search_from - self._i)
             self._i = 0
+
+    def _direct(self, view: memoryview) -> memoryview:
+        """Known-length STORED data, straight from the caller's buffer."""
+        entry = self._entry
+        assert entry is not None
+        take = min(self._remaining, len(view))
+        entry.crc = zlib.crc32(view[:take], entry.crc)
+        entry.size += take
+        entry.csize += take
+        self._remaining -= take
+        self._base += take
+        if not self._remaining:
+            self._after_known()
+        return view[take:]
 
     def finish(self) -> ZipReport:
         length = self._base + len(self._buf)
@@ -268,12 +300,15 @@ class ZipChecker:
             self._remaining -= take
         if self._remaining:
             return False
+        self._after_known()
+        return True
+
+    def _after_known(self) -> None:
         assert self._entry is not None
         if self._entry.flags & FLAG_DESCRIPTOR:
             self._state = self._descriptor
         else:
             self._end_entry()
-        return True
 
     def _inflate_until_end(self) -> bool:
         if self._i >= len(self._buf):
@@ -500,43 +535,39 @@ def _zip64_fields(extra: bytes) -> tuple[int, ...] | None:
     return None
 
 
+Chunks = list[bytes]
+
+
 @dataclass(slots=True)
 class Reorder:
     """Parts arriving out of order are held until the ones before them are in.
 
     Only the parts ahead of the next expected one are held, so for an uploader
-    with N parts in flight this holds at most about N parts.
+    with N parts in flight this holds at most about N parts. A part is kept as
+    the list of chunks it arrived in (no joining copy).
     """
 
     next_part: int = 1
-    held: dict[int, bytes | bytearray] = field(default_factory=dict)
+    held: dict[int, tuple[Chunks, int]] = field(default_factory=dict)
     held_bytes: int = 0
     peak_bytes: int = 0
 
-    def add(self, number: int, data: bytes | bytearray) -> list[bytes | bytearray]:
+    def add(self, number: int, chunks: Chunks, length: int) -> list[Chunks]:
         """Accept part ``number``; return the parts that are now next, in order."""
-        self.held[number] = data
-        self.held_bytes += len(data)
+        self.held[number] = (chunks, length)
+        self.held_bytes += length
         self.peak_bytes = max(self.peak_bytes, self.held_bytes)
-        return self._drain()
-
-    def _drain(self) -> list[bytes | bytearray]:
-        out: list[bytes | bytearray] = []
+        out: list[Chunks] = []
         while self.next_part in self.held:
-            data = self.held.pop(self.next_part)
-            self.held_bytes -= len(data)
-            out.append(data)
+            part, n = self.held.pop(self.next_part)
+            self.held_bytes -= n
+            out.append(part)
             self.next_part += 1
         return out
 
-    def flush(self, order: list[int]) -> list[bytes | bytearray]:
+    def flush(self, order: list[int]) -> list[Chunks]:
         """At Complete: the held parts that the final part list includes, in its order."""
-        out: list[bytes | bytearray] = []
-        for number in order:
-            if number >= self.next_part and number in self.held:
-                data = self.held.pop(number)
-                self.held_bytes -= len(data)
-                out.append(data)
+        out = [self.held[n][0] for n in order if n >= self.next_part and n in self.held]
         self.held.clear()
         self.held_bytes = 0
         return out

@@ -296,10 +296,43 @@ async def test_multipart_zip_out_of_order_is_verified(bench: Bench) -> None:
     assert result["zip_ok"], result["errors"]
     assert result["entries"] == 4
     assert result["length"] == len(archive)
-    assert result["crc32"] == f"{zlib.crc32(archive):08x}"
     assert result["names_sha256"] == names_digest(list(files))
     head = await bench.s3.head_object(Bucket=OUT, Key="mp-ok.zip")
     assert head["ContentLength"] == len(archive)
+
+
+async def test_multipart_zip_with_gaps_in_part_numbers(bench: Bench) -> None:
+    """S3 allows part numbers 1, 3, 7: the archive is their concatenation in that order."""
+    files = sources(await bench.seed("gap/", 4, 3 * MiB), 3 * MiB)
+    archive = zipstream_archive(files)
+    s3 = bench.s3
+    upload_id = (await s3.create_multipart_upload(Bucket=OUT, Key="gap.zip"))["UploadId"]
+    numbers = [7, 3, 1]  # uploaded last part first
+    pieces = {1: archive[: 5 * MiB], 3: archive[5 * MiB : 10 * MiB], 7: archive[10 * MiB :]}
+    etags = {}
+    for n in numbers:
+        resp = await s3.upload_part(
+            Bucket=OUT, Key="gap.zip", UploadId=upload_id, PartNumber=n, Body=pieces[n]
+        )
+        etags[n] = resp["ETag"]
+    await s3.complete_multipart_upload(
+        Bucket=OUT,
+        Key="gap.zip",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]},
+    )
+    result = await bench.verify("gap.zip")
+    assert result["zip_ok"], result["errors"]
+    assert result["entries"] == 4
+
+
+async def test_multipart_raw_object_crc_is_combined_from_parts(bench: Bench) -> None:
+    data = read_content("raw/source", 0, 12 * MiB + 5)
+    await bench.multipart("raw.bin", data, 5 * MiB, order=[2, 0, 1])
+    result = await bench.verify("raw.bin")
+    assert result["length"] == len(data)
+    assert result["crc32"] == f"{zlib.crc32(data):08x}"
+    assert result["zip_ok"] is None  # not a .zip key: checksummed only
 
 
 async def test_multipart_zip_with_a_flipped_byte_fails(bench: Bench) -> None:
