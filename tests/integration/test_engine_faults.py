@@ -1,0 +1,124 @@
+"""Transient faults are absorbed: a broken body resumes where it broke, throttling is retried,
+and the job neither restarts nor produces a different archive.
+
+The proxy (tests/support/fault_proxy.py) sits between the engine's client and
+the emulator and breaks the first few matching requests; the recorded
+requests show how the engine recovered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from service.aws import AwsSettings, aws_client
+from service.engine import Destination, MiB, SourceObject, ZipOptions, ZipResult, build_zip
+from tests.support.archive_check import verify_archive
+from tests.support.aws_backend import AwsEndpoint
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.sources import download, open_uploads
+
+pytestmark = pytest.mark.integration
+
+RANGE = 1 * MiB
+OPTIONS = ZipOptions(range_size=RANGE, min_part_size=5 * MiB, budget_bytes=16 * MiB)
+OUT = "out/archive.zip"
+
+
+def body(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def proxy(aws_endpoint: AwsEndpoint) -> AsyncIterator[FaultProxy]:
+    async with FaultProxy(aws_endpoint.endpoint_url) as p:
+        yield p
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def proxied_s3(proxy: FaultProxy, aws_settings: AwsSettings) -> AsyncIterator[Any]:
+    async with aws_client("s3", dataclasses.replace(aws_settings, endpoint_url=proxy.url)) as c:
+        yield c
+
+
+async def run(
+    s3: Any, proxied_s3: Any, bucket: str, objects: dict[str, bytes], tmp_path: Path
+) -> ZipResult:
+    """Zip ``objects`` through the proxy; the archive must be exactly right anyway."""
+    result = await build_zip(
+        [SourceObject(bucket, k) for k in objects],
+        Destination(bucket, OUT),
+        s3=proxied_s3,
+        options=OPTIONS,
+    )
+    path = tmp_path / "archive.zip"
+    await download(s3, bucket, OUT, path)
+    verify_archive(path, objects)
+    assert await open_uploads(s3, bucket) == []
+    return result
+
+
+def data_gets(proxy: FaultProxy, key: str) -> list[tuple[int, int]]:
+    ranges = [r.range for r in proxy.seen("GET", f"/{key}")]
+    return [r for r in ranges if r is not None]
+
+
+async def test_cut_body_resumes_from_the_byte_where_it_broke(
+    s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, proxied_s3: Any, tmp_path: Path
+) -> None:
+    objects = {
+        "before.pdf": body(1_500_000, 1),
+        "big.bin": body(3 * MiB + 5, 2),  # 4 ranges
+        "after.pdf": body(700_000, 3),
+    }
+    await put_objects(objects)
+    fault = proxy.add(Fault("GET", path_contains="/big.bin", cut_after=300_000, times=2))
+
+    await run(s3, proxied_s3, bucket, objects, tmp_path)
+
+    assert fault.hits == 2
+    cut = [r for r in proxy.seen("GET", "/big.bin") if r.fault]
+    assert [r.body_bytes_sent for r in cut] == [300_000, 300_000]
+    gets = data_gets(proxy, "big.bin")
+    for broken in cut:
+        assert broken.range is not None
+        first, last = broken.range
+        resumed = (first + broken.body_bytes_sent, last)
+        assert resumed in gets[gets.index(broken.range) + 1 :], (broken.range, gets)
+    # 4 ranges + 2 resumptions; the other objects were read once, range by range.
+    assert len(gets) == 4 + 2
+    assert Counter(data_gets(proxy, "before.pdf")) == Counter([(0, RANGE - 1), (RANGE, 1_499_999)])
+    assert data_gets(proxy, "after.pdf") == [(0, 699_999)]
+
+
+async def test_slow_down_on_get_is_retried_with_the_same_range(
+    s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, proxied_s3: Any, tmp_path: Path
+) -> None:
+    objects = {"a.pdf": body(200_000, 4), "slow.pdf": body(500_000, 5), "c.pdf": b""}
+    await put_objects(objects)
+    fault = proxy.add(Fault("GET", path_contains="/slow.pdf", status=503, code="SlowDown", times=2))
+    await run(s3, proxied_s3, bucket, objects, tmp_path)
+    assert fault.hits == 2
+    assert data_gets(proxy, "slow.pdf") == [(0, 499_999)] * 3
+
+
+async def test_throttled_head_and_upload_part_are_retried(
+    s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, proxied_s3: Any, tmp_path: Path
+) -> None:
+    objects = {f"t/{i}.pdf": body(2 * MiB, 10 + i) for i in range(4)}  # 8 MiB: 2 parts
+    await put_objects(objects)
+    head = proxy.add(Fault("HEAD", path_contains="/t/2.pdf", status=503, code="SlowDown"))
+    part = proxy.add(
+        Fault("PUT", query_contains="partNumber=1", status=503, code="SlowDown", times=2)
+    )
+    result = await run(s3, proxied_s3, bucket, objects, tmp_path)
+    assert (head.hits, part.hits) == (1, 2)
+    assert result.parts == 2
+    assert len([r for r in proxy.seen("PUT") if "partNumber=1&" in r.query + "&"]) == 3
