@@ -93,7 +93,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "dst" {
 
 # Refuse plain-HTTP access; presigned URLs are HTTPS.
 data "aws_iam_policy_document" "dst_tls_only" {
-  count = var.create_dst_bucket ? 1 : 0
+  count = var.create_dst_bucket && var.dst_bucket_require_tls ? 1 : 0
 
   statement {
     sid     = "DenyInsecureTransport"
@@ -116,7 +116,7 @@ data "aws_iam_policy_document" "dst_tls_only" {
 }
 
 resource "aws_s3_bucket_policy" "dst" {
-  count  = var.create_dst_bucket ? 1 : 0
+  count  = var.create_dst_bucket && var.dst_bucket_require_tls ? 1 : 0
   bucket = aws_s3_bucket.dst[0].id
   policy = data.aws_iam_policy_document.dst_tls_only[0].json
 

@@ -98,6 +98,12 @@ variable "create_dst_bucket" {
   default     = true
 }
 
+variable "dst_bucket_require_tls" {
+  description = "Attach a bucket policy that denies any request made without TLS. Keep true in AWS; local emulators speak plain HTTP and enforce it."
+  type        = bool
+  default     = true
+}
+
 variable "dst_bucket_force_destroy" {
   description = "Let `terraform destroy` delete a non-empty destination bucket (tests, demos)."
   type        = bool

@@ -116,6 +116,9 @@ def tf_stack(
             "src_prefixes": ["docs/", "invoices/"],
             "dst_bucket_name": f"zj-{suffix}-dst",
             "dst_bucket_force_destroy": True,
+            # moto speaks plain HTTP and enforces the TLS-only bucket policy;
+            # the default (true) is checked by the structure tests.
+            "dst_bucket_require_tls": False,
             "lambda_package_path": str(_tiny_package(workdir / "lambda.zip")),
             "aws_endpoint_overrides": endpoint_overrides(endpoint.endpoint_url),
         }

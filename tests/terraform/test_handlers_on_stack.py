@@ -1,0 +1,293 @@
+"""The handlers on the stack Terraform applied: a job to READY, and IAM == what the code calls.
+
+Each function runs in-process in its own "container" with exactly the
+environment Terraform gave it (plus the emulator's endpoint), as Lambda
+would run it. A recorder on the real AWS clients notes every operation each
+function performs; the policies Terraform attached to each role are read
+back from the emulator. Two promises are checked per function:
+
+* everything the code calls is granted (no AccessDenied in production);
+* everything granted is called by the code, is needed by the Lambda platform
+  for that function, or is on a rare path listed below with where it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lambda_adapter import handlers
+from lambda_adapter.runtime import Container
+from service.local.samples import make_pdf
+from tests.lambda_.events import FakeContext, http_event, sqs_event
+from tests.support.archive_check import verify_archive_bytes
+from tests.terraform.conftest import TfStack
+
+pytestmark = pytest.mark.integration
+
+# The IAM action that authorises each API operation our code calls.
+IAM_ACTION = {
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "GetObject"): "s3:GetObject",
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "PutObject"): "s3:PutObject",
+    ("s3", "CreateMultipartUpload"): "s3:PutObject",
+    ("s3", "UploadPart"): "s3:PutObject",
+    ("s3", "CompleteMultipartUpload"): "s3:PutObject",
+    ("s3", "AbortMultipartUpload"): "s3:AbortMultipartUpload",
+    ("s3", "ListMultipartUploads"): "s3:ListBucketMultipartUploads",
+    ("s3", "DeleteObject"): "s3:DeleteObject",
+    ("dynamodb", "GetItem"): "dynamodb:GetItem",
+    ("dynamodb", "PutItem"): "dynamodb:PutItem",
+    ("dynamodb", "UpdateItem"): "dynamodb:UpdateItem",
+    # A transaction is authorised per item action; ours puts the job and its
+    # idempotency record (service/jobs/store.py).
+    ("dynamodb", "TransactWriteItems"): "dynamodb:PutItem",
+    ("sqs", "SendMessage"): "sqs:SendMessage",
+    ("sqs", "GetQueueAttributes"): "sqs:GetQueueAttributes",
+    ("sqs", "ChangeMessageVisibility"): "sqs:ChangeMessageVisibility",
+    ("sqs", "DeleteMessage"): "sqs:DeleteMessage",
+    ("sqs", "ReceiveMessage"): "sqs:ReceiveMessage",
+}
+
+# Granted for the platform, not for our code: the SQS event source mapping
+# polls and deletes with the zipper's role; every function writes its logs.
+PLATFORM = {
+    "enqueue": {"logs:CreateLogStream", "logs:PutLogEvents"},
+    "status": {"logs:CreateLogStream", "logs:PutLogEvents"},
+    "zipper": {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+    },
+}
+
+# Paths too rare to drive deterministically here; each names its code.
+RARE = {
+    "enqueue": {
+        "s3:DeleteObject": "manifest removed when the SQS send fails "
+        "(jobs.manifest.delete_manifest)",
+        "dynamodb:UpdateItem": "job marked FAILED when the SQS send fails "
+        "(jobs.service._enqueue_or_fail)",
+    },
+    "zipper": {
+        "s3:DeleteObject": "archive removed when a job is cancelled in its last second "
+        "(jobs.runner._succeeded)",
+    },
+}
+
+
+class Recorder:
+    """(service, operation) pairs each function's clients performed."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self.function = ""
+
+    def attach(self, function: str, svc: Any) -> None:
+        for name, client in (("s3", svc.s3), ("dynamodb", svc.dynamodb), ("sqs", svc.sqs)):
+            client.meta.events.register(
+                "before-call.*.*",
+                lambda model, _fn=function, _svc=name, **_: self.calls[_fn].add((_svc, model.name)),
+            )
+        presign = svc.s3.generate_presigned_url
+
+        async def recording_presign(method: str, *args: Any, **kwargs: Any) -> Any:
+            # A presigned URL is used with the signer's rights: it needs GetObject.
+            self.calls[function].add(("s3", "GetObject"))
+            return await presign(method, *args, **kwargs)
+
+        svc.s3.generate_presigned_url = recording_presign
+
+
+class Functions:
+    """One container per function, each with its Terraform environment."""
+
+    def __init__(self, stack: TfStack, recorder: Recorder) -> None:
+        self.stack = stack
+        self.recorder = recorder
+        self.containers: dict[str, Container] = {}
+
+    def call(self, function: str, event: dict[str, Any], context: FakeContext) -> Any:
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update({**saved, **self.stack.handler_env(function)})
+        try:
+            if function not in self.containers:
+                self.containers[function] = Container()
+                container = self.containers[function]
+                svc = container.run(container.service())
+                self.recorder.attach(function, svc)
+            handlers._container = self.containers[function]
+            return getattr(handlers, function)(event, context)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            handlers._container = None
+
+    def close(self) -> None:
+        for container in self.containers.values():
+            container.close()
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture(scope="module")
+def fns(tf_stack: TfStack, recorder: Recorder) -> Iterator[Functions]:
+    functions = Functions(tf_stack, recorder)
+    yield functions
+    functions.close()
+
+
+def _submit(fns: Functions, body: dict[str, Any], idempotency_key: str | None = None) -> str:
+    headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
+    event = http_event("POST", "/zip-jobs", body=body, headers=headers)
+    out = fns.call("enqueue", event, FakeContext())
+    assert out["statusCode"] == 202, out
+    return str(json.loads(out["body"])["jobId"])
+
+
+def _status(fns: Functions, job_id: str) -> dict[str, Any]:
+    out = fns.call("status", http_event("GET", f"/zip-jobs/{job_id}"), FakeContext())
+    assert out["statusCode"] == 200, out
+    return dict(json.loads(out["body"]))
+
+
+def _drain(fns: Functions, seconds: float = 900.0) -> list[dict[str, str]]:
+    """Feed the zipper batches until the queue stays empty, as the event source mapping would.
+
+    Returns every batch item failure reported on the way.
+    """
+    sqs = fns.stack.client("sqs")
+    arn = sqs.get_queue_attributes(QueueUrl=fns.stack.queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    failures: list[dict[str, str]] = []
+    empty_polls = 0
+    while empty_polls < 2:
+        got = sqs.receive_message(
+            QueueUrl=fns.stack.queue_url,
+            AttributeNames=["All"],
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+        ).get("Messages", [])
+        if not got:
+            empty_polls += 1
+            continue
+        empty_polls = 0
+        result = fns.call("zipper", sqs_event(got, arn), FakeContext(seconds))
+        failures += result["batchItemFailures"]
+        if failures and seconds < 900:
+            return failures  # a short-deadline run: report, let the caller retry
+    return failures
+
+
+def _download(url: str) -> bytes:
+    assert url.startswith("http://127.0.0.1")
+    with urllib.request.urlopen(url, timeout=60) as resp:  # the local emulator only
+        return bytes(resp.read())
+
+
+@pytest.fixture(scope="module")
+def sources(tf_stack: TfStack) -> dict[str, bytes]:
+    s3 = tf_stack.client("s3")
+    # The source bucket is the user's own; Terraform only grants access to it.
+    s3.create_bucket(Bucket=tf_stack.src_bucket)
+    docs = {
+        f"docs/statement-{i:02d}.pdf": make_pdf(f"s{i}", 30_000 + 997 * i, seed=i)
+        for i in range(24)
+    }
+    docs["docs/large.pdf"] = make_pdf("large", 14 * 1024 * 1024, seed=7)
+    # Keys long enough that a few hundred do not fit a DynamoDB item: a manifest job.
+    stem = "invoices/" + "x" * 990
+    for i in range(270):
+        docs[f"{stem}-{i:03d}.pdf"] = b"%PDF-1.4 tiny " + str(i).encode()
+    for key, body in docs.items():
+        s3.put_object(Bucket=tf_stack.src_bucket, Key=key, Body=body)
+    return docs
+
+
+def test_a_keys_job_runs_to_ready_on_the_applied_stack(
+    fns: Functions, sources: dict[str, bytes]
+) -> None:
+    keys = [k for k in sources if k.startswith("docs/")]
+    body = {"keys": keys, "name": "docs.zip"}
+    job_id = _submit(fns, body, idempotency_key="docs-1")
+    assert _submit(fns, body, idempotency_key="docs-1") == job_id  # replayed, not a new job
+    assert _drain(fns) == []
+    doc = _status(fns, job_id)
+    assert doc["status"] == "READY", doc
+    verify_archive_bytes(_download(doc["downloadUrl"]), {k: sources[k] for k in keys})
+
+
+def test_a_prefix_job_and_a_manifest_job(fns: Functions, sources: dict[str, bytes]) -> None:
+    prefix_job = _submit(fns, {"prefix": "docs/statement-0"})
+    assert _drain(fns) == []
+    assert _status(fns, prefix_job)["status"] == "READY"
+
+    long_keys = [k for k in sources if k.startswith("invoices/")]
+    manifest_job = _submit(fns, {"keys": long_keys})
+    assert _drain(fns) == []
+    doc = _status(fns, manifest_job)
+    assert doc["status"] == "READY", doc
+    assert doc["progress"]["filesDone"] == len(long_keys)
+
+
+def test_cancel_and_a_retry_after_running_out_of_time(
+    fns: Functions, sources: dict[str, bytes], tf_stack: TfStack
+) -> None:
+    cancelled = _submit(fns, {"keys": ["docs/statement-01.pdf"]})
+    out = fns.call("status", http_event("DELETE", f"/zip-jobs/{cancelled}"), FakeContext())
+    assert out["statusCode"] == 202
+    assert _drain(fns) == []
+
+    from lambda_adapter.sqs_batch import SAFETY_SECONDS
+
+    job_id = _submit(fns, {"keys": ["docs/large.pdf", "docs/statement-02.pdf"]})
+    first = _drain(fns, seconds=SAFETY_SECONDS + 0.4)
+    assert len(first) == 1
+    assert _drain(fns) == []
+    assert _status(fns, job_id)["status"] == "READY"
+    dst = tf_stack.client("s3")
+    assert dst.list_multipart_uploads(Bucket=tf_stack.dst_bucket).get("Uploads", []) == []
+
+
+def _granted(tf_stack: TfStack) -> dict[str, set[str]]:
+    iam = tf_stack.client("iam")
+    out: dict[str, set[str]] = {}
+    for fn, role in tf_stack.outputs["role_names"].items():
+        actions: set[str] = set()
+        for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+            doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+            doc = json.loads(doc) if isinstance(doc, str) else doc
+            for st in doc["Statement"]:
+                acts = st["Action"]
+                actions.update([acts] if isinstance(acts, str) else acts)
+        out[fn] = actions
+    return out
+
+
+def test_iam_grants_equal_what_each_function_calls(tf_stack: TfStack, recorder: Recorder) -> None:
+    """Runs last in this module: the scenarios above drove every function."""
+    granted = _granted(tf_stack)
+    assert set(recorder.calls) == {"enqueue", "status", "zipper"}, recorder.calls.keys()
+    for fn in ("enqueue", "status", "zipper"):
+        unknown = {c for c in recorder.calls[fn] if c not in IAM_ACTION}
+        assert not unknown, f"{fn} calls operations with no IAM mapping here: {unknown}"
+        called = {IAM_ACTION[c] for c in recorder.calls[fn]}
+        assert called <= granted[fn], f"{fn} calls but is not granted: {called - granted[fn]}"
+        allowed_extra = PLATFORM[fn] | set(RARE.get(fn, {}))
+        assert granted[fn] <= called | allowed_extra, (
+            f"{fn} is granted but never calls: {granted[fn] - called - allowed_extra}"
+        )
