@@ -24,7 +24,7 @@ import datetime as dt
 import hashlib
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -237,6 +237,20 @@ class _Body:
         self.closed = True
 
 
+async def _pieces(body: Any) -> AsyncIterator[bytes | memoryview]:
+    """An upload body the way the HTTP client sends it: bytes, or an async
+    iterable of pieces (the engine's zero-copy ``PartBody``), or a file-like."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        yield memoryview(body).cast("B")
+    elif hasattr(body, "__aiter__"):
+        async for piece in body:
+            await asyncio.sleep(0)
+            yield piece
+    else:
+        while chunk := body.read(MiB):
+            yield chunk
+
+
 @dataclass(slots=True)
 class SyntheticObject:
     content: RepeatedContent
@@ -340,9 +354,12 @@ class SyntheticS3:
             assert PartNumber == 1, f"part {PartNumber} arrived before part 1"
             self.part_size = len(Body)
         assert len(Body) <= self.part_size
-        await asyncio.sleep(0)
-        os.pwrite(self._fd, Body, (PartNumber - 1) * self.part_size)
-        self.parts[PartNumber] = len(Body)
+        offset = (PartNumber - 1) * self.part_size
+        size = 0
+        async for piece in _pieces(Body):
+            os.pwrite(self._fd, piece, offset + size)
+            size += len(piece)
+        self.parts[PartNumber] = size
         return {"ETag": f'"part-{PartNumber}"'}
 
     async def complete_multipart_upload(self, **kwargs: Any) -> dict[str, Any]:
@@ -361,9 +378,11 @@ class SyntheticS3:
         self.aborted = True
         return {}
 
-    async def put_object(self, *, Body: bytes | bytearray, **kwargs: Any) -> dict[str, Any]:
+    async def put_object(self, *, Body: Any, **kwargs: Any) -> dict[str, Any]:
         self.calls.append("PutObject")
-        self.out_path.write_bytes(Body)
+        with self.out_path.open("wb") as out:
+            async for piece in _pieces(Body):
+                out.write(piece)
         self.put_single = True
         self.completed = True
         return {"ETag": '"synthetic-single"'}
@@ -436,6 +455,9 @@ def archive_names(path: Path) -> list[str]:
         return [i.filename for i in zf.infolist()]
 
 
+_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
 def unsafe_name_reasons(name: str) -> list[str]:
     """Why ``name`` could escape or confuse an extraction directory (empty: it is safe)."""
     reasons = []
@@ -450,7 +472,7 @@ def unsafe_name_reasons(name: str) -> list[str]:
     segments = name.split("/")
     if any(s in ("", ".", "..") for s in segments):
         reasons.append("empty, . or .. segment")
-    if len(segments[0]) >= 2 and segments[0][1] == ":" and segments[0][0].isalpha():
+    if len(segments[0]) >= 2 and segments[0][1] == ":" and segments[0][0] in _ASCII_LETTERS:
         reasons.append("drive letter")
     return reasons
 
