@@ -1,0 +1,205 @@
+"""The part writer without a network: parts, single PutObject, abort, budget, headers.
+
+``SyntheticS3`` (tests/support/sources.py) stands in for the five upload
+calls and writes parts at their offsets, so the bytes that would have gone up
+are checked exactly; ``FailingS3`` makes chosen calls fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.engine.budget import ByteSemaphore
+from service.engine.models import Destination, MiB
+from service.engine.uploader import PartBody, PartWriter, content_disposition
+from tests.support.sources import SyntheticS3
+
+DEST = Destination("dst", "out/archive.zip")
+PART = 5 * MiB
+
+
+def data(size: int) -> bytes:
+    return os.urandom(size)
+
+
+def writer(s3: Any, *, expected: int | None, buffers: int = 3) -> tuple[PartWriter, ByteSemaphore]:
+    budget = ByteSemaphore(PART * buffers)
+    return (
+        PartWriter(
+            s3,
+            DEST,
+            part_size=PART,
+            budget=budget,
+            content_type="application/zip",
+            expected_bytes=expected,
+        ),
+        budget,
+    )
+
+
+async def write_in_chunks(w: PartWriter, payload: bytes, chunk: int = 777_777) -> None:
+    view = memoryview(payload)
+    for start in range(0, len(payload), chunk):
+        await w.write(view[start : start + chunk])
+
+
+# ------------------------------------------------------------ headers
+
+
+@pytest.mark.parametrize(
+    ("filename", "fallback"),
+    [
+        ("archive.zip", "archive.zip"),
+        ("Résumé 文件.zip", "R_sum_ __.zip"),
+        ('say "hi"\\.zip', "say _hi__.zip"),
+        ("tab\there.zip", "tab_here.zip"),
+    ],
+)
+def test_content_disposition_has_ascii_fallback_and_exact_utf8_name(
+    filename: str, fallback: str
+) -> None:
+    value = content_disposition(filename)
+    assert value.isascii()
+    assert value.startswith(f'attachment; filename="{fallback}"; ')
+    encoded = value.split("filename*=UTF-8''", 1)[1]
+    assert urllib.parse.unquote(encoded, errors="strict") == filename
+    assert ";" not in encoded and " " not in encoded and '"' not in encoded
+
+
+# ------------------------------------------------------------ PartBody
+
+
+def test_part_body_reads_seeks_and_measures_only_its_length() -> None:
+    buf = bytearray(b"0123456789abcdef")
+    body = PartBody(buf, 10)
+    assert len(body) == 10
+    assert body.read(4) == b"0123" and body.tell() == 4 and len(body) == 6
+    assert body.read() == b"456789"
+    assert body.read() == b""
+    assert body.seek(0) == 0  # botocore rewinds on a retry
+    assert body.read(-1) == b"0123456789"
+    assert body.seek(-3, 2) == 7 and body.read() == b"789"
+    assert body.seek(100) == 10
+
+
+async def test_part_body_iterates_views_of_the_buffer_without_copies() -> None:
+    buf = bytearray(os.urandom(3 * MiB + 5))
+    body = PartBody(buf, len(buf) - 5)
+    pieces = [p async for p in body]
+    assert b"".join(pieces) == bytes(buf[:-5])
+    assert all(isinstance(p, memoryview) and p.obj is buf for p in pieces)
+    assert body.tell() == len(buf) - 5
+
+
+# ------------------------------------------------------------ PartWriter
+
+
+async def test_parts_arrive_whole_and_in_order(tmp_path: Path) -> None:
+    payload = data(3 * PART + 12345)
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    w, budget = writer(s3, expected=len(payload))
+    await write_in_chunks(w, payload)
+    result = await w.finish()
+    assert (result.parts, result.bytes) == (4, len(payload))
+    assert (tmp_path / "out.zip").read_bytes() == payload
+    assert s3.parts == {1: PART, 2: PART, 3: PART, 4: 12345}
+    assert s3.create_kwargs["ContentType"] == "application/zip"
+    assert s3.create_kwargs["ContentDisposition"] == content_disposition("archive.zip")
+    assert budget.in_use == 0 and budget.peak <= budget.capacity
+
+
+async def test_unknown_length_archive_is_uploaded_exactly(tmp_path: Path) -> None:
+    """Deflate: the length is not known up front."""
+    payload = data(2 * PART + 1)
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    w, _ = writer(s3, expected=None)
+    await write_in_chunks(w, payload)
+    result = await w.finish()
+    assert result.parts == 3 and (tmp_path / "out.zip").read_bytes() == payload
+
+
+@pytest.mark.parametrize("size", [0, 1, 4 * MiB, PART - 1, PART])
+async def test_archive_up_to_one_part_is_one_put_object(tmp_path: Path, size: int) -> None:
+    """FIELD_NOTES: under 5 MiB, one PutObject (one request instead of three)."""
+    payload = data(size)
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    w, _ = writer(s3, expected=size)
+    await write_in_chunks(w, payload)
+    result = await w.finish()
+    assert (tmp_path / "out.zip").read_bytes() == payload
+    assert result.parts == 1
+    assert s3.calls == ["PutObject"], s3.calls
+
+
+async def test_wrong_length_is_never_completed(tmp_path: Path) -> None:
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    w, _ = writer(s3, expected=2 * PART)
+    await write_in_chunks(w, data(2 * PART - 1))
+    with pytest.raises(RuntimeError, match="not completing"):
+        await w.finish()
+    await w.abort()
+    assert "CompleteMultipartUpload" not in s3.calls
+
+
+class FailingS3(SyntheticS3):
+    """UploadPart ``fail_part`` raises; ``hold_part`` waits until cancelled."""
+
+    def __init__(self, path: Path, fail_part: int = 0, hold_part: int = 0) -> None:
+        super().__init__(path)
+        self.fail_part = fail_part
+        self.hold_part = hold_part
+        self.holding = asyncio.Event()
+
+    async def upload_part(self, **kwargs: Any) -> dict[str, Any]:
+        if kwargs["PartNumber"] == self.fail_part:
+            raise ConnectionError("part upload failed")
+        if kwargs["PartNumber"] == self.hold_part:
+            self.holding.set()
+            await asyncio.sleep(3600)
+        return await super().upload_part(**kwargs)
+
+
+async def test_failed_part_surfaces_and_abort_aborts(tmp_path: Path) -> None:
+    s3 = FailingS3(tmp_path / "out.zip", fail_part=2)
+    w, budget = writer(s3, expected=4 * PART)
+    with pytest.raises(ConnectionError):
+        await write_in_chunks(w, data(4 * PART))
+        await w.finish()
+    await w.abort()
+    assert s3.aborted and not s3.completed
+    assert budget.in_use == 0
+
+
+async def test_abort_stops_parts_in_flight_first(tmp_path: Path) -> None:
+    s3 = FailingS3(tmp_path / "out.zip", hold_part=1)
+    w, budget = writer(s3, expected=3 * PART)
+    await write_in_chunks(w, data(PART + 10))
+    await asyncio.wait_for(s3.holding.wait(), timeout=5)
+    await w.abort()
+    assert s3.aborted and not s3.completed
+    assert budget.in_use <= PART  # the half-filled buffer is the writer's, not in flight
+
+
+async def test_abort_before_any_part_makes_no_call(tmp_path: Path) -> None:
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    w, _ = writer(s3, expected=3 * PART)
+    await w.write(b"x" * 1000)
+    await w.abort()
+    assert s3.calls == []
+
+
+async def test_part_buffers_are_bounded_by_the_budget(tmp_path: Path) -> None:
+    """With two buffers, at most one part is in flight while the next one fills."""
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    w, budget = writer(s3, expected=6 * PART, buffers=2)
+    payload = data(6 * PART)
+    await write_in_chunks(w, payload, chunk=MiB)
+    await w.finish()
+    assert budget.peak <= 2 * PART
+    assert (tmp_path / "out.zip").read_bytes() == payload
