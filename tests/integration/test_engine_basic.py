@@ -34,7 +34,13 @@ from service.engine import (
 )
 from service.engine.uploader import content_disposition
 from tests.support.archive_check import verify_archive
-from tests.support.sources import archive_names, download, open_uploads, unsafe_name_reasons
+from tests.support.sources import (
+    archive_names,
+    download,
+    file_folder_clashes,
+    open_uploads,
+    unsafe_name_reasons,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -281,6 +287,20 @@ async def test_duplicate_names_are_renamed_case_insensitively(
     assert len({n.casefold() for n in names}) == len(names)
     contents = [objects[s.key] for s in sources]
     verify_archive(path, dict(zip(names, contents, strict=True)))
+
+
+async def test_a_file_never_takes_a_folders_name(
+    s3: Any, bucket: str, put_objects: Any, tmp_path: Path
+) -> None:
+    """``docs`` next to ``docs/x.pdf``: no extractor can create both."""
+    objects = {"docs": body(10, 1), "docs/x.pdf": body(20, 2), "Reports": body(30, 3)}
+    objects |= {"reports/2024/q1.pdf": body(40, 4)}
+    await put_objects(objects)
+    _, path = await zip_to_file(s3, bucket, [SourceObject(bucket, k) for k in objects], tmp_path)
+    names = archive_names(path)
+    assert names == ["docs (1)", "docs/x.pdf", "Reports (1)", "reports/2024/q1.pdf"]
+    assert file_folder_clashes(names) == []
+    verify_archive(path, dict(zip(names, objects.values(), strict=True)))
 
 
 # ------------------------------------------------------------ options and callbacks

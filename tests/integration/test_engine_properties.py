@@ -8,7 +8,8 @@ runs in a fresh bucket on the local endpoint; the archive is downloaded and:
 
 * every reader in ``archive_check`` lists the same names and reads the same bytes;
 * entry i holds source i's bytes (the engine keeps the order);
-* no name can escape an extraction directory, and no two differ only by case;
+* no name can escape an extraction directory, no two differ only by case,
+  and no file has the name of another entry's folder;
 * safe, distinct keys keep their name exactly;
 * nothing is left in ``list_multipart_uploads``.
 """
@@ -36,7 +37,13 @@ from service.engine import (
 from tests.support.archive_check import verify_archive
 from tests.support.aws_backend import AwsEndpoint
 from tests.support.s3_objects import create_bucket, unique_bucket_name
-from tests.support.sources import archive_names, download, open_uploads, unsafe_name_reasons
+from tests.support.sources import (
+    archive_names,
+    download,
+    file_folder_clashes,
+    open_uploads,
+    unsafe_name_reasons,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -88,8 +95,11 @@ def file_sets(draw: st.DrawFn) -> list[tuple[str, int]]:
 
 
 def _names_are_kept(keys_in_order: list[str]) -> bool:
-    """Keys that are already safe, NFC and distinct ignoring case keep their names."""
+    """Keys that are already safe, NFC, distinct ignoring case and not a folder of
+    another key keep their names."""
     folded = [k.casefold() for k in keys_in_order]
+    if file_folder_clashes(keys_in_order):
+        return False
     return len(set(folded)) == len(folded) and all(
         not unsafe_name_reasons(k) and unicodedata.normalize("NFC", k) == k for k in keys_in_order
     )
@@ -155,6 +165,7 @@ async def test_any_file_set_round_trips_in_every_reader(
             for name in names:
                 assert unsafe_name_reasons(name) == [], repr(name)
             assert len({n.casefold() for n in names}) == len(names), names
+            assert file_folder_clashes(names) == [], names
             if _names_are_kept(order):
                 assert names == order
             verify_archive(path, {n: objects[k] for n, k in zip(names, order, strict=True)})

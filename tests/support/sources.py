@@ -494,3 +494,13 @@ async def download(s3: Any, bucket: str, key: str, path: Path, chunk_size: int =
     finally:
         stream.close()
     return written
+
+
+def file_folder_clashes(names: Sequence[str]) -> list[str]:
+    """Names that are also a folder of another name (``docs`` and ``docs/x.pdf``),
+    ignoring case: no extractor can create both."""
+    folders: set[str] = set()
+    for name in names:
+        parts = name.casefold().split("/")[:-1]
+        folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return [n for n in names if n.casefold() in folders]
