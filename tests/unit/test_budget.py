@@ -9,10 +9,17 @@ worker slowly loses its whole budget.
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from service.engine import Compression, Destination, MiB, ZipOptions, build_zip
 from service.engine.budget import Budget, ByteSemaphore, Lease
+from tests.support.archive_check import ExpectedEntry, verify_archive
+from tests.support.sources import SyntheticS3, repeated
 
 
 async def _settle() -> None:
@@ -207,3 +214,59 @@ async def test_cancelled_lease_waiter_leaves_the_budget_whole() -> None:
     assert budget.in_use == 0
     async with budget.lease(100):
         assert budget.in_use == 100
+
+
+# ------------------------------------------------------------ the whole engine, any budget
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(0, 2 * MiB + 5), min_size=1, max_size=7),
+    big=st.one_of(st.none(), st.integers(5 * MiB, 13 * MiB)),  # several parts
+    big_at=st.integers(0, 7),
+    range_size=st.integers(1024, 2 * MiB).map(lambda n: n | 1),  # odd: nothing aligns
+    extra=st.integers(0, 6 * MiB),
+    upload_concurrency=st.integers(1, 4),
+    read_concurrency=st.integers(1, 8),
+    compression=st.sampled_from(list(Compression)),
+)
+async def test_engine_never_deadlocks_and_stays_within_any_budget_it_accepts(
+    sizes: list[int],
+    big: int | None,
+    big_at: int,
+    range_size: int,
+    extra: int,
+    upload_concurrency: int,
+    read_concurrency: int,
+    compression: Compression,
+) -> None:
+    """From the smallest budget the engine accepts (one part + one range) upwards,
+    with any range size and concurrency, the job ends, its own accounting stays
+    within the budget, and the archive is right. A deadlock shows as a timeout."""
+    if big is not None:
+        sizes = [*sizes[:big_at], big, *sizes[big_at:]]
+    budget_bytes = 5 * MiB + range_size + extra
+    options = ZipOptions(
+        budget_bytes=budget_bytes,
+        range_size=range_size,
+        min_part_size=5 * MiB,
+        upload_concurrency=upload_concurrency,
+        read_concurrency=read_concurrency,
+        compression=compression,
+    )
+    with tempfile.TemporaryDirectory(prefix="zj-budget-") as tmp:
+        path = Path(tmp) / "archive.zip"
+        s3 = SyntheticS3(path)
+        contents = [repeated(size, seed=i) for i, size in enumerate(sizes)]
+        sources = [s3.add("src", f"f{i}.bin", c) for i, c in enumerate(contents)]
+        budget = Budget(budget_bytes)
+        result = await asyncio.wait_for(
+            build_zip(sources, Destination("dst", "a.zip"), s3=s3, options=options, budget=budget),
+            timeout=120,
+        )
+        assert result.peak_budget_bytes <= budget_bytes and budget.in_use == 0
+        assert result.parts == max(1, len(s3.parts))
+        assert result.archive_bytes == path.stat().st_size
+        verify_archive(
+            path, {f"f{i}.bin": ExpectedEntry(c.size, c.crc32()) for i, c in enumerate(contents)}
+        )
