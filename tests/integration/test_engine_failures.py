@@ -166,7 +166,9 @@ async def test_nothing_to_archive_is_an_error(s3: Any, bucket: str) -> None:
 # ------------------------------------------------------------ a source changes mid-job
 
 
-async def test_source_overwritten_mid_job_fails_and_aborts_the_upload(
+@pytest.mark.parametrize("change", ["overwrite", "delete"])
+async def test_source_changed_mid_job_fails_and_aborts_the_upload(
+    change: str,
     s3: Any,
     bucket: str,
     put_objects: Any,
@@ -191,7 +193,10 @@ async def test_source_overwritten_mid_job_fails_and_aborts_the_upload(
 
     def on_progress(p: Progress) -> None:
         if p.files_done >= 1 and not overwritten:
-            sync_s3.put_object(Bucket=bucket, Key=victim, Body=b"a newer version")
+            if change == "overwrite":
+                sync_s3.put_object(Bucket=bucket, Key=victim, Body=b"a newer version")
+            else:
+                sync_s3.delete_object(Bucket=bucket, Key=victim)
             overwritten.append(p.files_done)
 
     options = ZipOptions(
