@@ -25,6 +25,7 @@ from service.engine import (
     Compression,
     Destination,
     MiB,
+    MissingSourcesError,
     Progress,
     SourceObject,
     ZipOptions,
@@ -415,4 +416,23 @@ async def test_many_keys_in_one_directory_use_listing_and_stay_exact(
     wanted = [k for k in objects if "unrequested" not in k][::-1]  # reverse order
     _, path = await zip_to_file(s3, bucket, [SourceObject(bucket, k) for k in wanted], tmp_path)
     assert archive_names(path) == wanted
+    verify_archive(path, {k: objects[k] for k in wanted})
+
+
+async def test_listing_pages_past_the_first_thousand_keys(
+    s3: Any, bucket: str, put_objects: Any, tmp_path: Path
+) -> None:
+    """Requested keys on the second ListObjectsV2 page (S3 returns 1,000 per page)."""
+    objects = {f"d/{i:04d}.pdf": body(i % 50, i) for i in range(1030)}
+    await put_objects(objects)
+    wanted = [f"d/{i:04d}.pdf" for i in (*range(0, 1030, 50), 1001, 1015, 1029)]
+    with pytest.raises(MissingSourcesError) as caught:
+        await build_zip(
+            [SourceObject(bucket, k) for k in [*wanted, "d/1030.pdf"]],
+            Destination(bucket, "out/x.zip"),
+            s3=s3,
+            options=SMALL,
+        )
+    assert [p.key for p in caught.value.problems] == ["d/1030.pdf"]
+    _, path = await zip_to_file(s3, bucket, [SourceObject(bucket, k) for k in wanted], tmp_path)
     verify_archive(path, {k: objects[k] for k in wanted})

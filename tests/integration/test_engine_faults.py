@@ -19,7 +19,15 @@ import pytest
 import pytest_asyncio
 
 from service.aws import AwsSettings, aws_client
-from service.engine import Destination, MiB, SourceObject, ZipOptions, ZipResult, build_zip
+from service.engine import (
+    Compression,
+    Destination,
+    MiB,
+    SourceObject,
+    ZipOptions,
+    ZipResult,
+    build_zip,
+)
 from tests.support.archive_check import verify_archive
 from tests.support.aws_backend import AwsEndpoint
 from tests.support.fault_proxy import Fault, FaultProxy
@@ -122,3 +130,27 @@ async def test_throttled_head_and_upload_part_are_retried(
     assert (head.hits, part.hits) == (1, 2)
     assert result.parts == 2
     assert len([r for r in proxy.seen("PUT") if "partNumber=1&" in r.query + "&"]) == 3
+
+
+async def test_throttled_single_put_object_is_retried_with_the_whole_body(
+    s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, proxied_s3: Any, tmp_path: Path
+) -> None:
+    """A deflated small archive goes up in one PutObject; a retry must resend all of
+    it (the zero-copy body is rewound), not an empty or partial body."""
+    objects = {"notes.txt": b"lorem ipsum dolor sit amet\n" * 20_000, "b.bin": body(50_000, 6)}
+    await put_objects(objects)
+    fault = proxy.add(Fault("PUT", path_contains=f"/{OUT}", status=503, code="SlowDown", times=2))
+    options = dataclasses.replace(OPTIONS, compression=Compression.DEFLATE)
+    result = await build_zip(
+        [SourceObject(bucket, k) for k in objects],
+        Destination(bucket, OUT),
+        s3=proxied_s3,
+        options=options,
+    )
+    path = tmp_path / "archive.zip"
+    await download(s3, bucket, OUT, path)
+    verify_archive(path, objects)
+    puts = [r for r in proxy.seen("PUT", f"/{OUT}")]
+    assert fault.hits == 2 and len(puts) == 3
+    assert all(r.query == "" for r in puts)  # PutObject, not UploadPart
+    assert {r.headers.get("content-length") for r in puts} == {str(result.archive_bytes)}
