@@ -131,7 +131,7 @@ class PartWriter:
             self._fill += n
             self._written += n
             view = view[n:]
-            if self._fill == len(self._buf):
+            if self._fill == len(self._buf) and not self._is_whole_archive():
                 self._send_part()
 
     async def finish(self) -> UploadResult:
@@ -168,10 +168,12 @@ class PartWriter:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._create is None:
             return
-        try:
-            upload_id = await self._create
-        except Exception:
+        # Wait for the create call to finish either way: if it was in flight,
+        # S3 may have made the upload, and only its id lets us abort it.
+        await asyncio.wait([self._create])
+        if self._create.cancelled() or self._create.exception() is not None:
             return  # the upload was never created
+        upload_id = self._create.result()
         try:
             await self._s3.abort_multipart_upload(
                 Bucket=self._dest.bucket, Key=self._dest.key, UploadId=upload_id
@@ -186,6 +188,11 @@ class PartWriter:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
+
+    def _is_whole_archive(self) -> bool:
+        """A full first buffer that holds the whole (known-length) archive waits
+        for ``finish()`` and goes up as one PutObject, not a one-part upload."""
+        return self._create is None and self._written == self._expected
 
     def _buffer_size(self) -> int:
         """A part, or the whole archive when it is known to be smaller."""
@@ -235,7 +242,9 @@ class PartWriter:
         acquired = len(buf)
         try:
             assert self._create is not None
-            upload_id = await self._create
+            # Shielded: cancelling this part must not cancel the shared create
+            # call mid-flight (S3 would make an upload whose id we never learn).
+            upload_id = await asyncio.shield(self._create)
             resp = await self._s3.upload_part(
                 Bucket=self._dest.bucket,
                 Key=self._dest.key,

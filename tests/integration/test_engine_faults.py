@@ -8,6 +8,7 @@ requests show how the engine recovered.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from collections import Counter
@@ -154,3 +155,35 @@ async def test_throttled_single_put_object_is_retried_with_the_whole_body(
     assert fault.hits == 2 and len(puts) == 3
     assert all(r.query == "" for r in puts)  # PutObject, not UploadPart
     assert {r.headers.get("content-length") for r in puts} == {str(result.archive_bytes)}
+
+
+async def test_cancelled_while_the_upload_is_being_created_leaves_no_upload(
+    s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, proxied_s3: Any
+) -> None:
+    """Regression: a cancel landing while CreateMultipartUpload was in flight
+    used to cancel that call too; S3 still made the upload, whose id we then
+    never learned, so it could not be aborted."""
+    await put_objects({f"c/{i}.bin": bytes([i]) * (3 * MiB) for i in range(4)})
+    # Held at the proxy: S3 (moto) creates the upload only after the cancel.
+    fault = proxy.add(Fault("POST", query_contains="uploads", delay_s=1.5))
+    options = ZipOptions(budget_bytes=24 * MiB, min_part_size=5 * MiB, range_size=2 * MiB)
+    job = asyncio.create_task(
+        build_zip(
+            [SourceObject(bucket, f"c/{i}.bin") for i in range(4)],
+            Destination(bucket, "out/cancelled.zip"),
+            s3=proxied_s3,
+            options=options,
+        )
+    )
+    while fault.hits == 0:  # the create call has reached the proxy
+        await asyncio.sleep(0.01)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    for _ in range(500):  # until the held create has reached S3 and been answered
+        if any(r.status for r in proxy.seen("POST") if "uploads" in r.query):
+            break
+        await asyncio.sleep(0.01)
+    listed = await s3.list_multipart_uploads(Bucket=bucket)
+    assert listed.get("Uploads", []) == []
+    assert [r for r in proxy.seen("DELETE") if "uploadId=" in r.query], "no abort was sent"
