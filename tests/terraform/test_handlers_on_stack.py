@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
@@ -208,7 +210,8 @@ def sources(tf_stack: TfStack) -> dict[str, bytes]:
         f"docs/statement-{i:02d}.pdf": make_pdf(f"s{i}", 30_000 + 997 * i, seed=i)
         for i in range(24)
     }
-    docs["docs/large.pdf"] = make_pdf("large", 14 * 1024 * 1024, seed=7)
+    # Big enough that moto cannot take it within the out-of-time test's deadline.
+    docs["docs/large.pdf"] = b"%PDF-1.4\n" + random.Random(7).randbytes(48 * 1024 * 1024)
     # Keys long enough that a few hundred do not fit a DynamoDB item: a manifest job.
     stem = "invoices/" + "x" * 990
     for i in range(270):
@@ -255,10 +258,14 @@ def test_cancel_and_a_retry_after_running_out_of_time(
     from lambda_adapter.sqs_batch import SAFETY_SECONDS
 
     job_id = _submit(fns, {"keys": ["docs/large.pdf", "docs/statement-02.pdf"]})
-    first = _drain(fns, seconds=SAFETY_SECONDS + 0.4)
+    first = _drain(fns, seconds=SAFETY_SECONDS + 0.25)
     assert len(first) == 1
-    assert _drain(fns) == []
-    assert _status(fns, job_id)["status"] == "READY"
+    # If the deadline struck inside the claim, the job waits out its lease
+    # before the next delivery takes it over: keep delivering, within a bound.
+    give_up = time.monotonic() + 120
+    while _status(fns, job_id)["status"] != "READY":
+        _drain(fns)
+        assert time.monotonic() < give_up, "the released job was never finished"
     dst = tf_stack.client("s3")
     assert dst.list_multipart_uploads(Bucket=tf_stack.dst_bucket).get("Uploads", []) == []
 
