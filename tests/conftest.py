@@ -16,6 +16,7 @@ Tests under ``tests/integration/`` are marked ``integration`` automatically.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -36,6 +37,7 @@ from tests.support.aws_backend import (
     choose_backend,
     fake_credentials_env,
 )
+from tests.support.fault_proxy import FaultProxy
 from tests.support.s3_objects import create_bucket, delete_bucket, unique_bucket_name
 from tests.support.s3_objects import put_objects as _put_objects
 
@@ -120,3 +122,17 @@ def put_objects(s3: Any, bucket: str) -> PutObjects:
         await _put_objects(s3, bucket, objects)
 
     return put
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def proxy(aws_endpoint: AwsEndpoint) -> AsyncIterator[FaultProxy]:
+    """A fault-injecting proxy in front of the endpoint (tests/support/fault_proxy.py)."""
+    async with FaultProxy(aws_endpoint.endpoint_url) as p:
+        yield p
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def proxied_s3(proxy: FaultProxy, aws_settings: AwsSettings) -> AsyncIterator[Any]:
+    """The engine's client, pointed at the proxy (same settings as the service's)."""
+    async with aws_client("s3", dataclasses.replace(aws_settings, endpoint_url=proxy.url)) as c:
+        yield c

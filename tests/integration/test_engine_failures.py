@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import pytest_asyncio
 from botocore.exceptions import ClientError
 
-from service.aws import AwsSettings, aws_client
 from service.engine import (
     Budget,
     BudgetTooSmallError,
@@ -43,29 +39,12 @@ from tests.support.archive_check import verify_archive
 from tests.support.aws_backend import AwsEndpoint
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.s3_objects import unique_bucket_name
-from tests.support.sources import download, object_exists, open_uploads
+from tests.support.sources import body, download, object_exists, open_uploads
 
 pytestmark = pytest.mark.integration
 
 SMALL = ZipOptions(range_size=256 * 1024, min_part_size=5 * MiB, budget_bytes=16 * MiB)
 OUT = "out/archive.zip"
-
-
-def body(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def proxy(aws_endpoint: AwsEndpoint) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy(aws_endpoint.endpoint_url) as p:
-        yield p
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def proxied_s3(proxy: FaultProxy, aws_settings: AwsSettings) -> AsyncIterator[Any]:
-    """The engine's client, pointed at the proxy (same settings as the service's)."""
-    async with aws_client("s3", dataclasses.replace(aws_settings, endpoint_url=proxy.url)) as c:
-        yield c
 
 
 def writes(proxy: FaultProxy) -> list[str]:

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from service.aws import AwsSettings, aws_client
 from service.engine import (
     Compression,
     Destination,
@@ -30,31 +26,14 @@ from service.engine import (
     build_zip,
 )
 from tests.support.archive_check import verify_archive
-from tests.support.aws_backend import AwsEndpoint
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.sources import download, open_uploads
+from tests.support.sources import body, download, open_uploads
 
 pytestmark = pytest.mark.integration
 
 RANGE = 1 * MiB
 OPTIONS = ZipOptions(range_size=RANGE, min_part_size=5 * MiB, budget_bytes=16 * MiB)
 OUT = "out/archive.zip"
-
-
-def body(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def proxy(aws_endpoint: AwsEndpoint) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy(aws_endpoint.endpoint_url) as p:
-        yield p
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def proxied_s3(proxy: FaultProxy, aws_settings: AwsSettings) -> AsyncIterator[Any]:
-    async with aws_client("s3", dataclasses.replace(aws_settings, endpoint_url=proxy.url)) as c:
-        yield c
 
 
 async def run(

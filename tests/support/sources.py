@@ -23,6 +23,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import os
+import random
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -504,3 +505,8 @@ def file_folder_clashes(names: Sequence[str]) -> list[str]:
         parts = name.casefold().split("/")[:-1]
         folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
     return [n for n in names if n.casefold() in folders]
+
+
+def body(size: int, seed: int) -> bytes:
+    """Deterministic incompressible test content."""
+    return random.Random(seed).randbytes(size)
