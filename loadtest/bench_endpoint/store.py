@@ -13,8 +13,9 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.engine.crc import crc32_combine
+
 from .content import content_crc32, etag_for
-from .crc import crc32_combine
 from .zipcheck import Reorder, ZipChecker, ZipReport
 
 S3_MIN_PART = 5 * 1024 * 1024

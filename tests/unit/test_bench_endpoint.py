@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import random
 import zipfile
 import zlib
 from collections.abc import AsyncIterator, Iterable
@@ -25,7 +24,6 @@ from botocore.exceptions import ClientError
 from loadtest.bench_endpoint import names_digest, read_content, start_endpoint
 from loadtest.bench_endpoint.awschunked import AwsChunkedDecoder
 from loadtest.bench_endpoint.content import PERIOD, content_crc32
-from loadtest.bench_endpoint.crc import crc32_combine
 from loadtest.bench_endpoint.store import seed_keys
 from loadtest.bench_endpoint.zipcheck import ZipChecker
 from loadtest.s3_link_proxy import LinkSpec, start_proxy
@@ -131,13 +129,6 @@ def test_content_does_not_repeat_at_whole_mib_shifts() -> None:
         assert whole[100 : 100 + 4096] != whole[100 + shift : 100 + shift + 4096]
     assert whole[100 : 100 + 4096] == whole[100 + PERIOD : 100 + PERIOD + 4096]
     assert whole.count(0) < len(whole) // 100
-
-
-def test_crc32_combine_matches_zlib() -> None:
-    rnd = random.Random(7)
-    for n1, n2 in [(0, 0), (1, 0), (0, 1), (10, 3), (1000, 65_537), (5, 1 << 20)]:
-        a, b = rnd.randbytes(n1), rnd.randbytes(n2)
-        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), n2) == zlib.crc32(a + b)
 
 
 def test_aws_chunked_framing_is_undone_at_any_split() -> None:

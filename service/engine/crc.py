@@ -1,8 +1,10 @@
 """CRC-32 of a concatenation from the CRCs of its pieces (zlib's crc32_combine).
 
-Parts of a multipart upload arrive in any order and are discarded, so the
-object's CRC is combined from each part's (crc, length) at Complete time.
-Python's zlib does not expose crc32_combine; this is its GF(2) matrix form.
+Used wherever a CRC-32 is known only piecewise: a multipart object's
+full-object checksum from its parts' CRCs, an entry resumed or split across
+workers from the CRCs of its pieces, and the benchmark endpoint's own check.
+Python's zlib does not expose crc32_combine; this is its GF(2) matrix form
+(our own code because the standard library has no binding).
 """
 
 from __future__ import annotations
