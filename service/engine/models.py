@@ -132,6 +132,11 @@ class ZipOptions:
     read_attempts: int = 5
     progress_interval_s: float = 0.25
     content_type: str = "application/zip"
+    # Keep a STORED multipart archive resumable (docs/resume.md): checkpoints
+    # in S3 next to it, at most every checkpoint_interval_s; a stop that is
+    # not a ZipJobError keeps the upload for the next attempt.
+    resume: bool = False
+    checkpoint_interval_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +153,7 @@ class ZipResult:
     etag: str
     skipped: tuple[SourceProblem, ...] = ()
     peak_budget_bytes: int = 0
+    resumed_from: int = 0  # archive bytes a checkpoint let this attempt skip
 
     @property
     def mb_per_s(self) -> float:

@@ -16,11 +16,14 @@ or cancellation aborts the multipart upload before the error leaves here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .budget import Budget
+from .checkpoint import Checkpoint, CheckpointStore, fingerprint
 from .layout import BudgetShares, part_size_for, split_budget
 from .models import (
     BudgetTooSmallError,
@@ -29,28 +32,96 @@ from .models import (
     EmptyArchiveError,
     Plan,
     ProgressCallback,
+    ReadFailedError,
     SourceObject,
+    ZipJobError,
     ZipOptions,
     ZipResult,
 )
 from .planner import make_plan
 from .progress import ProgressReporter
 from .reader import RangeReader
-from .uploader import PartWriter
-from .zip_stream import ArchiveStream, ZipPump, build_stream
+from .resume import (
+    FINGERPRINT_METADATA,
+    AlreadyComplete,
+    Checkpointer,
+    existing_upload,
+    usable_checkpoint,
+)
+from .stored_zip import StoredLayout, build_stored_stream
+from .uploader import ExistingUpload, PartWriter
+from .zip_stream import Cursor, EntryFeed, ZipPump, build_stream
+
+log = logging.getLogger(__name__)
 
 # Deflate output length is unknown up front; size parts for the worst case
 # (stored length plus zlib's few bytes per 16 KiB block).
 _DEFLATE_SLACK = 1.01
 
 
-def _part_size(stream: ArchiveStream, plan: Plan, options: ZipOptions) -> tuple[int, int | None]:
-    """(part size, exact archive length or None when compressing)."""
-    if options.compression is Compression.STORED:
-        length = len(stream)
-        return part_size_for(length, options.min_part_size), length
+@dataclass(slots=True)
+class _Stream:
+    """The archive generator and what the pipeline needs to run and resume it."""
+
+    stream: Iterable[bytes | memoryview]
+    feeds: list[EntryFeed]
+    cursor: Cursor
+    part_size: int
+    length: int | None  # exact for STORED, None when compressing
+    start: tuple[int, int] = (0, 0)  # (entry, byte in it) the reader starts at
+    checkpointer: Checkpointer | None = None
+    store: CheckpointStore | None = None
+    existing: ExistingUpload | None = None
+    fingerprint: str = ""
+    done: AlreadyComplete | None = None
+
+
+async def _stored_stream(
+    plan: Plan, destination: Destination, s3: Any, options: ZipOptions
+) -> _Stream:
+    """The STORED stream, continued from a checkpoint when one is usable."""
+    layout = StoredLayout(plan.entries)
+    part_size = part_size_for(layout.length, options.min_part_size)
+    if not options.resume or layout.length <= part_size:  # one PutObject: nothing to resume
+        stream, feeds, cursor = build_stored_stream(layout, options.range_size, part_size, None)
+        return _Stream(stream, feeds, cursor, part_size, layout.length)
+    store = CheckpointStore(s3, destination)
+    fp = fingerprint(plan.entries, part_size, layout.length)
+    found = await usable_checkpoint(s3, destination, store, fp, layout.length)
+    cp = found if isinstance(found, Checkpoint) else None
+    state = cp.state if cp is not None else None
+    stream, feeds, cursor = build_stored_stream(layout, options.range_size, part_size, state)
+    checkpointer = Checkpointer(
+        store, fp, stream, options.checkpoint_interval_s, len(cp.parts) if cp else 0
+    )
+    start = (0, 0)
+    if state is not None:
+        start = (state.entry, layout.data_before(state.entry, state.offset))
+        log.info(
+            "resuming s3://%s/%s at byte %d", destination.bucket, destination.key, state.offset
+        )
+    existing = existing_upload(cp) if cp is not None else None
+    return _Stream(
+        stream,
+        feeds,
+        cursor,
+        part_size,
+        layout.length,
+        start,
+        checkpointer,
+        store,
+        existing,
+        fp,
+        found if isinstance(found, AlreadyComplete) else None,
+    )
+
+
+def _deflate_stream(plan: Plan, options: ZipOptions) -> _Stream:
+    """Deflate output length is unknown up front: parts sized for the worst case
+    (stored length plus zlib's few bytes per 16 KiB block). Never resumed."""
+    stream, feeds, cursor = build_stream(plan.entries, options.compression, options.range_size)
     upper = int(plan.total_source_bytes * _DEFLATE_SLACK) + 512 * (len(plan.entries) + 1)
-    return part_size_for(upper, options.min_part_size), None
+    return _Stream(stream, feeds, cursor, part_size_for(upper, options.min_part_size), None)
 
 
 def _shares(plan: Plan, options: ZipOptions, part_size: int, length: int | None) -> BudgetShares:
@@ -88,7 +159,11 @@ async def build_zip(
     budget: Budget | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ZipResult:
-    """Write one ZIP of ``sources`` to ``destination``; see the module docstring."""
+    """Write one ZIP of ``sources`` to ``destination``; see the module docstring.
+
+    With ``options.resume`` a STORED archive continues from its checkpoint
+    (docs/resume.md) and a stop that is not a ZipJobError keeps its upload.
+    """
     options = options or ZipOptions()
     started = time.monotonic()
     plan = await make_plan(
@@ -97,9 +172,14 @@ async def build_zip(
     if not plan.entries:
         raise EmptyArchiveError("no sources to archive")
 
-    stream, feeds, cursor = build_stream(plan.entries, options.compression, options.range_size)
-    part_size, length = _part_size(stream, plan, options)
-    shares = _shares(plan, options, part_size, length)
+    if options.compression is Compression.STORED:
+        zs = await _stored_stream(plan, destination, s3, options)
+    else:
+        zs = _deflate_stream(plan, options)
+    if zs.done is not None and zs.store is not None and zs.length is not None:
+        await zs.store.delete()
+        return _already_complete(plan, destination, zs, zs.done, started)
+    shares = _shares(plan, options, zs.part_size, zs.length)
     budget = budget or Budget(options.budget_bytes)
     if shares.total > budget.capacity:
         raise BudgetTooSmallError(
@@ -109,18 +189,27 @@ async def build_zip(
     progress = ProgressReporter(plan, on_progress, options.progress_interval_s)
     async with budget.lease(shares.total) as lease:
         read_budget = lease.carve(shares.read_window)
+        cp = zs.checkpointer
         writer = PartWriter(
             s3,
             destination,
             part_size=shares.part_size,
             budget=lease.carve(shares.part_size * shares.part_buffers),
             content_type=options.content_type,
-            expected_bytes=length,
+            expected_bytes=zs.length,
+            existing=zs.existing,
+            on_part=cp.part_done if cp is not None else None,
+            # The last checkpoint names every part, so a death during
+            # CompleteMultipartUpload costs one HEAD, not the archive.
+            before_complete=cp.final if cp is not None else None,
+            metadata={FINGERPRINT_METADATA: zs.fingerprint} if zs.fingerprint else None,
         )
+        if cp is not None:
+            cp.attach(writer)
         pump = ZipPump(
-            stream,
-            feeds,
-            cursor,
+            zs.stream,
+            zs.feeds,
+            zs.cursor,
             read_budget,
             writer,
             on_step=progress.update,
@@ -133,20 +222,26 @@ async def build_zip(
             range_size=options.range_size,
             concurrency=options.read_concurrency,
             attempts=options.read_attempts,
-            on_slot=lambda index, slot: feeds[index].add(slot),
+            on_slot=lambda index, slot: zs.feeds[index].add(slot),
             on_data=pump.notify,
+            start=zs.start,
         )
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(reader.run())
-                tg.create_task(pump.run())
-            upload = await writer.finish()
-        except BaseExceptionGroup as group:
-            await writer.abort()
-            raise _first_error(group) from None
-        except BaseException:
-            await writer.abort()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(reader.run())
+                    tg.create_task(pump.run())
+                upload = await writer.finish()
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
+        except BaseException as err:
+            await _stop(writer, zs, err)
             raise
+        finally:
+            if cp is not None:
+                await cp.close()
+        if zs.store is not None:
+            await zs.store.delete()
         progress.finish()
         peak = lease.peak
 
@@ -161,4 +256,48 @@ async def build_zip(
         etag=upload.etag,
         skipped=plan.skipped,
         peak_budget_bytes=peak,
+        resumed_from=zs.existing.offset if zs.existing is not None else 0,
     )
+
+
+def _already_complete(
+    plan: Plan, destination: Destination, zs: _Stream, done: AlreadyComplete, started: float
+) -> ZipResult:
+    log.info("s3://%s/%s was completed by the last attempt", destination.bucket, destination.key)
+    return ZipResult(
+        destination=destination,
+        files=len(plan.entries),
+        source_bytes=plan.total_source_bytes,
+        archive_bytes=zs.length or 0,
+        parts=done.parts,
+        part_size=zs.part_size,
+        seconds=time.monotonic() - started,
+        etag=done.etag,
+        skipped=plan.skipped,
+        resumed_from=zs.length or 0,
+    )
+
+
+def _permanent(err: BaseException) -> bool:
+    """Would the same plan fail the same way again? A read that failed after
+    every retry is a network problem: worth resuming, not rebuilding."""
+    return isinstance(err, ZipJobError) and not isinstance(err, ReadFailedError)
+
+
+async def _stop(writer: PartWriter, zs: _Stream, err: BaseException) -> None:
+    """Keep a resumable upload (with a last checkpoint) or abort it.
+
+    A ZipJobError is permanent: the same plan would fail again, so the upload
+    and checkpoint go. Anything else (deadline, cancellation, network) leaves
+    both for the next attempt; the caller aborts them if the job ends.
+    """
+    if zs.checkpointer is None or _permanent(err):
+        await writer.abort()
+        if zs.store is not None:
+            await asyncio.shield(zs.store.delete())
+        return
+    await writer.stop()
+    try:
+        await asyncio.shield(zs.checkpointer.final())
+    except Exception as save_err:
+        log.warning("final checkpoint not written: %s", save_err)

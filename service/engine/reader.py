@@ -100,8 +100,12 @@ class RangeReader:
         attempts: int,
         on_slot: Callable[[int, RangeSlot], None],
         on_data: Callable[[], None],
+        start: tuple[int, int] = (0, 0),
     ) -> None:
         self._s3 = s3
+        # (entry index, byte in it): a resumed archive reads nothing before
+        # its checkpoint, so its first range may begin mid-entry.
+        self._start = start
         self._entries = entries
         self._budget = budget
         self._range_size = range_size
@@ -112,9 +116,12 @@ class RangeReader:
 
     async def run(self) -> None:
         """Start every range's GET in archive order; return when all are read."""
+        first_entry, first_byte = self._start
         async with asyncio.TaskGroup() as tg:
-            for index, entry in enumerate(self._entries):
-                for start in range(0, entry.size, self._range_size):
+            for index in range(first_entry, len(self._entries)):
+                entry = self._entries[index]
+                begin = first_byte if index == first_entry else 0
+                for start in range(begin, entry.size, self._range_size):
                     slot = RangeSlot(entry, start, min(start + self._range_size, entry.size))
                     await self._budget.acquire(slot.length)
                     await self._connections.acquire()

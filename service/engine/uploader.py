@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,19 @@ class PartBody:
 
 
 @dataclass(frozen=True, slots=True)
+class ExistingUpload:
+    """A multipart upload to continue: its id, and the first ``offset`` bytes
+    already held as parts 1..N (number -> (ETag, size)); see docs/resume.md."""
+
+    upload_id: str
+    parts: dict[int, tuple[str, int]]
+
+    @property
+    def offset(self) -> int:
+        return sum(size for _, size in self.parts.values())
+
+
+@dataclass(frozen=True, slots=True)
 class UploadResult:
     etag: str
     parts: int
@@ -98,6 +111,10 @@ class PartWriter:
         budget: ByteSemaphore,
         content_type: str,
         expected_bytes: int | None,
+        existing: ExistingUpload | None = None,
+        on_part: Callable[[], None] | None = None,
+        before_complete: Callable[[], Awaitable[None]] | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> None:
         self._s3 = s3
         self._dest = destination
@@ -112,12 +129,38 @@ class PartWriter:
         self._parts: dict[int, str] = {}
         self._next_part = 1
         self._tasks: set[asyncio.Task[None]] = set()
-        self._create: asyncio.Task[str] | None = None
+        self._create: asyncio.Future[str] | None = None
         self._failure: BaseException | None = None
+        self._sizes: dict[int, int] = {}
+        self._on_part = on_part
+        self._before_complete = before_complete
+        self._metadata = metadata or {}
+        if existing is not None:
+            self._create = asyncio.get_running_loop().create_future()
+            self._create.set_result(existing.upload_id)
+            self._parts = {n: etag for n, (etag, _) in existing.parts.items()}
+            self._sizes = {n: size for n, (_, size) in existing.parts.items()}
+            self._next_part = len(existing.parts) + 1
+            self._written = existing.offset
 
     @property
     def bytes_written(self) -> int:
         return self._written
+
+    @property
+    def upload_id(self) -> str | None:
+        """The multipart upload's id once S3 has made it."""
+        if self._create is None or not self._create.done() or self._create.cancelled():
+            return None
+        return None if self._create.exception() else self._create.result()
+
+    def uploaded_prefix(self) -> list[tuple[int, str, int]]:
+        """(number, ETag, size) of parts 1..N, all uploaded: the archive's first bytes."""
+        out: list[tuple[int, str, int]] = []
+        while len(out) + 1 in self._parts:
+            n = len(out) + 1
+            out.append((n, self._parts[n], self._sizes[n]))
+        return out
 
     async def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
@@ -149,6 +192,8 @@ class PartWriter:
             await asyncio.gather(*self._tasks)
         self._raise_failure()
         upload_id = await self._create
+        if self._before_complete is not None:
+            await self._before_complete()
         parts = [{"PartNumber": n, "ETag": etag} for n, etag in sorted(self._parts.items())]
         resp = await self._s3.complete_multipart_upload(
             Bucket=self._dest.bucket,
@@ -162,10 +207,19 @@ class PartWriter:
         """Stop in-flight parts, then abort the multipart upload (if one began)."""
         await asyncio.shield(self._abort())
 
-    async def _abort(self) -> None:
+    async def stop(self) -> None:
+        """Stop in-flight parts but keep the upload and its finished parts, to resume."""
+        await asyncio.shield(self._stop_parts())
+        if self._create is not None:
+            await asyncio.wait([self._create])
+
+    async def _stop_parts(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _abort(self) -> None:
+        await self._stop_parts()
         if self._create is None:
             return
         # Wait for the create call to finish either way: if it was in flight,
@@ -235,6 +289,7 @@ class PartWriter:
             Key=self._dest.key,
             ContentType=self._content_type,
             ContentDisposition=content_disposition(self._dest.filename),
+            Metadata=self._metadata,
         )
         return str(resp["UploadId"])
 
@@ -252,7 +307,10 @@ class PartWriter:
                 PartNumber=number,
                 Body=PartBody(buf, fill),
             )
+            self._sizes[number] = fill
             self._parts[number] = resp["ETag"]
+            if self._on_part is not None:
+                self._on_part()
         finally:
             self._give_back(buf, acquired)
 

@@ -26,7 +26,7 @@ import asyncio
 import datetime as dt
 import stat
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -193,7 +193,7 @@ class ZipPump:
 
     def __init__(
         self,
-        stream: ArchiveStream,
+        stream: Iterable[bytes | memoryview],
         feeds: Sequence[EntryFeed],
         cursor: Cursor,
         read_budget: ByteSemaphore,

@@ -1,0 +1,190 @@
+"""Resume: find a usable checkpoint before a build, write checkpoints during it.
+
+The pure pieces are elsewhere (``stored_zip`` regenerates the stream from any
+offset; ``checkpoint`` encodes and stores). This module holds the two steps
+with I/O that the pipeline calls; the rules are in docs/resume.md:
+
+* a checkpoint is used only if it was made for the same plan (fingerprint)
+  and S3 still holds every part it names with the same ETag and size
+  (ListParts); otherwise its upload is aborted and the build starts over;
+* a checkpoint is written when parts 1..N are all uploaded, at most every
+  ``interval`` seconds, and once more when a build stops for a reason a
+  later attempt can get past (deadline, crash-like errors, cancellation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from .checkpoint import Checkpoint, CheckpointStore, PartRecord, listed_parts, parts_match
+from .models import Destination
+from .stored_zip import StoredArchive
+from .uploader import ExistingUpload, PartWriter
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+else:
+    S3Client = Any
+
+log = logging.getLogger(__name__)
+
+
+# Object metadata (x-amz-meta-...) that ties a completed archive to its plan.
+FINGERPRINT_METADATA = "zipjobs-fingerprint"
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyComplete:
+    """The last attempt completed the upload but died before it could say so."""
+
+    etag: str
+    parts: int
+
+
+async def _completed(
+    s3: S3Client, destination: Destination, fingerprint: str, length: int
+) -> AlreadyComplete | None:
+    """Is the destination the archive of this very plan (metadata and length)?"""
+    try:
+        head = await s3.head_object(Bucket=destination.bucket, Key=destination.key)
+    except ClientError:
+        return None
+    ours = head.get("Metadata", {}).get(FINGERPRINT_METADATA) == fingerprint
+    if not ours or head.get("ContentLength") != length:
+        return None
+    etag = str(head.get("ETag", ""))
+    return AlreadyComplete(etag, int(etag.strip('"').rpartition("-")[2] or 1))
+
+
+async def usable_checkpoint(
+    s3: S3Client,
+    destination: Destination,
+    store: CheckpointStore,
+    fingerprint: str,
+    length: int,
+) -> Checkpoint | AlreadyComplete | None:
+    """The stored checkpoint if this build can continue from it, or the proof that
+    it already finished; else None, and the stale checkpoint and its upload
+    are cleaned away (docs/resume.md)."""
+    cp = await store.load()
+    # An attempt that died inside CreateMultipartUpload made an upload no
+    # checkpoint names: only this one, or none, may stay (docs/resume.md).
+    await abort_other_uploads(s3, destination, keep=cp.upload_id if cp is not None else None)
+    if cp is None:
+        return None
+    if cp.fingerprint == fingerprint:
+        listed = await listed_parts(s3, destination, cp.upload_id)
+        if listed is not None and parts_match(cp, listed):
+            return cp
+        if listed is None and cp.state.offset == length:
+            done = await _completed(s3, destination, fingerprint, length)
+            if done is not None:
+                return done
+        reason = "its upload is gone" if listed is None else "its parts differ from S3's"
+    else:
+        reason = "it was made for another plan (sources or sizes changed)"
+    log.info("not resuming s3://%s/%s: %s", destination.bucket, destination.key, reason)
+    with contextlib.suppress(ClientError):  # already completed or aborted
+        await s3.abort_multipart_upload(
+            Bucket=destination.bucket, Key=destination.key, UploadId=cp.upload_id
+        )
+    await store.delete()
+    return None
+
+
+async def abort_other_uploads(s3: S3Client, destination: Destination, keep: str | None) -> int:
+    """Abort every multipart upload of exactly this key except ``keep``."""
+    aborted = 0
+    kwargs: dict[str, Any] = {"Bucket": destination.bucket, "Prefix": destination.key}
+    while True:
+        resp = await s3.list_multipart_uploads(**kwargs)
+        for upload in resp.get("Uploads", []):
+            if upload["Key"] == destination.key and upload["UploadId"] != keep:
+                with contextlib.suppress(ClientError):
+                    await s3.abort_multipart_upload(
+                        Bucket=destination.bucket, Key=destination.key, UploadId=upload["UploadId"]
+                    )
+                aborted += 1
+        if not resp.get("IsTruncated"):
+            return aborted
+        kwargs["KeyMarker"] = resp["NextKeyMarker"]
+        kwargs["UploadIdMarker"] = resp["NextUploadIdMarker"]
+
+
+def existing_upload(cp: Checkpoint) -> ExistingUpload:
+    return ExistingUpload(cp.upload_id, {p.number: (p.etag, p.size) for p in cp.parts})
+
+
+class Checkpointer:
+    """Writes a checkpoint as parts complete; one save at a time, throttled."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        fingerprint: str,
+        stream: StoredArchive,
+        interval: float,
+        saved_parts: int = 0,
+    ) -> None:
+        self._store = store
+        self._fingerprint = fingerprint
+        self._stream = stream
+        self._interval = interval
+        self._writer: PartWriter | None = None
+        self._saved = saved_parts
+        self._last = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.saves = 0
+
+    def attach(self, writer: PartWriter) -> None:
+        self._writer = writer
+
+    def part_done(self) -> None:
+        """Called by the part writer after each UploadPart; never blocks."""
+        busy = self._task is not None and not self._task.done()
+        if self._closed or busy or time.monotonic() - self._last < self._interval:
+            return
+        self._task = asyncio.ensure_future(self._save_quietly())
+
+    async def _save_quietly(self) -> None:
+        try:
+            await self.save()
+        except Exception as err:  # a missed checkpoint costs time, never the archive
+            log.warning("checkpoint not written: %s", err)
+
+    async def save(self) -> None:
+        """Checkpoint the uploaded prefix of parts, if it grew since the last one."""
+        assert self._writer is not None
+        upload_id = self._writer.upload_id
+        prefix = self._writer.uploaded_prefix()
+        if upload_id is None or len(prefix) <= self._saved:
+            return
+        offset = sum(size for _, _, size in prefix)
+        state = self._stream.state_at(offset)
+        parts = tuple(PartRecord(n, etag, size) for n, etag, size in prefix)
+        await self._store.save(Checkpoint(self._fingerprint, upload_id, parts, state))
+        self._stream.forget_before(offset)
+        self._saved = len(prefix)
+        self._last = time.monotonic()
+        self.saves += 1
+
+    async def final(self) -> None:
+        """The last checkpoint of this attempt; no save starts after it, so none
+        can land after the checkpoint is deleted."""
+        self._closed = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.save()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
