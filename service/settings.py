@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .aws import AwsSettings
+from .units import MiB
 
-MiB = 1024 * 1024
 # The engine needs one 8 MiB upload part plus one 8 MiB read range per job.
 MIN_JOB_BUDGET_MB = 16
 

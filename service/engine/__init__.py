@@ -3,6 +3,7 @@
 Read ``pipeline.py`` first: it joins the stages in the order bytes flow.
 """
 
+from ..units import MiB
 from .budget import Budget
 from .models import (
     ArchiveTooLargeError,
@@ -10,7 +11,7 @@ from .models import (
     Compression,
     Destination,
     EmptyArchiveError,
-    MiB,
+    LengthMismatchError,
     MissingPolicy,
     MissingSourcesError,
     Progress,
@@ -31,6 +32,7 @@ __all__ = [
     "Compression",
     "Destination",
     "EmptyArchiveError",
+    "LengthMismatchError",
     "MiB",
     "MissingPolicy",
     "MissingSourcesError",

@@ -10,8 +10,9 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
-MiB = 1024 * 1024
+from ..units import MiB
 
 
 class Compression(StrEnum):
@@ -155,9 +156,15 @@ class ZipResult:
 
 
 class ZipJobError(Exception):
-    """Base of every error the engine raises on purpose; ``str()`` is user-facing."""
+    """Base of every error the engine raises on purpose; ``str()`` is user-facing.
+
+    Permanent unless a subclass says otherwise: the runner fails the job at
+    once instead of retrying it, because the same inputs would fail the same
+    way. A subclass for a transient failure sets ``permanent = False``.
+    """
 
     code = "ZipJobError"
+    permanent: ClassVar[bool] = True
 
 
 class MissingSourcesError(ZipJobError):
@@ -200,7 +207,23 @@ class EmptyArchiveError(ZipJobError):
     code = "EmptyArchive"
 
 
-class ReadFailedError(ZipJobError):
-    """A range could not be read after every retry."""
+class LengthMismatchError(ZipJobError):
+    """The bytes produced differ from the plan's exact length (one entry or the archive).
+
+    The archive is never completed. Permanent: the plan came from HEAD, so a
+    second attempt with the same plan would stream the same wrong length.
+    """
+
+    code = "LengthMismatch"
+
+
+class ReadFailedError(ZipJobError, ConnectionError):
+    """A range could not be read after every retry.
+
+    Transient (the job is retried later), and a ``ConnectionError`` like
+    aiohttp's client errors, so code that handles network failures in general
+    handles this one too.
+    """
 
     code = "ReadFailed"
+    permanent: ClassVar[bool] = False

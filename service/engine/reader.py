@@ -34,8 +34,10 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from ..units import MiB
 from .budget import ByteSemaphore
-from .models import MiB, PlannedEntry, ReadFailedError, SourceChangedError
+from .layout import byte_ranges
+from .models import PlannedEntry, ReadFailedError, SourceChangedError
 
 PIECE = 1 * MiB
 
@@ -114,8 +116,8 @@ class RangeReader:
         """Start every range's GET in archive order; return when all are read."""
         async with asyncio.TaskGroup() as tg:
             for index, entry in enumerate(self._entries):
-                for start in range(0, entry.size, self._range_size):
-                    slot = RangeSlot(entry, start, min(start + self._range_size, entry.size))
+                for start, end in byte_ranges(entry.size, self._range_size):
+                    slot = RangeSlot(entry, start, end)
                     await self._budget.acquire(slot.length)
                     await self._connections.acquire()
                     self._on_slot(index, slot)

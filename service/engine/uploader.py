@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .budget import ByteSemaphore
-from .models import Destination
+from .models import Destination, LengthMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,6 @@ class PartWriter:
         self._create: asyncio.Task[str] | None = None
         self._failure: BaseException | None = None
 
-    @property
-    def bytes_written(self) -> int:
-        return self._written
-
     async def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
         while view:
@@ -138,7 +134,7 @@ class PartWriter:
         """Upload what is left and complete; refuse an archive of the wrong length."""
         self._raise_failure()
         if self._expected is not None and self._written != self._expected:
-            raise RuntimeError(
+            raise LengthMismatchError(
                 f"archive is {self._written} bytes, planned {self._expected}: not completing"
             )
         if self._create is None:

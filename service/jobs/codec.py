@@ -13,7 +13,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from ..engine import Compression, MissingPolicy
-from .models import JobError, JobProgress, JobRecord, JobRequest, JobStatus, Manifest
+from .models import FailureReason, JobProgress, JobRecord, JobRequest, JobStatus, Manifest
 
 HASH_KEY = "jobId"
 TTL_ATTRIBUTE = "ttl"
@@ -73,7 +73,7 @@ def encode(record: JobRecord) -> dict[str, Any]:
     return {name: to_attr(value) for name, value in plain.items()}
 
 
-def error_item(error: JobError) -> dict[str, Any]:
+def error_item(error: FailureReason) -> dict[str, Any]:
     out: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.missing_keys:
         out["missingKeys"] = list(error.missing_keys)
@@ -118,7 +118,7 @@ def decode(item: dict[str, Any]) -> JobRecord:
         started_at=parse_iso(d["startedAt"]) if "startedAt" in d else None,
         finished_at=parse_iso(d["finishedAt"]) if "finishedAt" in d else None,
         error=(
-            JobError(error["code"], error["message"], tuple(error.get("missingKeys", ())))
+            FailureReason(error["code"], error["message"], tuple(error.get("missingKeys", ())))
             if error
             else None
         ),

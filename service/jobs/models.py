@@ -73,7 +73,7 @@ class JobProgress:
 
 
 @dataclass(frozen=True, slots=True)
-class JobError:
+class FailureReason:
     """Why a job FAILED, as the client sees it. ``missing_keys`` names every missing source."""
 
     code: str
@@ -113,7 +113,7 @@ class JobRecord:
     progress: JobProgress = field(default_factory=JobProgress)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
-    error: JobError | None = None
+    error: FailureReason | None = None
     lease_owner: str | None = None
     lease_expires_at: float | None = None  # epoch seconds
     message_id: str | None = None

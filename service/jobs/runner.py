@@ -22,35 +22,25 @@ from enum import StrEnum
 from typing import Any
 
 from ..engine import (
-    ArchiveTooLargeError,
     Budget,
-    BudgetTooSmallError,
     Destination,
-    EmptyArchiveError,
     MissingSourcesError,
     Progress,
-    SourceChangedError,
     SourceObject,
+    ZipJobError,
     ZipOptions,
     ZipResult,
     build_zip,
     list_prefix,
 )
 from .manifest import read_manifest
-from .models import JobError, JobProgress, JobRecord, JobStatus
+from .models import FailureReason, JobProgress, JobRecord, JobStatus
 from .service import JobService
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
 MAX_REPORTED_KEYS = 1000  # keeps a FAILED/READY record far below DynamoDB's 400 KB
-PERMANENT_ERRORS = (
-    ArchiveTooLargeError,
-    MissingSourcesError,
-    SourceChangedError,
-    BudgetTooSmallError,
-    EmptyArchiveError,
-)
 
 
 class Action(StrEnum):
@@ -85,14 +75,14 @@ def parse_message(body: str, message_id: str, receive_count: int) -> JobMessage 
     return JobMessage(job_id, message_id, receive_count)
 
 
-def classify(err: BaseException) -> tuple[bool, JobError]:
+def classify(err: BaseException) -> tuple[bool, FailureReason]:
     """(permanent?, the error the client sees). Permanent errors are never retried."""
     if isinstance(err, MissingSourcesError):
         keys = [p.key for p in err.problems]
-        return True, JobError(err.code, str(err), tuple(keys[:MAX_REPORTED_KEYS]))
-    if isinstance(err, PERMANENT_ERRORS):
-        return True, JobError(err.code, str(err))
-    return False, JobError("Transient", f"{type(err).__name__}: {err}")
+        return True, FailureReason(err.code, str(err), tuple(keys[:MAX_REPORTED_KEYS]))
+    if isinstance(err, ZipJobError) and err.permanent:
+        return True, FailureReason(err.code, str(err))
+    return False, FailureReason("Transient", f"{type(err).__name__}: {err}")
 
 
 def retry_delay(receive_count: int) -> int:
@@ -213,7 +203,7 @@ async def _failed(
         error.message,
     )
     if msg.receive_count >= max_receives:
-        final = JobError(
+        final = FailureReason(
             "RetriesExhausted",
             f"gave up after {msg.receive_count} attempts; last error: {error.message}",
         )

@@ -20,7 +20,7 @@ from typing import Any
 from ..aws import aws_client
 from ..settings import Settings
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
-from .models import JobError, JobRecord, JobRequest, JobStatus
+from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .problems import ApiError, not_found
 from .store import JobStore, digest
 from .validation import check_content_type, check_idempotency_key, is_job_id, parse_job_request
@@ -162,7 +162,8 @@ class JobService:
         except Exception as err:
             log.error("job %s: enqueue failed (%s); marking it FAILED", job_id, type(err).__name__)
             await self.store.mark_failed(
-                job_id, JobError("EnqueueFailed", "the job could not be queued; submit it again")
+                job_id,
+                FailureReason("EnqueueFailed", "the job could not be queued; submit it again"),
             )
             raise ApiError(
                 503,

@@ -20,7 +20,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from .codec import HASH_KEY, TTL_ATTRIBUTE, decode, encode, error_item, iso, key_of, to_attr
-from .models import JobError, JobProgress, JobRecord, JobStatus
+from .models import FailureReason, JobProgress, JobRecord, JobStatus
 from .problems import ApiError
 
 _IDEM_PREFIX = "idem#"
@@ -231,7 +231,9 @@ class JobStore:
             )
         )
 
-    async def mark_failed(self, job_id: str, error: JobError, owner: str | None = None) -> bool:
+    async def mark_failed(
+        self, job_id: str, error: FailureReason, owner: str | None = None
+    ) -> bool:
         """FAILED from RUNNING under ``owner``'s lease, or (owner None) from PENDING/RUNNING."""
         _, stamp = self._now()
         values: dict[str, Any] = {

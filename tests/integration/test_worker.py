@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from service.jobs import Action, JobMessage, JobProgress, JobService, JobStatus, run_job_message
-from service.jobs.models import JobError
+from service.jobs.models import FailureReason
 from service.jobs.validation import parse_job_request
 from service.local.samples import Sample, sample_pdfs
 from service.local.stack import Provisioned, StackNames, provision
@@ -114,7 +114,7 @@ async def test_transitions_are_conditional_and_only_forward(svc: JobService) -> 
     assert await store.mark_ready(job_id, "w1", JobProgress(2, 2, 1, 1), 10, [])
     # READY is final: no cancel, no failure, no claim, no heartbeat.
     assert await store.cancel(job_id) is None
-    assert not await store.mark_failed(job_id, JobError("X", "y"))
+    assert not await store.mark_failed(job_id, FailureReason("X", "y"))
     assert await store.claim(job_id, "w1", 30, "m1") is None
     assert not await store.heartbeat(job_id, "w1", JobProgress(), 30)
     final = await store.get(job_id)

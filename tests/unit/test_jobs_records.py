@@ -8,17 +8,27 @@ import json
 import pytest
 
 from service.engine import (
+    ArchiveTooLargeError,
     BudgetTooSmallError,
     Compression,
     EmptyArchiveError,
+    LengthMismatchError,
     MissingPolicy,
     MissingSourcesError,
     ReadFailedError,
     SourceChangedError,
+    ZipJobError,
 )
 from service.engine.models import SourceProblem
 from service.jobs.codec import decode, encode, iso, parse_iso
-from service.jobs.models import JobError, JobProgress, JobRecord, JobRequest, JobStatus, Manifest
+from service.jobs.models import (
+    FailureReason,
+    JobProgress,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    Manifest,
+)
 from service.jobs.problems import ApiError, Problem
 from service.jobs.runner import arcname_under, classify, parse_message, retry_delay
 from service.jobs.views import accepted_view, content_disposition, job_view
@@ -57,7 +67,7 @@ def test_codec_round_trip_with_manifest_prefix_and_error() -> None:
         request=JobRequest("src", None, "docs/", "y.zip"),
         manifest=None,
         status=JobStatus.FAILED,
-        error=JobError("MissingSources", "2 missing", ("a", "b")),
+        error=FailureReason("MissingSources", "2 missing", ("a", "b")),
     )
     assert decode(encode(rec)) == rec
     with_manifest = record(manifest=Manifest("m", "manifests/x.json", 2))
@@ -97,7 +107,7 @@ def test_view_of_a_ready_job_carries_the_url_it_is_given() -> None:
 
 
 def test_view_of_a_failed_job_names_missing_keys() -> None:
-    rec = record(status=JobStatus.FAILED, error=JobError("MissingSources", "m", ("k1", "k2")))
+    rec = record(status=JobStatus.FAILED, error=FailureReason("MissingSources", "m", ("k1", "k2")))
     assert job_view(rec)["error"] == {
         "code": "MissingSources",
         "message": "m",
@@ -138,11 +148,32 @@ def test_classify_permanent_and_transient() -> None:
         )
     )
     assert permanent and err.code == "MissingSources" and err.missing_keys == ("k1", "k2")
-    for exc in (SourceChangedError("b", "k"), BudgetTooSmallError("x"), EmptyArchiveError("x")):
-        assert classify(exc)[0] is True
+    for exc in (
+        SourceChangedError("b", "k"),
+        BudgetTooSmallError("x"),
+        EmptyArchiveError("x"),
+        ArchiveTooLargeError("x"),
+        LengthMismatchError("x"),
+    ):
+        assert classify(exc) == (True, FailureReason(exc.code, str(exc)))
     for exc2 in (ReadFailedError("x"), ConnectionError("reset"), RuntimeError("boom")):
         permanent, err = classify(exc2)
         assert not permanent and err.code == "Transient" and type(exc2).__name__ in err.message
+
+
+def test_a_new_engine_error_is_permanent_unless_it_says_otherwise() -> None:
+    """Other branches add ZipJobError subclasses; the runner must never retry them."""
+
+    class SomethingNew(ZipJobError):
+        code = "SomethingNew"
+
+    assert classify(SomethingNew("no")) == (True, FailureReason("SomethingNew", "no"))
+
+
+def test_read_failed_is_a_connection_error() -> None:
+    """Like aiohttp's client errors (OSError), so generic network handling applies."""
+    assert isinstance(ReadFailedError("x"), ConnectionError)
+    assert isinstance(ReadFailedError("x"), ZipJobError)
 
 
 def test_classify_caps_missing_keys() -> None:

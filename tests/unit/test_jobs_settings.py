@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.settings import MiB, Settings, SettingsError
+from service.settings import Settings, SettingsError
+from service.units import MiB
 
 BASE = {
     "ZIPJOBS_TABLE": "jobs",

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from service.engine.budget import ByteSemaphore
-from service.engine.models import Destination, MiB
+from service.engine.models import Destination, LengthMismatchError
 from service.engine.uploader import PartBody, PartWriter, content_disposition
+from service.units import MiB
 from tests.support.sources import SyntheticS3
 
 DEST = Destination("dst", "out/archive.zip")
@@ -141,8 +142,9 @@ async def test_wrong_length_is_never_completed(tmp_path: Path) -> None:
     s3 = SyntheticS3(tmp_path / "out.zip")
     w, _ = writer(s3, expected=2 * PART)
     await write_in_chunks(w, data(2 * PART - 1))
-    with pytest.raises(RuntimeError, match="not completing"):
+    with pytest.raises(LengthMismatchError, match="not completing") as caught:
         await w.finish()
+    assert caught.value.permanent  # the runner must not retry it
     await w.abort()
     assert "CompleteMultipartUpload" not in s3.calls
 
