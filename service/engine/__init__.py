@@ -24,6 +24,7 @@ from .models import (
 )
 from .pipeline import build_zip
 from .planner import list_prefix
+from .uploader import content_disposition
 
 __all__ = [
     "ArchiveTooLargeError",
@@ -44,5 +45,6 @@ __all__ = [
     "ZipOptions",
     "ZipResult",
     "build_zip",
+    "content_disposition",
     "list_prefix",
 ]

@@ -34,7 +34,7 @@ from ..engine import (
     list_prefix,
 )
 from .manifest import read_manifest
-from .models import FailureReason, JobProgress, JobRecord, JobStatus
+from .models import FailureReason, JobRecord, JobStatus
 from .service import JobService
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class _Tracker:
         self.stop_reason: str | None = None
 
     def update(self, p: Progress) -> None:
-        self.progress = JobProgress(p.bytes_done, p.bytes_total, p.files_done, p.files_total)
+        self.progress = p
 
 
 async def run_job_message(
@@ -172,7 +172,7 @@ async def _succeeded(
     svc: JobService, record: JobRecord, owner: str, tracker: _Tracker, result: ZipResult
 ) -> Outcome:
     skipped = [p.key for p in result.skipped][:MAX_REPORTED_KEYS]
-    done = JobProgress(result.source_bytes, result.source_bytes, result.files, result.files)
+    done = Progress(result.source_bytes, result.source_bytes, result.files, result.files)
     if await svc.store.mark_ready(record.job_id, owner, done, result.archive_bytes, skipped):
         log.info(
             "job %s: READY, %d files, %d bytes in %.1f s",
