@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .budget import Budget
 from .layout import BudgetShares, part_size_for, split_budget
@@ -39,6 +39,10 @@ from .reader import RangeReader
 from .taskgroups import first_error
 from .uploader import PartWriter
 from .zip_stream import ArchiveStream, ZipPump, build_stream
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 # Deflate output length is unknown up front; size parts for the worst case
 # (stored length plus zlib's few bytes per 16 KiB block).
@@ -74,7 +78,7 @@ async def build_zip(
     sources: Sequence[SourceObject],
     destination: Destination,
     *,
-    s3: Any,
+    s3: S3Client,
     options: ZipOptions | None = None,
     budget: Budget | None = None,
     on_progress: ProgressCallback | None = None,

@@ -16,7 +16,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -31,6 +31,10 @@ from .models import (
     TooManySourcesError,
 )
 from .taskgroups import first_error
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 # A directory with at least this many requested keys is listed instead of
 # HEADed key by key.
@@ -61,7 +65,7 @@ def _error_reason(err: ClientError) -> str | None:
     return None
 
 
-async def _head(s3: Any, bucket: str, key: str) -> ObjectMeta | str:
+async def _head(s3: S3Client, bucket: str, key: str) -> ObjectMeta | str:
     """Metadata of one object, or the reason it cannot be read."""
     try:
         resp = await s3.head_object(Bucket=bucket, Key=key)
@@ -74,7 +78,7 @@ async def _head(s3: Any, bucket: str, key: str) -> ObjectMeta | str:
 
 
 async def _list_directory(
-    s3: Any, bucket: str, directory: str, wanted: set[str]
+    s3: S3Client, bucket: str, directory: str, wanted: set[str]
 ) -> dict[str, ObjectMeta]:
     """List one directory (no recursion), stopping early if it is much larger than wanted.
 
@@ -111,7 +115,7 @@ def _directories(sources: Sequence[SourceObject]) -> dict[tuple[str, str], set[s
 
 
 async def fetch_metadata(
-    s3: Any, sources: Sequence[SourceObject], concurrency: int
+    s3: S3Client, sources: Sequence[SourceObject], concurrency: int
 ) -> dict[tuple[str, str], ObjectMeta | str]:
     """Metadata (or a problem reason) for every distinct (bucket, key)."""
     sem = asyncio.Semaphore(concurrency)
@@ -141,7 +145,7 @@ async def fetch_metadata(
 
 
 async def make_plan(
-    s3: Any,
+    s3: S3Client,
     sources: Sequence[SourceObject],
     *,
     missing: MissingPolicy = MissingPolicy.FAIL,
@@ -168,7 +172,7 @@ async def make_plan(
 
 
 async def list_prefix(
-    s3: Any, bucket: str, prefix: str, *, limit: int | None = None
+    s3: S3Client, bucket: str, prefix: str, *, limit: int | None = None
 ) -> list[SourceObject]:
     """Every object under ``prefix`` in key order, folder markers (``a/``) excluded.
 

@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine import (
     Budget,
@@ -36,6 +36,10 @@ from ..engine import (
 from .manifest import read_manifest
 from .models import FailureReason, JobProgress, JobRecord, JobStatus
 from .service import JobService
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +229,7 @@ async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     return [SourceObject(req.bucket, key) for key in keys or ()]
 
 
-async def abort_leftover_uploads(s3: Any, bucket: str, key: str) -> int:
+async def abort_leftover_uploads(s3: S3Client, bucket: str, key: str) -> int:
     """Abort multipart uploads a dead worker left for this job's archive key.
 
     The key contains the job id, so every upload under it belongs to this job.

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..aws import aws_client
 from ..settings import Settings
@@ -25,6 +25,12 @@ from .problems import ApiError, not_found
 from .store import JobStore, digest
 from .validation import check_content_type, check_idempotency_key, is_job_id, parse_job_request
 from .views import content_disposition, job_view
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
+
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +63,9 @@ class JobService:
         self,
         settings: Settings,
         *,
-        s3: Any,
-        dynamodb: Any,
-        sqs: Any,
+        s3: S3Client,
+        dynamodb: DynamoDBClient,
+        sqs: SQSClient,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings

@@ -15,13 +15,18 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from .codec import HASH_KEY, TTL_ATTRIBUTE, decode, encode, error_item, iso, key_of, to_attr
 from .models import FailureReason, JobProgress, JobRecord, JobStatus
 from .problems import ApiError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import PutTypeDef
+
 
 _IDEM_PREFIX = "idem#"
 # Placeholders for attribute names that are DynamoDB reserved words (or the key).
@@ -48,7 +53,9 @@ class Created:
 class JobStore:
     """Conditional reads and writes of job items in one DynamoDB table."""
 
-    def __init__(self, dynamodb: Any, table: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, dynamodb: DynamoDBClient, table: str, clock: Callable[[], float] = time.time
+    ) -> None:
         self._db = dynamodb
         self._table = table
         self._clock = clock
@@ -56,6 +63,15 @@ class JobStore:
     def _now(self) -> tuple[float, str]:
         now = self._clock()
         return now, iso(dt.datetime.fromtimestamp(now, dt.UTC))
+
+    def _new_item(self, item: dict[str, Any]) -> PutTypeDef:
+        """A put that fails if an item with the same key exists (no overwrite)."""
+        return {
+            "TableName": self._table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(#k)",
+            "ExpressionAttributeNames": {"#k": HASH_KEY},
+        }
 
     async def create(
         self, record: JobRecord, idempotency_key: str | None = None, body_hash: str = ""
@@ -67,12 +83,7 @@ class JobStore:
         """
         item = encode(record)
         if idempotency_key is None:
-            await self._db.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#k)",
-                ExpressionAttributeNames={"#k": HASH_KEY},
-            )
+            await self._db.put_item(**self._new_item(item))
             return Created(record.job_id, new=True)
         idem_id = _IDEM_PREFIX + digest(idempotency_key)
         idem_item = {
@@ -82,16 +93,9 @@ class JobStore:
             "targetJobId": {"S": record.job_id},
             TTL_ATTRIBUTE: to_attr(record.expires_at),
         }
-        condition = {
-            "ConditionExpression": "attribute_not_exists(#k)",
-            "ExpressionAttributeNames": {"#k": HASH_KEY},
-        }
         try:
             await self._db.transact_write_items(
-                TransactItems=[
-                    {"Put": {"TableName": self._table, "Item": item, **condition}},
-                    {"Put": {"TableName": self._table, "Item": idem_item, **condition}},
-                ]
+                TransactItems=[{"Put": self._new_item(item)}, {"Put": self._new_item(idem_item)}]
             )
             return Created(record.job_id, new=True)
         except ClientError as err:
