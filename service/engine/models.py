@@ -204,6 +204,23 @@ class ArchiveTooLargeError(ZipJobError):
     code = "ArchiveTooLarge"
 
 
+class TooManySourcesError(ZipJobError):
+    """A prefix holds more objects than a job may archive; found while listing.
+
+    Listing stops at the first object past the limit, so a prefix of a huge
+    bucket (or ``""``) costs one page per 1,000 allowed keys, never the bucket.
+    """
+
+    code = "TooManySources"
+
+    def __init__(self, bucket: str, prefix: str, limit: int) -> None:
+        self.bucket, self.prefix, self.limit = bucket, prefix, limit
+        super().__init__(
+            f"s3://{bucket}/{prefix} holds more than {limit} objects, the limit per job "
+            f"(ZIPJOBS_MAX_KEYS={limit}); zip a narrower prefix or list the keys"
+        )
+
+
 class EmptyArchiveError(ZipJobError):
     """No sources (left) to archive."""
 

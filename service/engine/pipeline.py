@@ -36,6 +36,7 @@ from .models import (
 from .planner import make_plan
 from .progress import ProgressReporter
 from .reader import RangeReader
+from .taskgroups import first_error
 from .uploader import PartWriter
 from .zip_stream import ArchiveStream, ZipPump, build_stream
 
@@ -71,16 +72,6 @@ def _shares(plan: Plan, options: ZipOptions, part_size: int, length: int | None)
     largest_range = min(options.range_size, max((e.size for e in plan.entries), default=1))
     useful_read = max(largest_range, min(shares.read_window, plan.total_source_bytes))
     return BudgetShares(shares.part_size, shares.part_buffers, max(useful_read, 1))
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that started the collapse, not the cancellations it caused."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return group.exceptions[0]
 
 
 async def build_zip(
@@ -147,7 +138,7 @@ async def build_zip(
             upload = await writer.finish()
         except BaseExceptionGroup as group:
             await writer.abort()
-            raise _first_error(group) from None
+            raise first_error(group) from None
         except BaseException:
             await writer.abort()
             raise

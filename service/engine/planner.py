@@ -28,7 +28,9 @@ from .models import (
     PlannedEntry,
     SourceObject,
     SourceProblem,
+    TooManySourcesError,
 )
+from .taskgroups import first_error
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 LIST_MIN_KEYS = 20
 # Stop listing a directory that holds far more than was asked for.
 LIST_MAX_OVERREAD = 4
+# ListObjectsV2 returns at most 1,000 keys per page.
+LIST_PAGE_KEYS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +130,17 @@ async def fetch_metadata(
         async with sem:
             meta[(bucket, key)] = await _head(s3, bucket, key)
 
-    async with asyncio.TaskGroup() as tg:
-        for (bucket, directory), keys in _directories(sources).items():
-            if len(keys) >= LIST_MIN_KEYS:
-                tg.create_task(list_one(bucket, directory, keys))
-    wanted = {(s.bucket, s.key) for s in sources}
-    async with asyncio.TaskGroup() as tg:
-        for bucket, key in wanted - meta.keys():
-            tg.create_task(head_one(bucket, key))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for (bucket, directory), keys in _directories(sources).items():
+                if len(keys) >= LIST_MIN_KEYS:
+                    tg.create_task(list_one(bucket, directory, keys))
+        wanted = {(s.bucket, s.key) for s in sources}
+        async with asyncio.TaskGroup() as tg:
+            for bucket, key in wanted - meta.keys():
+                tg.create_task(head_one(bucket, key))
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
     return meta
 
 
@@ -164,14 +171,28 @@ async def make_plan(
     return Plan(entries=entries, skipped=tuple(problems))
 
 
-async def list_prefix(s3: S3Client, bucket: str, prefix: str) -> list[SourceObject]:
-    """Every object under ``prefix`` in key order, folder markers (``a/``) excluded."""
+async def list_prefix(
+    s3: S3Client, bucket: str, prefix: str, *, limit: int | None = None
+) -> list[SourceObject]:
+    """Every object under ``prefix`` in key order, folder markers (``a/``) excluded.
+
+    With ``limit``, raise ``TooManySourcesError`` as soon as one more object
+    is seen: pages are asked for no larger than what is still allowed, so a
+    prefix over a huge bucket is never listed (or held) past the limit.
+    """
     out: list[SourceObject] = []
-    paginator = s3.get_paginator("list_objects_v2")
-    async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        if limit is not None:
+            kwargs["MaxKeys"] = max(1, min(LIST_PAGE_KEYS, limit + 1 - len(out)))
+        page = await s3.list_objects_v2(**kwargs)
         out.extend(
             SourceObject(bucket, obj["Key"])
             for obj in page.get("Contents", [])
             if not obj["Key"].endswith("/")
         )
-    return out
+        if limit is not None and len(out) > limit:
+            raise TooManySourcesError(bucket, prefix, limit)
+        if not page.get("IsTruncated"):
+            return out
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]

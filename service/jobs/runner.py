@@ -221,7 +221,7 @@ async def _failed(
 async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     req = record.request
     if req.prefix is not None:
-        listed = await list_prefix(svc.s3, req.bucket, req.prefix)
+        listed = await list_prefix(svc.s3, req.bucket, req.prefix, limit=svc.settings.max_keys)
         return [SourceObject(s.bucket, s.key, arcname_under(req.prefix, s.key)) for s in listed]
     keys = req.keys
     if record.manifest is not None:
