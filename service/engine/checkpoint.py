@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -29,8 +29,6 @@ from .stored_zip import ZipState
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-else:
-    S3Client = Any
 
 log = logging.getLogger(__name__)
 

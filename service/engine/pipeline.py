@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .budget import Budget
 from .checkpoint import Checkpoint, CheckpointStore, fingerprint
@@ -49,10 +49,15 @@ from .resume import (
     usable_checkpoint,
 )
 from .stored_zip import StoredLayout, build_stored_stream
+from .taskgroups import first_error
 from .uploader import ExistingUpload, PartWriter
 from .zip_stream import Cursor, EntryFeed, ZipPump, build_stream
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 # Deflate output length is unknown up front; size parts for the worst case
 # (stored length plus zlib's few bytes per 16 KiB block).
@@ -77,7 +82,7 @@ class _Stream:
 
 
 async def _stored_stream(
-    plan: Plan, destination: Destination, s3: Any, options: ZipOptions
+    plan: Plan, destination: Destination, s3: S3Client, options: ZipOptions
 ) -> _Stream:
     """The STORED stream, continued from a checkpoint when one is usable."""
     layout = StoredLayout(plan.entries)
@@ -140,21 +145,11 @@ def _shares(plan: Plan, options: ZipOptions, part_size: int, length: int | None)
     return BudgetShares(shares.part_size, shares.part_buffers, max(useful_read, 1))
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that started the collapse, not the cancellations it caused."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return group.exceptions[0]
-
-
 async def build_zip(
     sources: Sequence[SourceObject],
     destination: Destination,
     *,
-    s3: Any,
+    s3: S3Client,
     options: ZipOptions | None = None,
     budget: Budget | None = None,
     on_progress: ProgressCallback | None = None,
@@ -233,7 +228,7 @@ async def build_zip(
                     tg.create_task(pump.run())
                 upload = await writer.finish()
             except BaseExceptionGroup as group:
-                raise _first_error(group) from None
+                raise first_error(group) from None
         except BaseException as err:
             await _stop(writer, zs, err)
             raise

@@ -30,8 +30,6 @@ from .uploader import ExistingUpload, PartWriter
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-else:
-    S3Client = Any
 
 log = logging.getLogger(__name__)
 
