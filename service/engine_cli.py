@@ -29,6 +29,7 @@ from .engine import (
     build_zip,
     list_prefix,
 )
+from .engine.resume import discard_checkpoint
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -54,6 +55,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--compression", choices=[c.value for c in Compression], default="stored")
     p.add_argument("--missing", choices=[m.value for m in MissingPolicy], default="fail")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the checkpoint of an interrupted run and start over "
+        "(by default a STORED archive resumes where the last run stopped)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -103,6 +110,7 @@ def summary(result: ZipResult) -> dict[str, Any]:
         "parts": result.parts,
         "part_size": result.part_size,
         "peak_budget_bytes": result.peak_budget_bytes,
+        "resumed_from_bytes": result.resumed_from,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
@@ -114,6 +122,7 @@ async def _zip(args: argparse.Namespace, bar: ProgressBar) -> ZipResult:
         upload_concurrency=args.upload_concurrency,
         compression=Compression(args.compression),
         missing=MissingPolicy(args.missing),
+        resume=True,
     )
     settings = AwsSettings(endpoint_url=args.endpoint_url)
     if args.region:
@@ -124,6 +133,8 @@ async def _zip(args: argparse.Namespace, bar: ProgressBar) -> ZipResult:
             sources = await list_prefix(s3, args.bucket, args.prefix)
         else:
             sources = [SourceObject(args.bucket, key) for key in read_keys(args.keys_file)]
+        if args.restart:
+            await discard_checkpoint(s3, destination)
         return await build_zip(sources, destination, s3=s3, options=options, on_progress=bar)
 
 
@@ -139,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         print(f"zipjobs zip: {err}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, ValueError) else EXIT_FAILED
+    except KeyboardInterrupt:
+        bar.close()
+        print("zipjobs zip: interrupted; run the same command to resume", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as err:  # one line, never a traceback, for an operator
         bar.close()
         print(f"zipjobs zip: {type(err).__name__}: {err}", file=sys.stderr)

@@ -116,6 +116,12 @@ async def abort_other_uploads(s3: S3Client, destination: Destination, keep: str 
         kwargs["UploadIdMarker"] = resp["NextUploadIdMarker"]
 
 
+async def discard_checkpoint(s3: S3Client, destination: Destination) -> None:
+    """Forget an interrupted build of ``destination``: its uploads and its checkpoint."""
+    await abort_other_uploads(s3, destination, keep=None)
+    await CheckpointStore(s3, destination).delete()
+
+
 def existing_upload(cp: Checkpoint) -> ExistingUpload:
     return ExistingUpload(cp.upload_id, {p.number: (p.etag, p.size) for p in cp.parts})
 

@@ -24,7 +24,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from service.engine import Destination, MiB, SourceObject, ZipOptions, ZipResult, build_zip
-from service.engine.checkpoint import SUFFIX, CheckpointStore
+from service.engine.checkpoint import SUFFIX, Checkpoint, CheckpointStore
 from tests.support.archive_check import verify_archive
 from tests.support.sources import download, object_exists, open_uploads
 
@@ -209,24 +209,28 @@ async def test_killed_during_completion(
     assert not await object_exists(s3, bucket, KEY + SUFFIX)
 
 
+async def _kill_until_checkpointed(
+    s3: Any, sources: list[SourceObject], bucket: str, parts: int
+) -> Checkpoint:
+    """Kill attempts after 1, 2, 3... calls until a checkpoint holds ``parts`` parts."""
+    calls = 0
+    while True:
+        calls += 1
+        try:
+            await _build(DyingS3(s3, calls), sources, bucket)
+        except Killed:
+            cp = await CheckpointStore(s3, Destination(bucket, KEY)).load()
+            if cp is not None and len(cp.parts) >= parts:
+                return cp
+            continue
+        pytest.fail(f"finished before {parts} parts were checkpointed")
+
+
 async def test_a_changed_source_starts_over_and_aborts_the_old_upload(
     s3: Any, bucket: str, put_objects: Any, tmp_path: Path
 ) -> None:
     sources, objects = await _sources(put_objects, bucket)
-    client = DyingS3(s3, None)
-    # Die after the second part is checkpointed.
-    calls = 0
-    while True:
-        calls += 1
-        client = DyingS3(s3, calls)
-        try:
-            await _build(client, sources, bucket)
-        except Killed:
-            cp = await CheckpointStore(s3, Destination(bucket, KEY)).load()
-            if cp is not None and len(cp.parts) >= 2:
-                break
-            continue
-        pytest.fail("finished before two parts were checkpointed")
+    cp = await _kill_until_checkpointed(s3, sources, bucket, parts=2)
     old_upload = cp.upload_id
     objects["in/03-ü.pdf"] = body(124, 99)  # a new version (and size) of one source
     await put_objects({"in/03-ü.pdf": objects["in/03-ü.pdf"]})
@@ -245,20 +249,10 @@ async def test_a_resumed_attempt_reads_only_what_follows_its_checkpoint(
 ) -> None:
     sources, objects = await _sources(put_objects, bucket)
     want = await _reference(s3, bucket, sources, tmp_path)
-    calls = 0
-    while True:
-        calls += 1
-        try:
-            await _build(DyingS3(s3, calls), sources, bucket)
-        except Killed:
-            cp = await CheckpointStore(s3, Destination(bucket, KEY)).load()
-            if cp is not None and len(cp.parts) >= 3:
-                break
-            continue
-        pytest.fail("finished before three parts were checkpointed")
+    cp = await _kill_until_checkpointed(s3, sources, bucket, parts=3)
     client = DyingS3(s3, None)
     result = await _build(client, sources, bucket)
-    assert result.resumed_from == cp.state.offset == 3 * 5 * MiB
+    assert result.resumed_from == cp.state.offset == len(cp.parts) * 5 * MiB
     # Source bytes already in the archive before the checkpoint, from the
     # reference archive's own offsets: none of them may be read again.
     with zipfile.ZipFile(io.BytesIO(want)) as zf:
