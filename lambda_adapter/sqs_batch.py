@@ -7,7 +7,8 @@ other answer shape would mark the whole batch done and lose messages
 
 Lambda's hard time limit is the failure this module exists for: a job that
 cannot finish before it is stopped by our own deadline (remaining time minus
-a safety margin), its upload aborted by the engine and its lease released,
+a safety margin), its upload kept with a checkpoint for the next attempt to
+continue (STORED; a deflate upload is aborted) and its lease released,
 and its message made visible again after a short delay instead of the queue's
 long visibility timeout. Past the queue's receive limit the job is FAILED
 with a reason that says why, and the message goes on to the dead-letter queue.
@@ -113,8 +114,9 @@ async def _act(svc: JobService, rec: Record, outcome: Outcome) -> bool:
 async def _out_of_time(svc: JobService, rec: Record, msg: JobMessage) -> bool:
     """Retry soon, or FAIL the job at the queue's receive limit.
 
-    When the deadline hit mid-job, the engine has aborted the upload and the
-    runner has released the lease by the time this runs.
+    When the deadline hit mid-job, the engine has checkpointed a STORED
+    upload for the next delivery to resume (docs/resume.md), or aborted a
+    deflate one, and the runner has released the lease by the time this runs.
     """
     reason = FailureReason(
         "TimeLimit",

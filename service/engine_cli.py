@@ -29,7 +29,7 @@ from .engine import (
     build_zip,
     list_prefix,
 )
-from .engine.resume import discard_checkpoint
+from .engine.resume import discard_partial
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -134,7 +134,7 @@ async def _zip(args: argparse.Namespace, bar: ProgressBar) -> ZipResult:
         else:
             sources = [SourceObject(args.bucket, key) for key in read_keys(args.keys_file)]
         if args.restart:
-            await discard_checkpoint(s3, destination)
+            await discard_partial(s3, destination)
         return await build_zip(sources, destination, s3=s3, options=options, on_progress=bar)
 
 

@@ -102,7 +102,10 @@ locals {
     }
     status = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-      dst_object     = ["s3:GetObject"]
+      # Cancelling a job no worker holds aborts the upload an earlier attempt
+      # kept for resuming and deletes its checkpoint (docs/resume.md).
+      dst_object = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject"]
+      dst_bucket = ["s3:ListBucketMultipartUploads"]
     }
     zipper = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
@@ -110,7 +113,9 @@ locals {
       sqs_queue       = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
       src_object      = ["s3:GetObject"]
       src_bucket      = ["s3:ListBucket"]
-      dst_object      = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:PutObject"]
+      # GetObject/ListMultipartUploadParts: the resume checkpoint next to the
+      # archive and the parts of the upload it names (docs/resume.md).
+      dst_object      = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"]
       dst_bucket      = ["s3:ListBucketMultipartUploads"]
       manifest_object = ["s3:GetObject"]
     }

@@ -116,10 +116,12 @@ async def abort_other_uploads(s3: S3Client, destination: Destination, keep: str 
         kwargs["UploadIdMarker"] = resp["NextUploadIdMarker"]
 
 
-async def discard_checkpoint(s3: S3Client, destination: Destination) -> None:
-    """Forget an interrupted build of ``destination``: its uploads and its checkpoint."""
-    await abort_other_uploads(s3, destination, keep=None)
+async def discard_partial(s3: S3Client, destination: Destination) -> int:
+    """Forget every interrupted build of ``destination``: abort its multipart
+    uploads, delete its checkpoint. Returns the number of uploads aborted."""
+    aborted = await abort_other_uploads(s3, destination, keep=None)
     await CheckpointStore(s3, destination).delete()
+    return aborted
 
 
 def existing_upload(cp: Checkpoint) -> ExistingUpload:

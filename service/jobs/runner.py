@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine import (
     Budget,
+    Compression,
     Destination,
     MissingSourcesError,
     Progress,
@@ -33,12 +34,13 @@ from ..engine import (
     build_zip,
     list_prefix,
 )
+from ..engine.resume import discard_partial
 from .manifest import read_manifest
 from .models import FailureReason, JobRecord, JobStatus
 from .service import JobService
 
 if TYPE_CHECKING:
-    from types_aiobotocore_s3 import S3Client
+    pass
 
 
 log = logging.getLogger(__name__)
@@ -159,6 +161,7 @@ async def _run_claimed(
             raise
         log.info("job %s: stopped (%s)", record.job_id, tracker.stop_reason)
         if tracker.stop_reason == "cancelled":
+            await asyncio.shield(discard_job_upload(svc, record.job_id))
             return Outcome(Action.DELETE, "job cancelled")
         return Outcome(Action.LEAVE, "lease lost to another worker")
     except Exception as err:
@@ -197,6 +200,7 @@ async def _failed(
     if permanent:
         log.info("job %s: FAILED (%s)", record.job_id, error.code)
         await svc.store.mark_failed(record.job_id, error, owner)
+        await discard_job_upload(svc, record.job_id)
         return Outcome(Action.DELETE, f"job FAILED: {error.code}")
     log.warning("job %s: attempt %d failed: %s", record.job_id, msg.receive_count, error.message)
     final = FailureReason(
@@ -222,6 +226,7 @@ async def fail_on_last_receive(
     if msg.receive_count < max_receives:
         return None
     await svc.store.mark_failed(msg.job_id, reason, owner)
+    await discard_job_upload(svc, msg.job_id)
     log.error("job %s: FAILED on receive %d of %d", msg.job_id, msg.receive_count, max_receives)
     return Outcome(Action.RETRY, f"job FAILED ({reason.code}); on to the dead-letter queue")
 
@@ -237,25 +242,35 @@ async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     return [SourceObject(req.bucket, key) for key in keys or ()]
 
 
-async def abort_leftover_uploads(s3: S3Client, bucket: str, key: str) -> int:
-    """Abort multipart uploads a dead worker left for this job's archive key.
+def _destination(record: JobRecord) -> Destination:
+    return Destination(record.dst_bucket, record.dst_key)
 
-    The key contains the job id, so every upload under it belongs to this job.
-    """
-    aborted = 0
-    resp = await s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
-    for upload in resp.get("Uploads", []):
-        if upload["Key"] == key:
-            await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
-            aborted += 1
-    return aborted
+
+async def discard_job_upload(svc: JobService, job_id: str) -> None:
+    """The job ended FAILED or CANCELLED: abort the upload it kept across
+    attempts and delete its checkpoint (docs/resume.md). Best effort: the
+    bucket's rule aborting incomplete uploads is the backstop."""
+    record = await svc.store.get(job_id)
+    if record is None:
+        return
+    try:
+        n = await discard_partial(svc.s3, _destination(record))
+    except Exception as err:
+        log.warning("job %s: could not discard its partial archive: %s", job_id, err)
+        return
+    if n:
+        log.info("job %s: aborted %d upload(s) of the ended job", job_id, n)
 
 
 async def _build(
     svc: JobService, record: JobRecord, budget: Budget, tracker: _Tracker
 ) -> ZipResult:
-    if record.attempts > 1:
-        n = await abort_leftover_uploads(svc.s3, record.dst_bucket, record.dst_key)
+    # A STORED archive resumes from its checkpoint, and build_zip aborts any
+    # upload the checkpoint does not name; a deflate archive starts over
+    # (docs/resume.md). The upload belongs to the job until it ends.
+    stored = record.request.compression is Compression.STORED
+    if record.attempts > 1 and not stored:
+        n = await discard_partial(svc.s3, _destination(record))
         if n:
             log.info("job %s: aborted %d upload(s) left by an earlier attempt", record.job_id, n)
     sources = await _sources(svc, record)
@@ -263,10 +278,11 @@ async def _build(
         budget_bytes=svc.settings.job_budget_bytes,
         compression=record.request.compression,
         missing=record.request.missing,
+        resume=stored,
     )
     return await build_zip(
         sources,
-        Destination(record.dst_bucket, record.dst_key),
+        _destination(record),
         s3=svc.s3,
         options=options,
         budget=budget,

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..aws import aws_client
-from ..engine import content_disposition
+from ..engine import Destination, content_disposition
+from ..engine.resume import discard_partial
 from ..settings import Settings
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
 from .models import FailureReason, JobRecord, JobRequest, JobStatus
@@ -226,6 +227,10 @@ class JobService:
             raise not_found(job_id)
         record = await self.store.cancel(job_id)
         if record is not None:
+            if not record.lease_live(time.time()):
+                # No worker holds it: nobody else will abort the upload an
+                # earlier attempt kept for resuming (docs/resume.md).
+                await discard_partial(self.s3, Destination(record.dst_bucket, record.dst_key))
             return job_view(record, base_path=base_path)
         current = await self.store.get(job_id)
         if current is None:

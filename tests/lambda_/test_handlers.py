@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import sys
@@ -25,6 +26,7 @@ import pytest
 from lambda_adapter import handlers
 from lambda_adapter.runtime import Container
 from lambda_adapter.sqs_batch import SAFETY_SECONDS
+from service.engine.checkpoint import SUFFIX, Checkpoint, decode
 from service.local.samples import make_pdf
 from service.local.stack import Provisioned, StackNames, provision
 from tests.lambda_.events import FakeContext, http_event, sqs_event
@@ -201,12 +203,13 @@ def test_a_job_out_of_time_is_released_and_finishes_on_the_retry(
     result = handlers.zipper(sqs_event([message], arn), FakeContext(seconds=SAFETY_SECONDS - 1))
     assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
 
-    # Time runs out mid-job: the upload is aborted and the lease released.
+    # Time runs out mid-job: the lease is released; the upload, if it began,
+    # is kept for the retry to continue (the next test shows it does).
     [message] = _receive(stack, aws, 1)
     result = handlers.zipper(sqs_event([message], arn), FakeContext(seconds=SAFETY_SECONDS + 0.25))
     assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
     assert _status(job_id)["status"] in ("PENDING", "RUNNING")
-    _no_uploads_left(stack, aws)
+    assert len(_uploads(stack, aws)) <= 1
 
     # The retry (visible again after a short delay, not the queue's timeout)
     # finishes it. If the deadline struck inside the claim itself, the job
@@ -223,6 +226,66 @@ def test_a_job_out_of_time_is_released_and_finishes_on_the_retry(
     doc = _status(job_id)
     assert doc["status"] == "READY", doc
     verify_archive_bytes(_download(doc["downloadUrl"]), {k: pdfs[k] for k in keys})
+    _no_uploads_left(stack, aws)
+
+
+def _uploads(stack: Provisioned, aws: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(aws["s3"].list_multipart_uploads(Bucket=stack.names.dst_bucket).get("Uploads", []))
+
+
+def _checkpoint(stack: Provisioned, aws: dict[str, Any], job_id: str) -> Checkpoint | None:
+    for upload in _uploads(stack, aws):
+        if job_id in upload["Key"]:
+            key = upload["Key"] + SUFFIX
+            try:
+                body = aws["s3"].get_object(Bucket=stack.names.dst_bucket, Key=key)["Body"]
+            except aws["s3"].exceptions.NoSuchKey:
+                return None
+            return decode(body.read())
+    return None
+
+
+def test_a_job_out_of_time_resumes_on_the_next_delivery(
+    stack: Provisioned, aws: dict[str, Any], pdfs: dict[str, bytes], caplog: Any
+) -> None:
+    """The attempt that hits the deadline keeps its upload and checkpoint; the next
+    delivery continues that upload from the checkpoint instead of restarting."""
+    keys = ["lambda/big.pdf", *[k for k in pdfs if "doc-" in k]]
+    job_id = _submit(keys)
+    arn = _arn(stack, aws)
+    cp = None
+    for extra in (1.0, 2.0, 4.0, 8.0, 16.0):  # moto's speed varies: until a part is in
+        [message] = _receive(stack, aws, 1)
+        result = handlers.zipper(
+            sqs_event([message], arn), FakeContext(seconds=SAFETY_SECONDS + extra)
+        )
+        if result == {"batchItemFailures": []}:
+            pytest.skip("the job finished within one short attempt on this machine")
+        cp = _checkpoint(stack, aws, job_id)
+        if cp is not None and cp.parts:
+            break
+    assert cp is not None and cp.parts, "no attempt got as far as one uploaded part"
+    assert _status(job_id)["status"] in ("PENDING", "RUNNING")
+    [kept] = [u for u in _uploads(stack, aws) if job_id in u["Key"]]
+    assert kept["UploadId"] == cp.upload_id
+
+    caplog.set_level(logging.INFO, logger="service.engine")
+    give_up = time.monotonic() + 60
+    while True:
+        [message] = _receive(stack, aws, 1)
+        if handlers.zipper(sqs_event([message], arn), FakeContext()) == {"batchItemFailures": []}:
+            break
+        assert time.monotonic() < give_up, "the released job was never finished"
+    resumed = [r.getMessage() for r in caplog.records if "resuming" in r.getMessage()]
+    assert resumed, "the next delivery rebuilt the archive instead of resuming it"
+    offsets = [int(m.rsplit(" ", 1)[1]) for m in resumed]
+    assert max(offsets) >= cp.state.offset  # progress never went backwards
+    doc = _status(job_id)
+    assert doc["status"] == "READY", doc
+    verify_archive_bytes(_download(doc["downloadUrl"]), {k: pdfs[k] for k in keys})
+    _no_uploads_left(stack, aws)
+    with pytest.raises(aws["s3"].exceptions.ClientError):  # the checkpoint went with it
+        aws["s3"].head_object(Bucket=stack.names.dst_bucket, Key=kept["Key"] + SUFFIX)
 
 
 def test_delete_cancels_a_pending_job(

@@ -44,6 +44,7 @@ IAM_ACTION = {
     ("s3", "CompleteMultipartUpload"): "s3:PutObject",
     ("s3", "AbortMultipartUpload"): "s3:AbortMultipartUpload",
     ("s3", "ListMultipartUploads"): "s3:ListBucketMultipartUploads",
+    ("s3", "ListParts"): "s3:ListMultipartUploadParts",
     ("s3", "DeleteObject"): "s3:DeleteObject",
     ("dynamodb", "GetItem"): "dynamodb:GetItem",
     ("dynamodb", "PutItem"): "dynamodb:PutItem",
@@ -83,6 +84,12 @@ RARE = {
     "zipper": {
         "s3:DeleteObject": "archive removed when a job is cancelled in its last second "
         "(jobs.runner._succeeded)",
+        "s3:ListMultipartUploadParts": "an attempt continuing the upload an earlier one "
+        "kept, if that one got as far as a checkpoint (engine.checkpoint.listed_parts)",
+    },
+    "status": {
+        "s3:AbortMultipartUpload": "cancelling a job whose earlier attempt kept an upload "
+        "(engine.resume.discard_partial)",
     },
 }
 
