@@ -329,8 +329,17 @@ class SyntheticS3:
         obj = self._object(Bucket, Key, "GetObject")
         if IfMatch is not None and IfMatch != obj.etag:
             raise _client_error(412, "PreconditionFailed", "GetObject")
-        first, last = Range.removeprefix("bytes=").split("-")
-        return {"Body": _Body(obj.content.pieces(int(first), int(last) + 1, 256 * 1024))}
+        first_s, last_s = Range.removeprefix("bytes=").split("-")
+        first, last = int(first_s), min(int(last_s), obj.content.size - 1)
+        if first >= obj.content.size:
+            raise _client_error(416, "InvalidRange", "GetObject")
+        # The headers S3 sends with a 206, which the reader checks against its plan.
+        return {
+            "Body": _Body(obj.content.pieces(first, last + 1, 256 * 1024)),
+            "ETag": obj.etag,
+            "ContentRange": f"bytes {first}-{last}/{obj.content.size}",
+            "ContentLength": last - first + 1,
+        }
 
     async def create_multipart_upload(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append("CreateMultipartUpload")
