@@ -25,6 +25,7 @@ from .models import (
 )
 from .pipeline import build_zip
 from .planner import list_prefix
+from .uploader import content_disposition
 
 __all__ = [
     "ArchiveTooLargeError",
@@ -46,5 +47,6 @@ __all__ = [
     "ZipOptions",
     "ZipResult",
     "build_zip",
+    "content_disposition",
     "list_prefix",
 ]

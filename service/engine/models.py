@@ -99,12 +99,15 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A snapshot for progress callbacks; cheap to build, safe to keep."""
+    """A snapshot for progress callbacks; cheap to build, safe to keep.
 
-    bytes_done: int
-    bytes_total: int
-    files_done: int
-    files_total: int
+    The job layer stores the same object in its record (``JobRecord.progress``).
+    """
+
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    files_total: int = 0
 
     @property
     def fraction(self) -> float:

@@ -93,7 +93,11 @@ class UploadResult:
 
 
 def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and the RFC 5987 UTF-8 name."""
+    """``attachment`` with an ASCII fallback and the RFC 5987 UTF-8 name.
+
+    The one definition: the archive object carries it, and the job API asks
+    S3 for the same header on the presigned download (ResponseContentDisposition).
+    """
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
     encoded = urllib.parse.quote(filename, safe="")
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..aws import BACKGROUND, CallLimits, aws_client
+from ..engine import content_disposition
 from ..settings import Settings
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
 from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .problems import ApiError, not_found
-from .store import JobStore, digest
+from .store import IdempotencyKeyReusedError, IdempotencyRaceError, JobStore, digest
 from .validation import check_content_type, check_idempotency_key, is_job_id, parse_job_request
-from .views import content_disposition, job_view
+from .views import job_view
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -119,7 +120,12 @@ class JobService:
         job_id = uuid.uuid4().hex
         record = await self._new_record(job_id, request)
         body_hash = digest(json.dumps(request.canonical(), sort_keys=True))
-        created = await self.store.create(record, idempotency_key, body_hash)
+        try:
+            created = await self.store.create(record, idempotency_key, body_hash)
+        except IdempotencyRaceError as err:
+            raise _retry_the_request() from err
+        except IdempotencyKeyReusedError as err:
+            raise ApiError(409, "idempotency-key-reused", str(err)) from err
         if not created.new:
             if record.manifest is not None:
                 await delete_manifest(self.s3, record.manifest)
@@ -161,7 +167,7 @@ class JobService:
         """
         record = await self.store.get(job_id)
         if record is None:
-            raise ApiError(409, "idempotency-race", "retry the request")
+            raise _retry_the_request()
         if record.status is JobStatus.PENDING:
             await self._enqueue_or_fail(job_id)
         return Submitted(job_id, record.status, new=False)
@@ -253,3 +259,8 @@ class JobService:
             except Exception as err:  # a missing permission must not stop the worker
                 log.warning("could not read the queue's redrive policy: %s", err)
         return self._max_receives
+
+
+def _retry_the_request() -> ApiError:
+    """A replay that raced the idempotency item's expiry: the client just sends it again."""
+    return ApiError(409, "idempotency-race", "retry the request")

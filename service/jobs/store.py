@@ -19,9 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from .codec import HASH_KEY, TTL_ATTRIBUTE, decode, encode, error_item, iso, key_of, to_attr
-from .models import FailureReason, JobProgress, JobRecord, JobStatus
-from .problems import ApiError
+from ..engine import Progress
+from .codec import (
+    HASH_KEY,
+    TTL_ATTRIBUTE,
+    decode,
+    encode,
+    error_item,
+    iso,
+    key_of,
+    progress_json,
+    to_attr,
+)
+from .models import FailureReason, JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -48,6 +58,14 @@ class Created:
 
     job_id: str
     new: bool
+
+
+class IdempotencyRaceError(Exception):
+    """The key's item expired between the failed put and the read: retry the request."""
+
+
+class IdempotencyKeyReusedError(Exception):
+    """The key already stands for a request with a different body."""
 
 
 class JobStore:
@@ -106,12 +124,10 @@ class JobStore:
         )
         existing = resp.get("Item")
         if existing is None:  # expired between the two calls: very unlikely, retryable
-            raise ApiError(409, "idempotency-race", "retry the request")
+            raise IdempotencyRaceError("the Idempotency-Key item vanished; retry the request")
         if existing["bodyHash"]["S"] != body_hash:
-            raise ApiError(
-                409,
-                "idempotency-key-reused",
-                "this Idempotency-Key was already used with a different request body",
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was already used with a different request body"
             )
         return Created(existing["targetJobId"]["S"], new=False)
 
@@ -179,11 +195,11 @@ class JobStore:
         return result if isinstance(result, JobRecord) else None
 
     async def heartbeat(
-        self, job_id: str, owner: str, progress: JobProgress, lease_seconds: float
+        self, job_id: str, owner: str, progress: Progress, lease_seconds: float
     ) -> bool:
         """Write progress and renew the lease; False if cancelled or the lease was lost."""
         now, stamp = self._now()
-        p = progress.item()
+        p = progress_json(progress)
         return bool(
             await self._update(
                 job_id,
@@ -207,12 +223,12 @@ class JobStore:
         self,
         job_id: str,
         owner: str,
-        progress: JobProgress,
+        progress: Progress,
         archive_bytes: int,
         skipped_keys: list[str],
     ) -> bool:
         _, stamp = self._now()
-        p = progress.item()
+        p = progress_json(progress)
         return bool(
             await self._update(
                 job_id,
