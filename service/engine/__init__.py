@@ -19,12 +19,14 @@ from .models import (
     ReadFailedError,
     SourceChangedError,
     SourceObject,
+    TooManySourcesError,
     ZipJobError,
     ZipOptions,
     ZipResult,
 )
 from .pipeline import build_zip
 from .planner import list_prefix
+from .uploader import content_disposition
 
 __all__ = [
     "ArchiveTooLargeError",
@@ -42,9 +44,11 @@ __all__ = [
     "ReadFailedError",
     "SourceChangedError",
     "SourceObject",
+    "TooManySourcesError",
     "ZipJobError",
     "ZipOptions",
     "ZipResult",
     "build_zip",
+    "content_disposition",
     "list_prefix",
 ]

@@ -99,12 +99,15 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A snapshot for progress callbacks; cheap to build, safe to keep."""
+    """A snapshot for progress callbacks; cheap to build, safe to keep.
 
-    bytes_done: int
-    bytes_total: int
-    files_done: int
-    files_total: int
+    The job layer stores the same object in its record (``JobRecord.progress``).
+    """
+
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    files_total: int = 0
 
     @property
     def fraction(self) -> float:
@@ -215,6 +218,23 @@ class ArchiveTooLargeError(ZipJobError):
     """The archive would be larger than S3 can store in one object (5 TiB)."""
 
     code = "ArchiveTooLarge"
+
+
+class TooManySourcesError(ZipJobError):
+    """A prefix holds more objects than a job may archive; found while listing.
+
+    Listing stops at the first object past the limit, so a prefix of a huge
+    bucket (or ``""``) costs one page per 1,000 allowed keys, never the bucket.
+    """
+
+    code = "TooManySources"
+
+    def __init__(self, bucket: str, prefix: str, limit: int) -> None:
+        self.bucket, self.prefix, self.limit = bucket, prefix, limit
+        super().__init__(
+            f"s3://{bucket}/{prefix} holds more than {limit} objects, the limit per job "
+            f"(ZIPJOBS_MAX_KEYS={limit}); zip a narrower prefix or list the keys"
+        )
 
 
 class EmptyArchiveError(ZipJobError):

@@ -24,7 +24,7 @@ import asyncio
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
 from botocore.exceptions import (
@@ -41,6 +41,10 @@ from .budget import ByteSemaphore
 from .layout import byte_ranges
 from .models import PlannedEntry, ReadFailedError, SourceChangedError
 from .response_check import changed_reason, check_get_response
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 PIECE = 1 * MiB
 
@@ -96,7 +100,7 @@ class RangeReader:
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         entries: Sequence[PlannedEntry],
         budget: ByteSemaphore,
         *,
@@ -182,7 +186,8 @@ class RangeReader:
         handed_over = filled
         try:
             while filled < slot.length:
-                n = await body.readinto(view[filled:])
+                # The stub says bytearray; aiobotocore only slice-assigns into it.
+                n = await body.readinto(cast("bytearray", view[filled:]))
                 if n == 0:
                     raise IncompleteReadError(actual_bytes=filled, expected_bytes=slot.length)
                 filled += n

@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine import (
     Budget,
@@ -34,8 +34,12 @@ from ..engine import (
     list_prefix,
 )
 from .manifest import read_manifest
-from .models import FailureReason, JobProgress, JobRecord, JobStatus
+from .models import FailureReason, JobRecord, JobStatus
 from .service import JobService
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,7 @@ class _Tracker:
         self.stop_reason: str | None = None
 
     def update(self, p: Progress) -> None:
-        self.progress = JobProgress(p.bytes_done, p.bytes_total, p.files_done, p.files_total)
+        self.progress = p
 
 
 async def run_job_message(
@@ -168,7 +172,7 @@ async def _succeeded(
     svc: JobService, record: JobRecord, owner: str, tracker: _Tracker, result: ZipResult
 ) -> Outcome:
     skipped = [p.key for p in result.skipped][:MAX_REPORTED_KEYS]
-    done = JobProgress(result.source_bytes, result.source_bytes, result.files, result.files)
+    done = Progress(result.source_bytes, result.source_bytes, result.files, result.files)
     if await svc.store.mark_ready(record.job_id, owner, done, result.archive_bytes, skipped):
         log.info(
             "job %s: READY, %d files, %d bytes in %.1f s",
@@ -194,30 +198,38 @@ async def _failed(
         log.info("job %s: FAILED (%s)", record.job_id, error.code)
         await svc.store.mark_failed(record.job_id, error, owner)
         return Outcome(Action.DELETE, f"job FAILED: {error.code}")
-    max_receives = await svc.max_receives()
-    log.warning(
-        "job %s: attempt %d of %d failed: %s",
-        record.job_id,
-        msg.receive_count,
-        max_receives,
-        error.message,
+    log.warning("job %s: attempt %d failed: %s", record.job_id, msg.receive_count, error.message)
+    final = FailureReason(
+        "RetriesExhausted",
+        f"gave up after {msg.receive_count} attempts; last error: {error.message}",
     )
-    if msg.receive_count >= max_receives:
-        final = FailureReason(
-            "RetriesExhausted",
-            f"gave up after {msg.receive_count} attempts; last error: {error.message}",
-        )
-        await svc.store.mark_failed(record.job_id, final, owner)
-        # Returned once more so SQS moves it to the dead-letter queue.
-        return Outcome(Action.RETRY, "retries exhausted; job FAILED")
+    if last := await fail_on_last_receive(svc, msg, final, owner):
+        return last
     await svc.store.release(record.job_id, owner)
     return Outcome(Action.RETRY, "transient failure", delay=retry_delay(msg.receive_count))
+
+
+async def fail_on_last_receive(
+    svc: JobService, msg: JobMessage, reason: FailureReason, owner: str | None = None
+) -> Outcome | None:
+    """The out-of-receives rule, for every path that gives up on an attempt.
+
+    On the queue's last receive the job is FAILED with ``reason`` and the
+    message is returned once more, so SQS moves it to the dead-letter queue.
+    Before that: None, and the caller returns the message for a retry.
+    """
+    max_receives = await svc.max_receives()
+    if msg.receive_count < max_receives:
+        return None
+    await svc.store.mark_failed(msg.job_id, reason, owner)
+    log.error("job %s: FAILED on receive %d of %d", msg.job_id, msg.receive_count, max_receives)
+    return Outcome(Action.RETRY, f"job FAILED ({reason.code}); on to the dead-letter queue")
 
 
 async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     req = record.request
     if req.prefix is not None:
-        listed = await list_prefix(svc.s3, req.bucket, req.prefix)
+        listed = await list_prefix(svc.s3, req.bucket, req.prefix, limit=svc.settings.max_keys)
         return [SourceObject(s.bucket, s.key, arcname_under(req.prefix, s.key)) for s in listed]
     keys = req.keys
     if record.manifest is not None:
@@ -225,7 +237,7 @@ async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     return [SourceObject(req.bucket, key) for key in keys or ()]
 
 
-async def abort_leftover_uploads(s3: Any, bucket: str, key: str) -> int:
+async def abort_leftover_uploads(s3: S3Client, bucket: str, key: str) -> int:
     """Abort multipart uploads a dead worker left for this job's archive key.
 
     The key contains the job id, so every upload under it belongs to this job.

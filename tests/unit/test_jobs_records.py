@@ -15,6 +15,7 @@ from service.engine import (
     LengthMismatchError,
     MissingPolicy,
     MissingSourcesError,
+    Progress,
     ReadFailedError,
     SourceChangedError,
     ZipJobError,
@@ -23,7 +24,6 @@ from service.engine.models import SourceProblem
 from service.jobs.codec import decode, encode, iso, parse_iso
 from service.jobs.models import (
     FailureReason,
-    JobProgress,
     JobRecord,
     JobRequest,
     JobStatus,
@@ -31,7 +31,7 @@ from service.jobs.models import (
 )
 from service.jobs.problems import ApiError, Problem
 from service.jobs.runner import arcname_under, classify, parse_message, retry_delay
-from service.jobs.views import accepted_view, content_disposition, job_view
+from service.jobs.views import accepted_view, job_view
 
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
 
@@ -95,7 +95,7 @@ def test_view_of_a_ready_job_carries_the_url_it_is_given() -> None:
         status=JobStatus.READY,
         archive_bytes=10,
         finished_at=T0,
-        progress=JobProgress(5, 5, 2, 2),
+        progress=Progress(5, 5, 2, 2),
         skipped_keys=("a/3.pdf",),
     )
     exp = T0 + dt.timedelta(hours=1)
@@ -133,12 +133,6 @@ def test_problem_document_shape() -> None:
         "errors": [],
     }
     assert Problem(418, "teapot", "x").title == "Error"
-
-
-def test_content_disposition_has_ascii_fallback_and_exact_utf8_name() -> None:
-    value = content_disposition('Bericht "März".zip')
-    assert 'filename="Bericht _M_rz_.zip"' in value
-    assert "filename*=UTF-8''Bericht%20%22M%C3%A4rz%22.zip" in value
 
 
 def test_classify_permanent_and_transient() -> None:

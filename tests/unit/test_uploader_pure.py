@@ -60,6 +60,7 @@ async def write_in_chunks(w: PartWriter, payload: bytes, chunk: int = 777_777) -
         ("Résumé 文件.zip", "R_sum_ __.zip"),
         ('say "hi"\\.zip', "say _hi__.zip"),
         ("tab\there.zip", "tab_here.zip"),
+        ('Bericht "März".zip', "Bericht _M_rz_.zip"),
     ],
 )
 def test_content_disposition_has_ascii_fallback_and_exact_utf8_name(
@@ -71,6 +72,11 @@ def test_content_disposition_has_ascii_fallback_and_exact_utf8_name(
     encoded = value.split("filename*=UTF-8''", 1)[1]
     assert urllib.parse.unquote(encoded, errors="strict") == filename
     assert ";" not in encoded and " " not in encoded and '"' not in encoded
+
+
+def test_content_disposition_percent_encodes_every_reserved_byte() -> None:
+    value = content_disposition('Bericht "März".zip')
+    assert value.endswith("filename*=UTF-8''Bericht%20%22M%C3%A4rz%22.zip")
 
 
 # ------------------------------------------------------------ PartBody
