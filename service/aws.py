@@ -2,8 +2,9 @@
 
 Settings that matter for correctness live here: SigV4 for presigning (a plain
 us-east-1 client may sign with SigV2), path-style addressing for local
-endpoints, standard-mode retries (5xx, SlowDown, throttling) and a connection
-pool large enough for the engine's concurrency.
+endpoints, standard-mode retries (5xx, SlowDown, throttling), a connection
+pool large enough for the engine's concurrency, and payload signing only
+where TLS does not protect the bytes (see ``signs_payload``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,22 @@ class AwsSettings:
         )
 
 
-def client_config(max_pool_connections: int = 64, *, path_style: bool = False) -> Config:
+def signs_payload(endpoint_url: str | None) -> bool:
+    """SHA-256 the request bodies only over plain HTTP.
+
+    Over HTTPS (AWS itself, ``endpoint_url`` None) TLS protects the bytes in
+    transit and the engine sends a CRC-32 of every part that S3 checks, so
+    SigV4 signs ``UNSIGNED-PAYLOAD``, as botocore itself does for streaming
+    uploads that carry a checksum; hashing every part cost about 20% of the
+    engine's CPU. Over plain HTTP (a local emulator) the payload hash is the
+    only protection a signature gives, so it stays (docs/performance.md).
+    """
+    return endpoint_url is not None and not endpoint_url.lower().startswith("https://")
+
+
+def client_config(
+    max_pool_connections: int = 64, *, path_style: bool = False, sign_payload: bool = True
+) -> Config:
     """botocore Config shared by every client we create."""
     return Config(
         signature_version="s3v4",
@@ -45,10 +61,14 @@ def client_config(max_pool_connections: int = 64, *, path_style: bool = False) -
         max_pool_connections=max_pool_connections,
         connect_timeout=10,
         read_timeout=60,
-        s3={"addressing_style": "path" if path_style else "auto"},
-        # Ask for checksums only where an API requires them: the ZIP entries
-        # carry CRC-32s already and MD5/CRC of every 8 MiB part costs CPU on
-        # the one core the event loop has.
+        s3={
+            "addressing_style": "path" if path_style else "auto",
+            "payload_signing_enabled": sign_payload,
+        },
+        # Let botocore compute checksums only where an API requires them: the
+        # uploader passes its own precomputed CRC-32s (taken as the bytes are
+        # copied), which also keeps botocore from re-framing bodies as
+        # aws-chunked.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
@@ -59,7 +79,11 @@ async def aws_client(
     service: str, settings: AwsSettings, *, max_pool_connections: int = 64
 ) -> AsyncIterator[Any]:
     """An entered aioboto3 client for ``service`` ("s3", "sqs", "dynamodb")."""
-    cfg = client_config(max_pool_connections, path_style=settings.endpoint_url is not None)
+    cfg = client_config(
+        max_pool_connections,
+        path_style=settings.endpoint_url is not None,
+        sign_payload=signs_payload(settings.endpoint_url),
+    )
     async with settings.session().client(
         service, endpoint_url=settings.endpoint_url, config=cfg
     ) as client:  # type: ignore[call-overload]

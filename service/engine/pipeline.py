@@ -116,6 +116,7 @@ async def build_zip(
             budget=lease.carve(shares.part_size * shares.part_buffers),
             content_type=options.content_type,
             expected_bytes=length,
+            checksums=options.s3_checksums,
         )
         pump = ZipPump(
             stream,

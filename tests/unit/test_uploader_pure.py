@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import urllib.parse
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from service.engine.budget import ByteSemaphore
 from service.engine.models import Destination, MiB
@@ -203,3 +205,76 @@ async def test_part_buffers_are_bounded_by_the_budget(tmp_path: Path) -> None:
     await w.finish()
     assert budget.peak <= 2 * PART
     assert (tmp_path / "out.zip").read_bytes() == payload
+
+
+# ------------------------------------------------------------ checksums checked by S3
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
+# SyntheticS3 checks them as S3 does: each part's CRC-32 against the bytes it
+# received, and at completion (FULL_OBJECT) the CRC-32 of the whole object,
+# re-read from what it stored (not combined from the writer's numbers).
+
+
+async def test_parts_and_the_whole_archive_carry_crc32s_s3_can_check(tmp_path: Path) -> None:
+    payload = data(3 * PART + 4321)
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    w, _ = writer(s3, expected=len(payload))
+    await write_in_chunks(w, payload)
+    result = await w.finish()
+    assert s3.create_kwargs["ChecksumAlgorithm"] == "CRC32"
+    assert s3.create_kwargs["ChecksumType"] == "FULL_OBJECT"
+    assert s3.object_crc32 == result.crc32 == zlib.crc32(payload)
+    parts = w.uploaded_parts
+    assert [p.number for p in parts] == [1, 2, 3, 4]
+    for p in parts:  # what a resumed upload would checkpoint
+        start = (p.number - 1) * PART
+        assert p.crc32 == zlib.crc32(payload[start : start + p.length])
+        assert p.crc32 == s3.part_crcs[p.number]
+
+
+async def test_a_part_corrupted_in_transit_is_refused_and_the_upload_aborted(
+    tmp_path: Path,
+) -> None:
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    s3.corrupt_part = 2
+    w, budget = writer(s3, expected=3 * PART)
+    with pytest.raises(ClientError, match="BadDigest"):
+        await write_in_chunks(w, data(3 * PART))
+        await w.finish()
+    await w.abort()
+    assert s3.aborted and not s3.completed
+    assert budget.in_use == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, PART])
+async def test_a_single_put_object_carries_its_crc32(tmp_path: Path, size: int) -> None:
+    payload = data(size)
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    w, _ = writer(s3, expected=size)
+    await write_in_chunks(w, payload)
+    result = await w.finish()
+    assert s3.calls == ["PutObject"]
+    assert s3.object_crc32 == result.crc32 == zlib.crc32(payload)
+
+
+async def test_checksums_can_be_turned_off_for_stores_without_them(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    class Recording(SyntheticS3):
+        async def upload_part(self, **kwargs: Any) -> dict[str, Any]:
+            seen.append(kwargs)
+            return await super().upload_part(**kwargs)
+
+    s3 = Recording(tmp_path / "out.zip")
+    w = PartWriter(
+        s3,
+        DEST,
+        part_size=PART,
+        budget=ByteSemaphore(3 * PART),
+        content_type="application/zip",
+        expected_bytes=2 * PART,
+        checksums=False,
+    )
+    await write_in_chunks(w, data(2 * PART))
+    await w.finish()
+    assert seen and all("ChecksumCRC32" not in k for k in seen)
+    assert "ChecksumType" not in s3.create_kwargs and s3.object_crc32 is None
