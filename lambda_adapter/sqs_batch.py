@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.engine import Budget
-from service.jobs import Action, JobError, JobService, Outcome, parse_message, run_job_message
+from service.jobs import Action, FailureReason, JobService, Outcome, parse_message, run_job_message
 
 from .runtime import current_job
 
@@ -114,7 +114,7 @@ async def _out_of_time(svc: JobService, rec: Record, job_id: str) -> bool:
     """
     max_receives = await svc.max_receives()
     if rec.receive_count >= max_receives:
-        error = JobError(
+        error = FailureReason(
             "TimeLimit",
             f"the archive could not be built within the function's time limit "
             f"in {rec.receive_count} attempts; raise the zipper timeout or split the job",

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import aioboto3
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +79,33 @@ def client_config(
     )
 
 
-@asynccontextmanager
-async def aws_client(
+@overload
+def aws_client(
+    service: Literal["s3"], settings: AwsSettings, *, max_pool_connections: int = 64
+) -> AbstractAsyncContextManager[S3Client]: ...
+@overload
+def aws_client(
+    service: Literal["dynamodb"], settings: AwsSettings, *, max_pool_connections: int = 64
+) -> AbstractAsyncContextManager[DynamoDBClient]: ...
+@overload
+def aws_client(
+    service: Literal["sqs"], settings: AwsSettings, *, max_pool_connections: int = 64
+) -> AbstractAsyncContextManager[SQSClient]: ...
+def aws_client(
     service: str, settings: AwsSettings, *, max_pool_connections: int = 64
+) -> AbstractAsyncContextManager[Any]:
+    """An entered aioboto3 client for ``service``, typed by the aiobotocore stubs.
+
+    The overloads give each caller ``S3Client``/``DynamoDBClient``/``SQSClient``,
+    so a misspelt operation or parameter fails mypy instead of failing in AWS.
+    """
+    return _client(service, settings, max_pool_connections)
+
+
+@asynccontextmanager
+async def _client(
+    service: str, settings: AwsSettings, max_pool_connections: int
 ) -> AsyncIterator[Any]:
-    """An entered aioboto3 client for ``service`` ("s3", "sqs", "dynamodb")."""
     cfg = client_config(
         max_pool_connections,
         path_style=settings.endpoint_url is not None,

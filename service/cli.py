@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -33,12 +34,14 @@ def _settings() -> Settings | None:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from .api import run_server
+    from .api import open_api_warning, run_server
     from .jobs import JobService
     from .local.runtime import setup_logging, stop_on_signals
     from .worker import Worker
 
     setup_logging()
+    if (warning := open_api_warning(args.host, settings.api_token)) is not None:
+        logging.getLogger("zipjobs.serve").warning(warning)
     stop = stop_on_signals()
     async with JobService.open(settings) as svc:
         worker = (

@@ -10,7 +10,7 @@ Variables (required ones first):
     ZIPJOBS_QUEUE_URL            SQS queue URL (give it a redrive policy and a DLQ)
     ZIPJOBS_SRC_BUCKETS          allowed source buckets, comma separated; first = default
     ZIPJOBS_DST_BUCKET           where archives go
-    ZIPJOBS_SRC_PREFIXES         allowed key prefixes, comma separated (empty = any)
+    ZIPJOBS_SRC_PREFIXES         allowed key prefixes ending in '/', comma separated (empty = any)
     ZIPJOBS_DST_PREFIX           archive key prefix (archives/); key = PREFIX{jobId}/{name}
     ZIPJOBS_PRESIGN_TTL_SECONDS  download URL lifetime (3600; at most 604800)
     ZIPJOBS_JOB_TTL_DAYS         job records expire after (7)
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .aws import AwsSettings
+from .units import MiB
 
-MiB = 1024 * 1024
 # The engine needs one 8 MiB upload part plus one 8 MiB read range per job.
 MIN_JOB_BUDGET_MB = 16
 
@@ -153,6 +153,17 @@ class _Reader:
         raw = self.env.get(name, "").strip()
         return convert(raw) if raw else None
 
+    def token(self, name: str) -> str | None:
+        """A secret that is either unset or usable: a blank one would mean "no auth" silently."""
+        raw = self.env.get(name)
+        if raw is None or raw == "":
+            return None
+        self.check(
+            raw.strip() != "",
+            f"{name} is set but blank; set a real token, or unset it to run without one",
+        )
+        return raw.strip() or None
+
     def settings(self) -> Settings:
         raw_buckets = self.text("ZIPJOBS_SRC_BUCKETS")
         src_buckets = _split(raw_buckets)
@@ -168,7 +179,11 @@ class _Reader:
         self.bucket("ZIPJOBS_MANIFEST_BUCKET", manifest_bucket)
         dst_prefix = self.text("ZIPJOBS_DST_PREFIX", "archives/")
         manifest_prefix = self.text("ZIPJOBS_MANIFEST_PREFIX", "manifests/")
+        src_prefixes = _split(self.env.get("ZIPJOBS_SRC_PREFIXES", ""))
+        # A prefix is a folder: "docs" would also admit "docs-private/..." (and
+        # IAM's "docs*" the same), so every prefix must end with "/".
         for name, prefix in (
+            *(("ZIPJOBS_SRC_PREFIXES", p) for p in src_prefixes),
             ("ZIPJOBS_DST_PREFIX", dst_prefix),
             ("ZIPJOBS_MANIFEST_PREFIX", manifest_prefix),
         ):
@@ -192,7 +207,7 @@ class _Reader:
             table=self.text("ZIPJOBS_TABLE"),
             queue_url=queue_url,
             src_buckets=src_buckets,
-            src_prefixes=_split(self.env.get("ZIPJOBS_SRC_PREFIXES", "")),
+            src_prefixes=src_prefixes,
             dst_bucket=dst_bucket,
             dst_prefix=dst_prefix,
             # SigV4 presigned URLs are valid for at most 7 days.
@@ -205,7 +220,7 @@ class _Reader:
             lease_seconds=self.number("ZIPJOBS_LEASE_SECONDS", 30, 3, 3600),
             manifest_bucket=manifest_bucket,
             manifest_prefix=manifest_prefix,
-            api_token=self.optional("ZIPJOBS_API_TOKEN", str),
+            api_token=self.token("ZIPJOBS_API_TOKEN"),
             region=self.text("AWS_REGION", self.env.get("AWS_DEFAULT_REGION", "us-east-1")),
             endpoint_url=self.optional("AWS_ENDPOINT_URL", str),
         )

@@ -31,11 +31,16 @@ import urllib.parse
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, TYPE_CHECKING, cast
 
 from .budget import ByteSemaphore
 from .crc import crc32_combine
-from .models import Destination
+from .models import Destination, LengthMismatchError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,14 @@ class PartBody:
 
     def __len__(self) -> int:
         return len(self._view) - self._pos
+
+    def as_body(self) -> IO[bytes]:
+        """This object as the stubs' ``Body`` type: botocore needs only read/seek/tell.
+
+        Not an ``io.IOBase`` on purpose: aiohttp would then send it through its
+        file payload (copying) instead of iterating the zero-copy slices.
+        """
+        return cast("IO[bytes]", self)
 
     def read(self, n: int = -1) -> bytes:
         end = len(self._view) if n is None or n < 0 else min(self._pos + n, len(self._view))
@@ -117,7 +130,11 @@ def full_object_crc32(parts: list[UploadedPart]) -> int:
 
 
 def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and the RFC 5987 UTF-8 name."""
+    """``attachment`` with an ASCII fallback and the RFC 5987 UTF-8 name.
+
+    The one definition: the archive object carries it, and the job API asks
+    S3 for the same header on the presigned download (ResponseContentDisposition).
+    """
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
     encoded = urllib.parse.quote(filename, safe="")
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
@@ -128,14 +145,13 @@ class PartWriter:
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         destination: Destination,
         *,
         part_size: int,
         budget: ByteSemaphore,
         content_type: str,
         expected_bytes: int | None,
-        checksums: bool = True,
     ) -> None:
         self._s3 = s3
         self._dest = destination
@@ -147,17 +163,12 @@ class PartWriter:
         self._buf: bytearray | None = None
         self._fill = 0
         self._crc = 0  # CRC-32 of the filling buffer's bytes so far
-        self._checksums = checksums
         self._written = 0
         self._parts: dict[int, UploadedPart] = {}
         self._next_part = 1
         self._tasks: set[asyncio.Task[None]] = set()
         self._create: asyncio.Task[str] | None = None
         self._failure: BaseException | None = None
-
-    @property
-    def bytes_written(self) -> int:
-        return self._written
 
     @property
     def uploaded_parts(self) -> list[UploadedPart]:
@@ -185,7 +196,7 @@ class PartWriter:
         """Upload what is left and complete; refuse an archive of the wrong length."""
         self._raise_failure()
         if self._expected is not None and self._written != self._expected:
-            raise RuntimeError(
+            raise LengthMismatchError(
                 f"archive is {self._written} bytes, planned {self._expected}: not completing"
             )
         if self._create is None:
@@ -198,23 +209,19 @@ class PartWriter:
         upload_id = await self._create
         done = self.uploaded_parts
         crc = full_object_crc32(done)
-        listed: list[dict[str, Any]] = []
-        for part in done:
-            entry: dict[str, Any] = {"PartNumber": part.number, "ETag": part.etag}
-            if self._checksums:
-                entry["ChecksumCRC32"] = b64_crc32(part.crc32)
-            listed.append(entry)
-        extra: dict[str, str] = {}
-        if self._checksums:
-            extra = {"ChecksumCRC32": b64_crc32(crc), "ChecksumType": "FULL_OBJECT"}
+        parts: list[CompletedPartTypeDef] = [
+            {"PartNumber": p.number, "ETag": p.etag, "ChecksumCRC32": b64_crc32(p.crc32)}
+            for p in done
+        ]
         resp = await self._s3.complete_multipart_upload(
             Bucket=self._dest.bucket,
             Key=self._dest.key,
             UploadId=upload_id,
-            MultipartUpload={"Parts": listed},
-            **extra,
+            MultipartUpload={"Parts": parts},
+            ChecksumCRC32=b64_crc32(crc),
+            ChecksumType="FULL_OBJECT",
         )
-        return UploadResult(str(resp.get("ETag", "")), len(listed), self._written, crc)
+        return UploadResult(str(resp.get("ETag", "")), len(parts), self._written, crc)
 
     async def abort(self) -> None:
         """Stop in-flight parts, then abort the multipart upload (if one began)."""
@@ -288,22 +295,15 @@ class PartWriter:
             self._failure = task.exception()
 
     async def _create_upload(self) -> str:
-        extra: dict[str, str] = {}
-        if self._checksums:
-            extra = {"ChecksumAlgorithm": "CRC32", "ChecksumType": "FULL_OBJECT"}
         resp = await self._s3.create_multipart_upload(
             Bucket=self._dest.bucket,
             Key=self._dest.key,
             ContentType=self._content_type,
             ContentDisposition=content_disposition(self._dest.filename),
-            **extra,
+            ChecksumAlgorithm="CRC32",
+            ChecksumType="FULL_OBJECT",
         )
         return str(resp["UploadId"])
-
-    def _checksum_args(self, crc: int) -> dict[str, str]:
-        """A precomputed ``ChecksumCRC32``: botocore then computes none itself
-        and sends the body as it is (no aws-chunked re-framing, no copy)."""
-        return {"ChecksumCRC32": b64_crc32(crc)} if self._checksums else {}
 
     async def _upload_part(self, number: int, buf: bytearray, fill: int, crc: int) -> None:
         acquired = len(buf)
@@ -317,8 +317,10 @@ class PartWriter:
                 Key=self._dest.key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=PartBody(buf, fill),
-                **self._checksum_args(crc),
+                Body=PartBody(buf, fill).as_body(),
+                # Precomputed: botocore then computes no checksum itself and
+                # sends the body as it is (no aws-chunked re-framing, no copy).
+                ChecksumCRC32=b64_crc32(crc),
             )
             self._parts[number] = UploadedPart(number, str(resp["ETag"]), crc, fill)
         finally:
@@ -327,7 +329,7 @@ class PartWriter:
     async def _put_single(self) -> UploadResult:
         buf, fill, crc = self._buf, self._fill, self._crc
         acquired = 0 if buf is None else len(buf)
-        body = b"" if buf is None else PartBody(buf, fill)
+        body = b"" if buf is None else PartBody(buf, fill).as_body()
         try:
             resp = await self._s3.put_object(
                 Bucket=self._dest.bucket,
@@ -335,7 +337,7 @@ class PartWriter:
                 Body=body,
                 ContentType=self._content_type,
                 ContentDisposition=content_disposition(self._dest.filename),
-                **self._checksum_args(crc),
+                ChecksumCRC32=b64_crc32(crc),
             )
         finally:
             if buf is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .problems import PROBLEM_CONTENT_TYPE, ApiError, Problem
 from .service import JobService
-from .views import status_path
+from .views import accepted_view, status_path
 
 log = logging.getLogger(__name__)
 
@@ -141,5 +141,5 @@ async def _create(svc: JobService, req: HttpRequest) -> HttpResponse:
     headers = {"Location": location}
     if not submitted.new:
         headers["Idempotent-Replayed"] = "true"
-    doc = {"jobId": submitted.job_id, "status": submitted.status.value, "statusUrl": location}
+    doc = accepted_view(submitted.job_id, submitted.status, req.base_path)
     return HttpResponse.json(202, doc, headers)

@@ -19,38 +19,32 @@ import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine import (
-    ArchiveTooLargeError,
     Budget,
-    BudgetTooSmallError,
     Destination,
-    EmptyArchiveError,
     MissingSourcesError,
     Progress,
-    SourceChangedError,
     SourceObject,
+    ZipJobError,
     ZipOptions,
     ZipResult,
     build_zip,
     list_prefix,
 )
 from .manifest import read_manifest
-from .models import JobError, JobProgress, JobRecord, JobStatus
+from .models import FailureReason, JobRecord, JobStatus
 from .service import JobService
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
 MAX_REPORTED_KEYS = 1000  # keeps a FAILED/READY record far below DynamoDB's 400 KB
-PERMANENT_ERRORS = (
-    ArchiveTooLargeError,
-    MissingSourcesError,
-    SourceChangedError,
-    BudgetTooSmallError,
-    EmptyArchiveError,
-)
 
 
 class Action(StrEnum):
@@ -85,14 +79,14 @@ def parse_message(body: str, message_id: str, receive_count: int) -> JobMessage 
     return JobMessage(job_id, message_id, receive_count)
 
 
-def classify(err: BaseException) -> tuple[bool, JobError]:
+def classify(err: BaseException) -> tuple[bool, FailureReason]:
     """(permanent?, the error the client sees). Permanent errors are never retried."""
     if isinstance(err, MissingSourcesError):
         keys = [p.key for p in err.problems]
-        return True, JobError(err.code, str(err), tuple(keys[:MAX_REPORTED_KEYS]))
-    if isinstance(err, PERMANENT_ERRORS):
-        return True, JobError(err.code, str(err))
-    return False, JobError("Transient", f"{type(err).__name__}: {err}")
+        return True, FailureReason(err.code, str(err), tuple(keys[:MAX_REPORTED_KEYS]))
+    if isinstance(err, ZipJobError) and err.permanent:
+        return True, FailureReason(err.code, str(err))
+    return False, FailureReason("Transient", f"{type(err).__name__}: {err}")
 
 
 def retry_delay(receive_count: int) -> int:
@@ -114,7 +108,7 @@ class _Tracker:
         self.stop_reason: str | None = None
 
     def update(self, p: Progress) -> None:
-        self.progress = JobProgress(p.bytes_done, p.bytes_total, p.files_done, p.files_total)
+        self.progress = p
 
 
 async def run_job_message(
@@ -178,7 +172,7 @@ async def _succeeded(
     svc: JobService, record: JobRecord, owner: str, tracker: _Tracker, result: ZipResult
 ) -> Outcome:
     skipped = [p.key for p in result.skipped][:MAX_REPORTED_KEYS]
-    done = JobProgress(result.source_bytes, result.source_bytes, result.files, result.files)
+    done = Progress(result.source_bytes, result.source_bytes, result.files, result.files)
     if await svc.store.mark_ready(record.job_id, owner, done, result.archive_bytes, skipped):
         log.info(
             "job %s: READY, %d files, %d bytes in %.1f s",
@@ -213,7 +207,7 @@ async def _failed(
         error.message,
     )
     if msg.receive_count >= max_receives:
-        final = JobError(
+        final = FailureReason(
             "RetriesExhausted",
             f"gave up after {msg.receive_count} attempts; last error: {error.message}",
         )
@@ -227,7 +221,7 @@ async def _failed(
 async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     req = record.request
     if req.prefix is not None:
-        listed = await list_prefix(svc.s3, req.bucket, req.prefix)
+        listed = await list_prefix(svc.s3, req.bucket, req.prefix, limit=svc.settings.max_keys)
         return [SourceObject(s.bucket, s.key, arcname_under(req.prefix, s.key)) for s in listed]
     keys = req.keys
     if record.manifest is not None:
@@ -235,7 +229,7 @@ async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     return [SourceObject(req.bucket, key) for key in keys or ()]
 
 
-async def abort_leftover_uploads(s3: Any, bucket: str, key: str) -> int:
+async def abort_leftover_uploads(s3: S3Client, bucket: str, key: str) -> int:
     """Abort multipart uploads a dead worker left for this job's archive key.
 
     The key contains the job id, so every upload under it belongs to this job.

@@ -15,16 +15,23 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..aws import aws_client
+from ..engine import content_disposition
 from ..settings import Settings
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
-from .models import JobError, JobRecord, JobRequest, JobStatus
+from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .problems import ApiError, not_found
-from .store import JobStore, digest
+from .store import IdempotencyKeyReusedError, IdempotencyRaceError, JobStore, digest
 from .validation import check_content_type, check_idempotency_key, is_job_id, parse_job_request
-from .views import content_disposition, job_view
+from .views import job_view
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
+
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +64,9 @@ class JobService:
         self,
         settings: Settings,
         *,
-        s3: Any,
-        dynamodb: Any,
-        sqs: Any,
+        s3: S3Client,
+        dynamodb: DynamoDBClient,
+        sqs: SQSClient,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -107,7 +114,12 @@ class JobService:
         job_id = uuid.uuid4().hex
         record = await self._new_record(job_id, request)
         body_hash = digest(json.dumps(request.canonical(), sort_keys=True))
-        created = await self.store.create(record, idempotency_key, body_hash)
+        try:
+            created = await self.store.create(record, idempotency_key, body_hash)
+        except IdempotencyRaceError as err:
+            raise _retry_the_request() from err
+        except IdempotencyKeyReusedError as err:
+            raise ApiError(409, "idempotency-key-reused", str(err)) from err
         if not created.new:
             if record.manifest is not None:
                 await delete_manifest(self.s3, record.manifest)
@@ -149,7 +161,7 @@ class JobService:
         """
         record = await self.store.get(job_id)
         if record is None:
-            raise ApiError(409, "idempotency-race", "retry the request")
+            raise _retry_the_request()
         if record.status is JobStatus.PENDING:
             await self._enqueue_or_fail(job_id)
         return Submitted(job_id, record.status, new=False)
@@ -162,7 +174,8 @@ class JobService:
         except Exception as err:
             log.error("job %s: enqueue failed (%s); marking it FAILED", job_id, type(err).__name__)
             await self.store.mark_failed(
-                job_id, JobError("EnqueueFailed", "the job could not be queued; submit it again")
+                job_id,
+                FailureReason("EnqueueFailed", "the job could not be queued; submit it again"),
             )
             raise ApiError(
                 503,
@@ -240,3 +253,8 @@ class JobService:
             except Exception as err:  # a missing permission must not stop the worker
                 log.warning("could not read the queue's redrive policy: %s", err)
         return self._max_receives
+
+
+def _retry_the_request() -> ApiError:
+    """A replay that raced the idempotency item's expiry: the client just sends it again."""
+    return ApiError(409, "idempotency-race", "retry the request")
