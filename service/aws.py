@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import aioboto3
 from botocore.config import Config
 
+from .sdk_overhead import skip_unused_endpoint_params, use_fast_timestamps
+
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_s3 import S3Client
@@ -111,7 +113,10 @@ async def _client(
         path_style=settings.endpoint_url is not None,
         sign_payload=signs_payload(settings.endpoint_url),
     )
-    async with settings.session().client(
-        service, endpoint_url=settings.endpoint_url, config=cfg
-    ) as client:  # type: ignore[call-overload]
+    session = settings.session()
+    # Per-request SDK overhead that is ours to cut (docs/performance.md).
+    use_fast_timestamps(getattr(session, "_session", None))
+    async with session.client(service, endpoint_url=settings.endpoint_url, config=cfg) as client:  # type: ignore[call-overload]
+        if service == "s3":
+            skip_unused_endpoint_params(client)
         yield client
