@@ -58,16 +58,41 @@ def signs_payload(endpoint_url: str | None) -> bool:
     return endpoint_url is not None and not endpoint_url.lower().startswith("https://")
 
 
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """How long one AWS call may wait and how many times botocore tries it.
+
+    Worst case for one call: about ``max_attempts * (connect + read)`` plus
+    backoff. See docs/lifecycle.md ("Bounded API answers").
+    """
+
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+
+
+# Workers and the engine: patient, a job has minutes; a stuck read is still cut.
+BACKGROUND = CallLimits(connect_timeout=10, read_timeout=60, max_attempts=5)
+# The API path: a client waits for the answer, and API Gateway gives up at
+# 29-30 s. One call fails within about 2 x (2 + 4) s; the request deadline
+# (ZIPJOBS_API_DEADLINE_SECONDS) bounds the sum of the calls.
+INTERACTIVE = CallLimits(connect_timeout=2, read_timeout=4, max_attempts=2)
+
+
 def client_config(
-    max_pool_connections: int = 64, *, path_style: bool = False, sign_payload: bool = True
+    max_pool_connections: int = 64,
+    *,
+    path_style: bool = False,
+    limits: CallLimits = BACKGROUND,
+    sign_payload: bool = True,
 ) -> Config:
     """botocore Config shared by every client we create."""
     return Config(
         signature_version="s3v4",
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard", "max_attempts": limits.max_attempts},
         max_pool_connections=max_pool_connections,
-        connect_timeout=10,
-        read_timeout=60,
+        connect_timeout=limits.connect_timeout,
+        read_timeout=limits.read_timeout,
         s3={
             "addressing_style": "path" if path_style else "auto",
             "payload_signing_enabled": sign_payload,
@@ -83,34 +108,51 @@ def client_config(
 
 @overload
 def aws_client(
-    service: Literal["s3"], settings: AwsSettings, *, max_pool_connections: int = 64
+    service: Literal["s3"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[S3Client]: ...
 @overload
 def aws_client(
-    service: Literal["dynamodb"], settings: AwsSettings, *, max_pool_connections: int = 64
+    service: Literal["dynamodb"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[DynamoDBClient]: ...
 @overload
 def aws_client(
-    service: Literal["sqs"], settings: AwsSettings, *, max_pool_connections: int = 64
+    service: Literal["sqs"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[SQSClient]: ...
 def aws_client(
-    service: str, settings: AwsSettings, *, max_pool_connections: int = 64
+    service: str,
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[Any]:
     """An entered aioboto3 client for ``service``, typed by the aiobotocore stubs.
 
     The overloads give each caller ``S3Client``/``DynamoDBClient``/``SQSClient``,
     so a misspelt operation or parameter fails mypy instead of failing in AWS.
     """
-    return _client(service, settings, max_pool_connections)
+    return _client(service, settings, max_pool_connections, limits)
 
 
 @asynccontextmanager
 async def _client(
-    service: str, settings: AwsSettings, max_pool_connections: int
+    service: str, settings: AwsSettings, max_pool_connections: int, limits: CallLimits
 ) -> AsyncIterator[Any]:
     cfg = client_config(
         max_pool_connections,
         path_style=settings.endpoint_url is not None,
+        limits=limits,
         sign_payload=signs_payload(settings.endpoint_url),
     )
     session = settings.session()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .engine import Budget, MiB
 from .jobs import Action, JobService, Outcome, parse_message, run_job_message
+from .jobs.queue import settle
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
@@ -169,7 +170,8 @@ class Worker:
         msg = parse_message(message.get("Body", ""), message["MessageId"], count)
         if msg is None:
             log.error("message %s is not a job message; deleting it", message["MessageId"])
-            await self._delete(receipt)
+            poison = Outcome(Action.DELETE, "not a job message")
+            await settle(self.svc.sqs, self.svc.settings.queue_url, receipt, poison, delete=True)
             return
         keeper = asyncio.create_task(self._keep_invisible(receipt))
         job = asyncio.create_task(
@@ -189,20 +191,8 @@ class Worker:
         await self._settle(receipt, outcome)
 
     async def _settle(self, receipt: str, outcome: Outcome) -> None:
-        if outcome.action is Action.DELETE:
+        if await settle(self.svc.sqs, self.svc.settings.queue_url, receipt, outcome, delete=True):
             self.completed += 1
-            await self._delete(receipt)
-        elif outcome.action is Action.RETRY:
-            await self.svc.sqs.change_message_visibility(
-                QueueUrl=self.svc.settings.queue_url,
-                ReceiptHandle=receipt,
-                VisibilityTimeout=outcome.delay,
-            )
-
-    async def _delete(self, receipt: str) -> None:
-        await self.svc.sqs.delete_message(
-            QueueUrl=self.svc.settings.queue_url, ReceiptHandle=receipt
-        )
 
     async def _keep_invisible(self, receipt: str) -> None:
         """Extend the message's visibility while its job runs."""

@@ -198,24 +198,32 @@ async def _failed(
         log.info("job %s: FAILED (%s)", record.job_id, error.code)
         await svc.store.mark_failed(record.job_id, error, owner)
         return Outcome(Action.DELETE, f"job FAILED: {error.code}")
-    max_receives = await svc.max_receives()
-    log.warning(
-        "job %s: attempt %d of %d failed: %s",
-        record.job_id,
-        msg.receive_count,
-        max_receives,
-        error.message,
+    log.warning("job %s: attempt %d failed: %s", record.job_id, msg.receive_count, error.message)
+    final = FailureReason(
+        "RetriesExhausted",
+        f"gave up after {msg.receive_count} attempts; last error: {error.message}",
     )
-    if msg.receive_count >= max_receives:
-        final = FailureReason(
-            "RetriesExhausted",
-            f"gave up after {msg.receive_count} attempts; last error: {error.message}",
-        )
-        await svc.store.mark_failed(record.job_id, final, owner)
-        # Returned once more so SQS moves it to the dead-letter queue.
-        return Outcome(Action.RETRY, "retries exhausted; job FAILED")
+    if last := await fail_on_last_receive(svc, msg, final, owner):
+        return last
     await svc.store.release(record.job_id, owner)
     return Outcome(Action.RETRY, "transient failure", delay=retry_delay(msg.receive_count))
+
+
+async def fail_on_last_receive(
+    svc: JobService, msg: JobMessage, reason: FailureReason, owner: str | None = None
+) -> Outcome | None:
+    """The out-of-receives rule, for every path that gives up on an attempt.
+
+    On the queue's last receive the job is FAILED with ``reason`` and the
+    message is returned once more, so SQS moves it to the dead-letter queue.
+    Before that: None, and the caller returns the message for a retry.
+    """
+    max_receives = await svc.max_receives()
+    if msg.receive_count < max_receives:
+        return None
+    await svc.store.mark_failed(msg.job_id, reason, owner)
+    log.error("job %s: FAILED on receive %d of %d", msg.job_id, msg.receive_count, max_receives)
+    return Outcome(Action.RETRY, f"job FAILED ({reason.code}); on to the dead-letter queue")
 
 
 async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
