@@ -24,7 +24,6 @@ import base64
 import datetime as dt
 import hashlib
 import os
-import random
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -457,87 +456,3 @@ def big_file_dir(fallback: Path, needed: int) -> Path:
     if free > needed + GiB and _mem_available() > needed + SHM_HEADROOM:
         return SHM
     return fallback
-
-
-# ------------------------------------------------------------ S3 round trips (integration)
-
-
-async def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
-    """Incomplete multipart uploads in ``bucket``: what a failed job must never leave."""
-    resp = await s3.list_multipart_uploads(Bucket=bucket)
-    uploads: list[dict[str, Any]] = resp.get("Uploads", [])
-    return uploads
-
-
-async def object_exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        await s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as err:
-        if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-            return False
-        raise
-    return True
-
-
-def archive_names(path: Path) -> list[str]:
-    """Entry names in central-directory order (the engine keeps the sources' order)."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as zf:
-        return [i.filename for i in zf.infolist()]
-
-
-_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
-def unsafe_name_reasons(name: str) -> list[str]:
-    """Why ``name`` could escape or confuse an extraction directory (empty: it is safe)."""
-    reasons = []
-    if not name:
-        reasons.append("empty")
-    if name.startswith("/"):
-        reasons.append("absolute")
-    if "\\" in name:
-        reasons.append("backslash")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        reasons.append("control character")
-    segments = name.split("/")
-    if any(s in ("", ".", "..") for s in segments):
-        reasons.append("empty, . or .. segment")
-    if len(segments[0]) >= 2 and segments[0][1] == ":" and segments[0][0] in _ASCII_LETTERS:
-        reasons.append("drive letter")
-    return reasons
-
-
-async def download(s3: Any, bucket: str, key: str, path: Path, chunk_size: int = 4 * MiB) -> int:
-    """Stream an object to ``path``; returns its size.
-
-    Reads ``Body`` itself (aiobotocore's StreamingBody, whose ``read()`` takes a
-    size), not the object ``async with Body`` returns (aiohttp's response).
-    """
-    resp = await s3.get_object(Bucket=bucket, Key=key)
-    stream = resp["Body"]
-    written = 0
-    try:
-        with path.open("wb") as out:
-            while chunk := await stream.read(chunk_size):
-                out.write(chunk)
-                written += len(chunk)
-    finally:
-        stream.close()
-    return written
-
-
-def file_folder_clashes(names: Sequence[str]) -> list[str]:
-    """Names that are also a folder of another name (``docs`` and ``docs/x.pdf``),
-    ignoring case: no extractor can create both."""
-    folders: set[str] = set()
-    for name in names:
-        parts = name.casefold().split("/")[:-1]
-        folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    return [n for n in names if n.casefold() in folders]
-
-
-def body(size: int, seed: int) -> bytes:
-    """Deterministic incompressible test content."""
-    return random.Random(seed).randbytes(size)
