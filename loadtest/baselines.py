@@ -57,7 +57,7 @@ class Outcome:
 # -- the seed design ---------------------------------------------------------------
 
 
-def _sync_client(endpoint_url: str) -> Any:
+def sync_client(endpoint_url: str) -> Any:
     import boto3
 
     from service.aws import client_config, signs_payload
@@ -84,7 +84,7 @@ def seed_zip(
     """The seed: sequential GETs -> zipstream-ng -> one 8 MiB part at a time."""
     import zipstream
 
-    s3 = _sync_client(endpoint_url)
+    s3 = sync_client(endpoint_url)
     started = time.monotonic()
 
     def body(key: str) -> Iterator[bytes]:
@@ -140,22 +140,15 @@ def seed_zip(
 
 
 def stream_zip_boto3(
-    endpoint_url: str,
-    bucket: str,
-    keys: Sequence[str],
-    dest_bucket: str,
-    dest_key: str,
-    *,
-    chunk_size: int = SEED_CHUNK,
+    s3: Any, bucket: str, keys: Sequence[str], dest: tuple[str, str], chunk_size: int = SEED_CHUNK
 ) -> Outcome:
-    """stream_zip(members) -> to_file_like_obj -> s3.upload_fileobj."""
+    """stream_zip(members) -> to_file_like_obj -> s3.upload_fileobj to ``dest`` (bucket, key)."""
     import datetime as dt
     from stat import S_IFREG
 
     from stream_zip import NO_COMPRESSION_32, stream_zip
     from to_file_like_obj import to_file_like_obj
 
-    s3 = _sync_client(endpoint_url)
     started = time.monotonic()
     written = 0
 
@@ -177,7 +170,7 @@ def stream_zip_boto3(
             written += len(chunk)
             yield chunk
 
-    s3.upload_fileobj(to_file_like_obj(counted(stream_zip(member_files()))), dest_bucket, dest_key)
+    s3.upload_fileobj(to_file_like_obj(counted(stream_zip(member_files()))), *dest)
     return Outcome(time.monotonic() - started, written, 1)
 
 

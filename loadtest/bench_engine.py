@@ -426,55 +426,52 @@ def _target(name: str, measured: float | None, met: bool, runs: list[float]) -> 
     }
 
 
+# (group, ratio name, target key, True if the ratio must be at least the goal, label)
+RATIO_TARGETS = (
+    (
+        "large/on",
+        "vs_copy",
+        "large_vs_copy",
+        True,
+        "large objects over the link, {scheme}: ours >= {goal}x plain copy",
+    ),
+    (
+        "large/on",
+        "cpu_vs_copy",
+        "cpu_per_gb_vs_copy",
+        False,
+        "large objects, {scheme}: ours CPU s per GB <= {goal}x the copy's",
+    ),
+    (
+        "small/on",
+        "vs_seed",
+        "small_link_vs_seed",
+        True,
+        "small objects over the link, {scheme}: ours >= {goal}x the seed",
+    ),
+)
+
+
 def targets(
     rows: list[dict[str, Any]], ratios: dict[str, dict[str, Any]], budget_mib: int
 ) -> list[dict[str, Any]]:
     out = []
     for scheme in ("https", "http"):
-        r = ratios.get(f"large/on/{scheme}", {})
-        if r.get("vs_copy") is not None:
-            goal = TARGETS["large_vs_copy"]
-            out.append(
-                _target(
-                    f"large objects over the link, {scheme}: ours >= {goal}x plain copy",
-                    r["vs_copy"],
-                    r["vs_copy"] >= goal,
-                    r["vs_copy_runs"],
-                )
-            )
-        if r.get("cpu_vs_copy") is not None:
-            goal = TARGETS["cpu_per_gb_vs_copy"]
-            out.append(
-                _target(
-                    f"large objects, {scheme}: ours CPU s per GB <= {goal}x the copy's",
-                    r["cpu_vs_copy"],
-                    r["cpu_vs_copy"] <= goal,
-                    r["cpu_vs_copy_runs"],
-                )
-            )
-        r = ratios.get(f"small/on/{scheme}", {})
-        if r.get("vs_seed") is not None:
-            goal = TARGETS["small_link_vs_seed"]
-            out.append(
-                _target(
-                    f"small objects over the link, {scheme}: ours >= {goal}x the seed",
-                    r["vs_seed"],
-                    r["vs_seed"] >= goal,
-                    r["vs_seed_runs"],
-                )
-            )
+        for group, name, key, at_least, label in RATIO_TARGETS:
+            r = ratios.get(f"{group}/{scheme}", {})
+            value, goal = r.get(name), TARGETS[key]
+            if value is not None:
+                met = value >= goal if at_least else value <= goal
+                text = label.format(scheme=scheme, goal=goal)
+                out.append(_target(text, value, met, r[f"{name}_runs"]))
+    limit = budget_mib + TARGETS["rss_extra_mib"]
     for row in rows:
         if row["workload"] == "rss4g" and row["contender"] == "ours":
-            limit = budget_mib + TARGETS["rss_extra_mib"]
-            out.append(
-                _target(
-                    f"4 GiB archive, {budget_mib} MiB budget, {row['scheme']}: "
-                    f"peak RSS <= {limit} MiB",
-                    row["peak_rss_mib_max"],
-                    row["peak_rss_mib_max"] <= limit,
-                    [],
-                )
+            peak = row["peak_rss_mib_max"]
+            text = (
+                f"4 GiB archive, {budget_mib} MiB budget, {row['scheme']}: peak RSS <= {limit} MiB"
             )
+            out.append(_target(text, peak, peak <= limit, []))
     return out
 
 

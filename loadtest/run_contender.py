@@ -91,10 +91,11 @@ def _seed(args: argparse.Namespace, keys: list[str]) -> dict[str, Any]:
 
 
 def _streamzip(args: argparse.Namespace, keys: list[str]) -> dict[str, Any]:
-    from loadtest.baselines import stream_zip_boto3
+    from loadtest.baselines import stream_zip_boto3, sync_client
 
+    s3 = sync_client(args.endpoint)
     before = _rss_mib()
-    out = stream_zip_boto3(args.endpoint, args.bucket, keys, args.dest_bucket, args.dest_key)
+    out = stream_zip_boto3(s3, args.bucket, keys, (args.dest_bucket, args.dest_key))
     return {"seconds": out.seconds, "bytes_out": out.bytes_out, "rss_before_mib": before}
 
 

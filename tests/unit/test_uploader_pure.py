@@ -121,6 +121,16 @@ async def test_parts_arrive_whole_and_in_order(tmp_path: Path) -> None:
     assert s3.create_kwargs["ContentType"] == "application/zip"
     assert s3.create_kwargs["ContentDisposition"] == content_disposition("archive.zip")
     assert budget.in_use == 0 and budget.peak <= budget.capacity
+    # Checksums S3 checks (checking-object-integrity): SyntheticS3 checks each
+    # part's CRC-32 against the bytes it received, and at completion
+    # (FULL_OBJECT) the CRC-32 of the whole object re-read from what it stored.
+    assert s3.create_kwargs["ChecksumAlgorithm"] == "CRC32"
+    assert s3.create_kwargs["ChecksumType"] == "FULL_OBJECT"
+    assert s3.object_crc32 == result.crc32 == zlib.crc32(payload)
+    for p in w.uploaded_parts:  # what a resumed upload would checkpoint
+        start = (p.number - 1) * PART
+        assert p.crc32 == zlib.crc32(payload[start : start + p.length]) == s3.part_crcs[p.number]
+    assert [p.number for p in w.uploaded_parts] == [1, 2, 3, 4]
 
 
 async def test_unknown_length_archive_is_uploaded_exactly(tmp_path: Path) -> None:
@@ -144,6 +154,7 @@ async def test_archive_up_to_one_part_is_one_put_object(tmp_path: Path, size: in
     assert (tmp_path / "out.zip").read_bytes() == payload
     assert result.parts == 1
     assert s3.calls == ["PutObject"], s3.calls
+    assert s3.object_crc32 == result.crc32 == zlib.crc32(payload)  # checked like S3 does
 
 
 async def test_wrong_length_is_never_completed(tmp_path: Path) -> None:
@@ -217,26 +228,7 @@ async def test_part_buffers_are_bounded_by_the_budget(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------ checksums checked by S3
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
-# SyntheticS3 checks them as S3 does: each part's CRC-32 against the bytes it
-# received, and at completion (FULL_OBJECT) the CRC-32 of the whole object,
-# re-read from what it stored (not combined from the writer's numbers).
-
-
-async def test_parts_and_the_whole_archive_carry_crc32s_s3_can_check(tmp_path: Path) -> None:
-    payload = data(3 * PART + 4321)
-    s3 = SyntheticS3(tmp_path / "out.zip")
-    w, _ = writer(s3, expected=len(payload))
-    await write_in_chunks(w, payload)
-    result = await w.finish()
-    assert s3.create_kwargs["ChecksumAlgorithm"] == "CRC32"
-    assert s3.create_kwargs["ChecksumType"] == "FULL_OBJECT"
-    assert s3.object_crc32 == result.crc32 == zlib.crc32(payload)
-    parts = w.uploaded_parts
-    assert [p.number for p in parts] == [1, 2, 3, 4]
-    for p in parts:  # what a resumed upload would checkpoint
-        start = (p.number - 1) * PART
-        assert p.crc32 == zlib.crc32(payload[start : start + p.length])
-        assert p.crc32 == s3.part_crcs[p.number]
+# SyntheticS3 checks them as S3 does (see test_parts_arrive_whole_and_in_order).
 
 
 async def test_a_part_corrupted_in_transit_is_refused_and_the_upload_aborted(
@@ -251,14 +243,3 @@ async def test_a_part_corrupted_in_transit_is_refused_and_the_upload_aborted(
     await w.abort()
     assert s3.aborted and not s3.completed
     assert budget.in_use == 0
-
-
-@pytest.mark.parametrize("size", [0, 1, PART])
-async def test_a_single_put_object_carries_its_crc32(tmp_path: Path, size: int) -> None:
-    payload = data(size)
-    s3 = SyntheticS3(tmp_path / "out.zip")
-    w, _ = writer(s3, expected=size)
-    await write_in_chunks(w, payload)
-    result = await w.finish()
-    assert s3.calls == ["PutObject"]
-    assert s3.object_crc32 == result.crc32 == zlib.crc32(payload)
