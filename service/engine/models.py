@@ -131,7 +131,9 @@ class ZipOptions:
     head_concurrency: int = 64
     read_concurrency: int = 32
     upload_concurrency: int = 4
-    range_size: int = 8 * MiB
+    # 4 MiB: a range holds budget only for its own transfer, so smaller ranges
+    # leave more of the budget to parts in flight (docs/performance.md).
+    range_size: int = 4 * MiB
     min_part_size: int = 8 * MiB
     read_attempts: int = 5
     progress_interval_s: float = 0.25
