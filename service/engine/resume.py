@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from .checkpoint import Checkpoint, CheckpointStore, PartRecord, listed_parts, parts_match
 from .models import Destination
 from .stored_zip import StoredArchive
-from .uploader import ExistingUpload, PartWriter
+from .uploader import ExistingUpload, PartWriter, UploadedPart
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -125,7 +125,8 @@ async def discard_partial(s3: S3Client, destination: Destination) -> int:
 
 
 def existing_upload(cp: Checkpoint) -> ExistingUpload:
-    return ExistingUpload(cp.upload_id, {p.number: (p.etag, p.size) for p in cp.parts})
+    parts = {p.number: UploadedPart(p.number, p.etag, p.crc32, p.size) for p in cp.parts}
+    return ExistingUpload(cp.upload_id, parts)
 
 
 class Checkpointer:
@@ -173,9 +174,9 @@ class Checkpointer:
         prefix = self._writer.uploaded_prefix()
         if upload_id is None or len(prefix) <= self._saved:
             return
-        offset = sum(size for _, _, size in prefix)
+        offset = sum(p.length for p in prefix)
         state = self._stream.state_at(offset)
-        parts = tuple(PartRecord(n, etag, size) for n, etag, size in prefix)
+        parts = tuple(PartRecord(p.number, p.etag, p.length, p.crc32) for p in prefix)
         await self._store.save(Checkpoint(self._fingerprint, upload_id, parts, state))
         self._stream.forget_before(offset)
         self._saved = len(prefix)
