@@ -26,7 +26,7 @@ from service.engine import Destination, MiB
 from service.engine.checkpoint import SUFFIX, CheckpointStore
 from tests.support.archive_check import verify_archive
 from tests.support.aws_backend import AwsEndpoint
-from tests.support.sources import download, object_exists, open_uploads
+from tests.support.s3_objects import download, object_exists, open_uploads
 
 pytestmark = pytest.mark.integration
 
