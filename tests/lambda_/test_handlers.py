@@ -262,10 +262,10 @@ def test_a_job_out_of_time_resumes_on_the_next_delivery(
     # after two parts whatever moto's speed; the retry runs unhindered.
     real_upload = PartWriter._upload_part
 
-    async def stalled(self: PartWriter, number: int, buf: bytearray, fill: int) -> None:
+    async def stalled(self: PartWriter, number: int, *rest: Any) -> None:
         if number >= 3:
             await asyncio.sleep(3600)
-        await real_upload(self, number, buf, fill)
+        await real_upload(self, number, *rest)
 
     monkeypatch.setattr(PartWriter, "_upload_part", stalled)
     cp = None
