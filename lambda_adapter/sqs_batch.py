@@ -23,6 +23,8 @@ from typing import Any
 
 from service.engine import Budget
 from service.jobs import Action, JobError, JobService, Outcome, parse_message, run_job_message
+from service.jobs.ending import fail_job
+from service.jobs.visibility import keep_invisible, visibility_window
 
 from .runtime import current_job
 
@@ -87,11 +89,25 @@ async def _process(
     deadline = seconds_left() - SAFETY_SECONDS
     if deadline <= 0:  # not even time to start: same decision as running out mid-job
         return await _out_of_time(svc, rec, msg.job_id)
+    # The queue's visibility timeout is 6x the function timeout (90 minutes);
+    # a short window extended while the job runs here makes a crashed
+    # attempt come back within a minute instead (service/jobs/visibility.py).
+    keeper = asyncio.create_task(
+        keep_invisible(
+            svc.sqs,
+            svc.settings.queue_url,
+            rec.receipt_handle,
+            visibility_window(svc.settings.lease_seconds),
+        )
+    )
     try:
         async with asyncio.timeout(deadline):
             outcome = await run_job_message(svc, msg, owner=owner, budget=budget)
     except TimeoutError:
         return await _out_of_time(svc, rec, msg.job_id)
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
     return await _act(svc, rec, outcome)
 
 
@@ -119,7 +135,9 @@ async def _out_of_time(svc: JobService, rec: Record, job_id: str) -> bool:
             f"the archive could not be built within the function's time limit "
             f"in {rec.receive_count} attempts; raise the zipper timeout or split the job",
         )
-        await svc.store.mark_failed(job_id, error)
+        record = await svc.store.get(job_id)
+        if record is not None:
+            await fail_job(svc, record, error)
         log.error("job %s: FAILED after %d attempts out of time", job_id, rec.receive_count)
         return False  # returned once more, so SQS moves it to the dead-letter queue
     log.warning(
