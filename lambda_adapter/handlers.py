@@ -17,6 +17,7 @@ import os
 import uuid
 from typing import Any
 
+from service.aws import INTERACTIVE
 from service.jobs import handle
 from service.jobs.sweeper import handle_dead_letter, sweep
 
@@ -37,7 +38,7 @@ def container() -> Container:
 
 def _http(event: dict[str, Any]) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
-        svc = await container().service()
+        svc = await container().service(INTERACTIVE)  # answers within the API deadline
         return apigw.to_result(await handle(svc, apigw.to_request(event)))
 
     return container().run(go())

@@ -12,9 +12,9 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from ..engine import Compression, MissingPolicy
+from ..engine import Compression, MissingPolicy, Progress
 from .bounds import cap_keys, cap_message
-from .models import JobError, JobProgress, JobRecord, JobRequest, JobStatus, Manifest
+from .models import FailureReason, JobRecord, JobRequest, JobStatus, Manifest
 
 HASH_KEY = "jobId"
 TTL_ATTRIBUTE = "ttl"
@@ -42,6 +42,16 @@ def key_of(job_id: str) -> dict[str, Any]:
     return {HASH_KEY: {"S": job_id}}
 
 
+def progress_json(p: Progress) -> dict[str, int]:
+    """Progress as stored in the item and shown in the job view (the same names)."""
+    return {
+        "bytesDone": p.bytes_done,
+        "bytesTotal": p.bytes_total,
+        "filesDone": p.files_done,
+        "filesTotal": p.files_total,
+    }
+
+
 def encode(record: JobRecord) -> dict[str, Any]:
     """The full item for a new job."""
     req = record.request
@@ -60,7 +70,7 @@ def encode(record: JobRecord) -> dict[str, Any]:
         TTL_ATTRIBUTE: record.expires_at,
         "keysCount": record.keys_count,
         "attempts": record.attempts,
-        **record.progress_item(),
+        **progress_json(record.progress),
     }
     if req.prefix is not None:
         plain["prefix"] = req.prefix
@@ -74,7 +84,7 @@ def encode(record: JobRecord) -> dict[str, Any]:
     return {name: to_attr(value) for name, value in plain.items()}
 
 
-def error_item(error: JobError) -> dict[str, Any]:
+def error_item(error: FailureReason) -> dict[str, Any]:
     """The stored error, bounded in bytes whatever the caller passed (bounds.py)."""
     keys, omitted = cap_keys(error.missing_keys)
     out: dict[str, Any] = {"code": error.code, "message": cap_message(error.message)}
@@ -85,10 +95,10 @@ def error_item(error: JobError) -> dict[str, Any]:
     return out
 
 
-def decode_error(value: dict[str, Any] | None) -> JobError | None:
+def decode_error(value: dict[str, Any] | None) -> FailureReason | None:
     if not value:
         return None
-    return JobError(
+    return FailureReason(
         value["code"],
         value["message"],
         tuple(value.get("missingKeys", ())),
@@ -124,7 +134,7 @@ def decode(item: dict[str, Any]) -> JobRecord:
         expires_at=int(d[TTL_ATTRIBUTE]),
         manifest=manifest,
         keys_count=int(d.get("keysCount", 0)),
-        progress=JobProgress(
+        progress=Progress(
             bytes_done=int(d.get("bytesDone", 0)),
             bytes_total=int(d.get("bytesTotal", 0)),
             files_done=int(d.get("filesDone", 0)),

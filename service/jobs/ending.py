@@ -18,7 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..engine.cleanup import discard_archive
-from .models import JobError, JobRecord
+from .models import FailureReason, JobRecord
 
 if TYPE_CHECKING:
     from .service import JobService
@@ -40,7 +40,7 @@ async def discard_output(s3: Any, record: JobRecord) -> None:
 async def fail_job(
     svc: JobService,
     record: JobRecord,
-    error: JobError,
+    error: FailureReason,
     *,
     owner: str | None = None,
     unless_leased: bool = False,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..engine import Compression, MissingPolicy
+from ..engine import Compression, MissingPolicy, Progress
 
 
 class JobStatus(StrEnum):
@@ -59,27 +59,7 @@ class JobRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class JobProgress:
-    bytes_done: int = 0
-    bytes_total: int = 0
-    files_done: int = 0
-    files_total: int = 0
-
-    def item(self) -> dict[str, int]:
-        """The stored attributes; the same names as the JSON view."""
-        return self.to_json()
-
-    def to_json(self) -> dict[str, int]:
-        return {
-            "bytesDone": self.bytes_done,
-            "bytesTotal": self.bytes_total,
-            "filesDone": self.files_done,
-            "filesTotal": self.files_total,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class JobError:
+class FailureReason:
     """Why a job FAILED (or why its last attempt did), as the client sees it.
 
     ``missing_keys`` names the missing sources up to a size bound
@@ -123,10 +103,10 @@ class JobRecord:
     expires_at: int  # the DynamoDB TTL attribute (epoch seconds)
     manifest: Manifest | None = None
     keys_count: int = 0
-    progress: JobProgress = field(default_factory=JobProgress)
+    progress: Progress = field(default_factory=Progress)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
-    error: JobError | None = None
+    error: FailureReason | None = None
     lease_owner: str | None = None
     lease_expires_at: float | None = None  # epoch seconds
     message_id: str | None = None
@@ -136,13 +116,10 @@ class JobRecord:
     skipped_keys_omitted: int = 0
     # Set while WAITING: why the last attempt ended, when the next one is due
     # and how many attempts the queue allows in all (its maxReceiveCount).
-    last_error: JobError | None = None
+    last_error: FailureReason | None = None
     next_attempt_at: dt.datetime | None = None
     max_attempts: int = 0
     resends: int = 0  # messages re-sent by the sweeper (docs/lifecycle.md)
-
-    def progress_item(self) -> dict[str, int]:
-        return self.progress.item()
 
     def lease_live(self, now: float) -> bool:
         return (

@@ -22,15 +22,12 @@ from enum import StrEnum
 from typing import Any
 
 from ..engine import (
-    ArchiveTooLargeError,
     Budget,
-    BudgetTooSmallError,
     Destination,
-    EmptyArchiveError,
     MissingSourcesError,
     Progress,
-    SourceChangedError,
     SourceObject,
+    ZipJobError,
     ZipOptions,
     ZipResult,
     build_zip,
@@ -39,19 +36,12 @@ from ..engine import (
 from ..engine.cleanup import abort_uploads
 from .ending import discard_output, fail_job
 from .manifest import read_manifest
-from .models import JobError, JobProgress, JobRecord, JobStatus
+from .models import FailureReason, JobRecord, JobStatus
 from .service import JobService
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
-PERMANENT_ERRORS = (
-    ArchiveTooLargeError,
-    MissingSourcesError,
-    SourceChangedError,
-    BudgetTooSmallError,
-    EmptyArchiveError,
-)
 
 
 class Action(StrEnum):
@@ -86,14 +76,14 @@ def parse_message(body: str, message_id: str, receive_count: int) -> JobMessage 
     return JobMessage(job_id, message_id, receive_count)
 
 
-def classify(err: BaseException) -> tuple[bool, JobError]:
+def classify(err: BaseException) -> tuple[bool, FailureReason]:
     """(permanent?, the error the client sees). Permanent errors are never retried."""
     if isinstance(err, MissingSourcesError):
         # Every key here; the store keeps as many as fit its byte bound (bounds.py).
-        return True, JobError(err.code, str(err), tuple(p.key for p in err.problems))
-    if isinstance(err, PERMANENT_ERRORS):
-        return True, JobError(err.code, str(err))
-    return False, JobError("Transient", f"{type(err).__name__}: {err}")
+        return True, FailureReason(err.code, str(err), tuple(p.key for p in err.problems))
+    if isinstance(err, ZipJobError) and err.permanent:
+        return True, FailureReason(err.code, str(err))
+    return False, FailureReason("Transient", f"{type(err).__name__}: {err}")
 
 
 def retry_delay(receive_count: int) -> int:
@@ -115,7 +105,7 @@ class _Tracker:
         self.stop_reason: str | None = None
 
     def update(self, p: Progress) -> None:
-        self.progress = JobProgress(p.bytes_done, p.bytes_total, p.files_done, p.files_total)
+        self.progress = p
 
 
 async def run_job_message(
@@ -209,7 +199,7 @@ async def _succeeded(
     svc: JobService, record: JobRecord, owner: str, tracker: _Tracker, result: ZipResult
 ) -> Outcome:
     skipped = [p.key for p in result.skipped]  # capped in bytes by the store
-    done = JobProgress(result.source_bytes, result.source_bytes, result.files, result.files)
+    done = Progress(result.source_bytes, result.source_bytes, result.files, result.files)
     if await svc.store.mark_ready(record.job_id, owner, done, result.archive_bytes, skipped):
         log.info(
             "job %s: READY, %d files, %d bytes in %.1f s",
@@ -239,16 +229,11 @@ async def _failed(
     # count afresh, but the job's attempts stay bounded by the same limit.
     attempt = max(msg.receive_count, record.attempts)
     log.warning(
-        "job %s: attempt %d of %d failed: %s",
-        record.job_id,
-        attempt,
-        max_receives,
-        error.message,
+        "job %s: attempt %d of %d failed: %s", record.job_id, attempt, max_receives, error.message
     )
-    if attempt >= max_receives:
-        await fail_job(svc, record, retries_exhausted(attempt, error), owner=owner)
-        # Returned once more so SQS moves it to the dead-letter queue.
-        return Outcome(Action.RETRY, "retries exhausted; job FAILED")
+    final = retries_exhausted(attempt, error)
+    if last := await fail_on_last_receive(svc, msg, final, owner, attempt=attempt):
+        return last
     delay = retry_delay(msg.receive_count)
     await svc.store.release(
         record.job_id, owner, retry_in=delay, error=error, max_attempts=max_receives
@@ -256,7 +241,7 @@ async def _failed(
     return Outcome(Action.RETRY, "transient failure", delay=delay)
 
 
-def retries_exhausted(attempts: int, last_error: JobError | None) -> JobError:
+def retries_exhausted(attempts: int, last_error: FailureReason | None) -> FailureReason:
     """The FAILED reason once no attempt is left: how many there were and the last error."""
     why = (
         f"{last_error.code}: {last_error.message}"
@@ -264,13 +249,40 @@ def retries_exhausted(attempts: int, last_error: JobError | None) -> JobError:
         else "none recorded (the attempt's process stopped without reporting one: "
         "killed, out of memory or out of time)"
     )
-    return JobError("RetriesExhausted", f"gave up after {attempts} attempt(s); last error: {why}")
+    return FailureReason(
+        "RetriesExhausted", f"gave up after {attempts} attempt(s); last error: {why}"
+    )
+
+
+async def fail_on_last_receive(
+    svc: JobService,
+    msg: JobMessage,
+    reason: FailureReason,
+    owner: str | None = None,
+    *,
+    attempt: int | None = None,
+) -> Outcome | None:
+    """The out-of-receives rule, for every path that gives up on an attempt.
+
+    On the queue's last receive (or the job's last attempt, ``attempt``) the
+    job is FAILED with ``reason``, its output discarded, and the message is
+    returned once more, so SQS moves it to the dead-letter queue. Before
+    that: None, and the caller returns the message for a retry.
+    """
+    max_receives = await svc.max_receives()
+    if max(msg.receive_count, attempt or 0) < max_receives:
+        return None
+    record = await svc.store.get(msg.job_id)
+    if record is not None:
+        await fail_job(svc, record, reason, owner=owner)
+    log.error("job %s: FAILED on receive %d of %d", msg.job_id, msg.receive_count, max_receives)
+    return Outcome(Action.RETRY, f"job FAILED ({reason.code}); on to the dead-letter queue")
 
 
 async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     req = record.request
     if req.prefix is not None:
-        listed = await list_prefix(svc.s3, req.bucket, req.prefix)
+        listed = await list_prefix(svc.s3, req.bucket, req.prefix, limit=svc.settings.max_keys)
         return [SourceObject(s.bucket, s.key, arcname_under(req.prefix, s.key)) for s in listed]
     keys = req.keys
     if record.manifest is not None:

@@ -15,17 +15,24 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..aws import aws_client
+from ..aws import BACKGROUND, CallLimits, aws_client
+from ..engine import content_disposition
 from ..settings import Settings
 from .ending import cancel_job, fail_job
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
-from .models import JobError, JobRecord, JobRequest, JobStatus
+from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .problems import ApiError, not_found
-from .store import JobStore, digest
+from .store import IdempotencyKeyReusedError, IdempotencyRaceError, JobStore, digest
 from .validation import check_content_type, check_idempotency_key, is_job_id, parse_job_request
-from .views import content_disposition, job_view
+from .views import job_view
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
+
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +65,9 @@ class JobService:
         self,
         settings: Settings,
         *,
-        s3: Any,
-        dynamodb: Any,
-        sqs: Any,
+        s3: S3Client,
+        dynamodb: DynamoDBClient,
+        sqs: SQSClient,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -74,12 +81,18 @@ class JobService:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[JobService]:
-        """Create the clients once per process (Lambda: once per container)."""
+    async def open(
+        cls, settings: Settings, *, limits: CallLimits = BACKGROUND
+    ) -> AsyncIterator[JobService]:
+        """Create the clients once per process (Lambda: once per container).
+
+        ``limits``: ``INTERACTIVE`` for a process that only answers the API.
+        """
         async with AsyncExitStack() as stack:
-            s3 = await stack.enter_async_context(aws_client("s3", settings.aws))
-            db = await stack.enter_async_context(aws_client("dynamodb", settings.aws))
-            sqs = await stack.enter_async_context(aws_client("sqs", settings.aws))
+            aws = settings.aws
+            s3 = await stack.enter_async_context(aws_client("s3", aws, limits=limits))
+            db = await stack.enter_async_context(aws_client("dynamodb", aws, limits=limits))
+            sqs = await stack.enter_async_context(aws_client("sqs", aws, limits=limits))
             yield cls(settings, s3=s3, dynamodb=db, sqs=sqs)
 
     def now(self) -> dt.datetime:
@@ -109,7 +122,12 @@ class JobService:
         job_id = uuid.uuid4().hex
         record = await self._new_record(job_id, request)
         body_hash = digest(json.dumps(request.canonical(), sort_keys=True))
-        created = await self.store.create(record, idempotency_key, body_hash)
+        try:
+            created = await self.store.create(record, idempotency_key, body_hash)
+        except IdempotencyRaceError as err:
+            raise _retry_the_request() from err
+        except IdempotencyKeyReusedError as err:
+            raise ApiError(409, "idempotency-key-reused", str(err)) from err
         if not created.new:
             if record.manifest is not None:
                 await delete_manifest(self.s3, record.manifest)
@@ -151,7 +169,7 @@ class JobService:
         """
         record = await self.store.get(job_id)
         if record is None:
-            raise ApiError(409, "idempotency-race", "retry the request")
+            raise _retry_the_request()
         if record.status is JobStatus.PENDING:
             await self._enqueue_or_fail(record)
         return Submitted(job_id, record.status, new=False)
@@ -171,7 +189,7 @@ class JobService:
             await fail_job(
                 self,
                 record,
-                JobError("EnqueueFailed", "the job could not be queued; submit it again"),
+                FailureReason("EnqueueFailed", "the job could not be queued; submit it again"),
             )
             raise ApiError(
                 503,
@@ -267,3 +285,8 @@ class JobService:
             return None
         url: str = resp["QueueUrl"]
         return url
+
+
+def _retry_the_request() -> ApiError:
+    """A replay that raced the idempotency item's expiry: the client just sends it again."""
+    return ApiError(409, "idempotency-race", "retry the request")

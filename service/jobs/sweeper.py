@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .ending import fail_job
-from .models import JobError, JobRecord, JobStatus
+from .models import FailureReason, JobRecord, JobStatus
 from .runner import parse_message, retries_exhausted
 from .service import JobService
 
@@ -47,7 +47,7 @@ class Verdict(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Decision:
     verdict: Verdict
-    error: JobError | None = None
+    error: FailureReason | None = None
 
 
 def due_since(record: JobRecord) -> dt.datetime | None:
@@ -85,7 +85,7 @@ def decide(
         if record.status is JobStatus.PENDING:
             return Decision(
                 Verdict.FAIL,
-                JobError(
+                FailureReason(
                     "NeverStarted",
                     f"no worker started the job although its message was sent "
                     f"{record.resends + 1} times; submit it again",

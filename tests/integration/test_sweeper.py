@@ -199,13 +199,13 @@ async def test_without_the_dlq_the_sweep_fails_a_crash_loop_too(
 async def test_a_waiting_job_names_its_recorded_last_error_when_it_fails(
     svc: JobService,
 ) -> None:
-    from service.jobs.models import JobError
+    from service.jobs.models import FailureReason
 
     job_id = await new_job(svc, ["x.pdf"])
     for n in range(5):
         assert await svc.store.claim(job_id, "w", 30, f"m{n}") is not None
         await svc.store.release(
-            job_id, "w", error=JobError("Transient", f"SlowDown #{n}"), max_attempts=5
+            job_id, "w", error=FailureReason("Transient", f"SlowDown #{n}"), max_attempts=5
         )
     assert (await sweep(later(svc, 120)))["failed"] == 1
     final = await svc.store.get(job_id)

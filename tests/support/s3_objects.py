@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
-
-MiB = 1024 * 1024
 
 
 def unique_bucket_name(prefix: str = "zj-test") -> str:
@@ -49,20 +46,6 @@ async def get_bytes(s3: Any, bucket: str, key: str) -> bytes:
     async with resp["Body"] as body:
         data: bytes = await body.read()
     return data
-
-
-async def download_to(
-    s3: Any, bucket: str, key: str, path: Path, *, chunk_size: int = 4 * MiB
-) -> int:
-    """Stream an object to ``path`` in chunks (archives may be larger than RAM); returns bytes."""
-    resp = await s3.get_object(Bucket=bucket, Key=key)
-    written = 0
-    with path.open("wb") as out:
-        async with resp["Body"] as body:
-            while chunk := await body.read(chunk_size):
-                out.write(chunk)
-                written += len(chunk)
-    return written
 
 
 async def delete_bucket(s3: Any, bucket: str) -> None:

@@ -33,9 +33,10 @@ from typing import Any, BinaryIO
 from botocore.exceptions import ClientError
 
 from service.engine.budget import ByteSemaphore
-from service.engine.models import Compression, MiB, PlannedEntry, SourceObject
+from service.engine.models import Compression, PlannedEntry, SourceObject
 from service.engine.reader import PIECE, RangeSlot
 from service.engine.zip_stream import ArchiveStream, ZipPump, build_stream
+from service.units import MiB
 
 GiB = 1024 * MiB
 # A fixed, timezone-aware date (what S3's LastModified looks like), so runs agree.
@@ -277,7 +278,6 @@ class SyntheticS3:
         self.part_size: int | None = None
         self.completed = False
         self.aborted = False
-        self.put_single = False
         self.calls: list[str] = []
         self._fd: int | None = None
 
@@ -384,7 +384,6 @@ class SyntheticS3:
         with self.out_path.open("wb") as out:
             async for piece in _pieces(Body):
                 out.write(piece)
-        self.put_single = True
         self.completed = True
         return {"ETag": '"synthetic-single"'}
 
@@ -481,8 +480,8 @@ def unsafe_name_reasons(name: str) -> list[str]:
 async def download(s3: Any, bucket: str, key: str, path: Path, chunk_size: int = 4 * MiB) -> int:
     """Stream an object to ``path``; returns its size.
 
-    (``s3_objects.download_to`` reads from the object ``async with Body`` returns,
-    which is aiohttp's ClientResponse, whose ``read()`` takes no size: it fails.)
+    Reads ``Body`` itself (aiobotocore's StreamingBody, whose ``read()`` takes a
+    size), not the object ``async with Body`` returns (aiohttp's response).
     """
     resp = await s3.get_object(Bucket=bucket, Key=key)
     stream = resp["Body"]

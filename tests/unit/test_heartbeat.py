@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from service.jobs import JobProgress
+from service.engine import Progress
 from service.jobs.runner import _heartbeat, _Tracker
 
 
@@ -48,7 +48,7 @@ class _Svc:
 
 
 class _Record:
-    progress = JobProgress()
+    progress = Progress()
 
 
 async def _run(store: _Store) -> tuple[asyncio.Task[None], _Tracker, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from service.jobs.models import JobError, JobRecord, JobRequest, JobStatus
+from service.jobs.models import FailureReason, JobRecord, JobRequest, JobStatus
 from service.jobs.sweeper import Verdict, decide
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -72,7 +72,7 @@ def test_a_waiting_job_is_due_at_its_next_attempt_and_fails_naming_the_last_erro
         JobStatus.WAITING,
         next_attempt_at=at(100),
         attempts=5,
-        last_error=JobError("Transient", "SlowDown: reduce your request rate"),
+        last_error=FailureReason("Transient", "SlowDown: reduce your request rate"),
     )
     assert verdict(waiting, at(159)) is Verdict.WAIT
     d = decide(waiting, at(161), resend_after=60, max_resends=3, max_attempts=5)
