@@ -110,13 +110,14 @@ async def _process(
         )
     )
     try:
-        async with asyncio.timeout(deadline):
-            outcome = await run_job_message(svc, msg, owner=owner, budget=budget)
+        try:
+            async with asyncio.timeout(deadline):
+                outcome = await run_job_message(svc, msg, owner=owner, budget=budget)
+        finally:  # stopped before the outcome sets the message's visibility
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
     except TimeoutError:
         return await _out_of_time(svc, rec, msg)
-    finally:
-        keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
     return await _act(svc, rec, outcome)
 
 

@@ -32,7 +32,7 @@ variable "tags" {
 variable "aws_endpoint_overrides" {
   description = <<-EOT
     Local testing only. Service name -> endpoint URL of an emulator (moto server,
-    LocalStack). Keys: apigatewayv2, dynamodb, iam, lambda, logs, s3, sqs, sts.
+    LocalStack). Keys: apigatewayv2, dynamodb, events, iam, lambda, logs, s3, sqs, sts.
     Non-empty also turns on skip_credentials_validation, skip_requesting_account_id,
     skip_metadata_api_check and s3_use_path_style. Leave empty for real AWS.
   EOT
@@ -42,9 +42,9 @@ variable "aws_endpoint_overrides" {
   validation {
     condition = alltrue([
       for k in keys(var.aws_endpoint_overrides) :
-      contains(["apigatewayv2", "dynamodb", "iam", "lambda", "logs", "s3", "sqs", "sts"], k)
+      contains(["apigatewayv2", "dynamodb", "events", "iam", "lambda", "logs", "s3", "sqs", "sts"], k)
     ])
-    error_message = "aws_endpoint_overrides keys must be among apigatewayv2, dynamodb, iam, lambda, logs, s3, sqs, sts."
+    error_message = "aws_endpoint_overrides keys must be among apigatewayv2, dynamodb, events, iam, lambda, logs, s3, sqs, sts."
   }
 }
 
