@@ -27,7 +27,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
-    return await provision(aws_endpoint.endpoint_url, StackNames(f"lc-{uuid.uuid4().hex[:8]}"))
+    # The queue hides a received message for 10 minutes, like the zipper's
+    # queue (6 x the function timeout) hides it for 90.
+    names = StackNames(f"lc-{uuid.uuid4().hex[:8]}", visibility_seconds=600)
+    return await provision(aws_endpoint.endpoint_url, names)
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +271,55 @@ async def test_retries_exhausted_discards_uploads_and_archive(svc: JobService) -
     assert final.error.code == "RetriesExhausted"
     assert f"after {last} attempt" in final.error.message
     assert await uploads_and_object(svc, bucket, key) == (0, False)
+
+
+# --- the zipper's message visibility follows the running job ------------------------------
+
+
+async def test_a_crashed_zipper_attempt_comes_back_within_the_short_window(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue would hide the message for 600 s; the zipper hides it 2 x lease at a time."""
+    from lambda_adapter import sqs_batch
+
+    short = JobService(
+        svc.settings.__class__(**{**_fields(svc), "lease_seconds": 3}),
+        s3=svc.s3,
+        dynamodb=svc.dynamodb,
+        sqs=svc.sqs,
+    )
+    job_id = await new_job(svc, ["x/a.pdf"])
+    await svc.send(job_id)
+    got = await svc.sqs.receive_message(
+        QueueUrl=svc.settings.queue_url, WaitTimeSeconds=1, AttributeNames=["All"]
+    )
+    [message] = got["Messages"]
+
+    async def stuck(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.Event().wait()  # an attempt that never ends by itself
+
+    monkeypatch.setattr(sqs_batch, "run_job_message", stuck)
+    event = {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message["Attributes"],
+    }
+    attempt = asyncio.create_task(
+        sqs_batch.process_batch(
+            short, Budget(64 * MiB), [event], owner="z", seconds_left=lambda: 900.0
+        )
+    )
+    await asyncio.sleep(2)
+    assert not attempt.done()
+    attempt.cancel()  # the function dies: nothing extends the visibility any more
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    start = asyncio.get_running_loop().time()
+    while True:
+        got = await svc.sqs.receive_message(QueueUrl=svc.settings.queue_url, WaitTimeSeconds=1)
+        if got.get("Messages"):
+            break
+        waited = asyncio.get_running_loop().time() - start
+        assert waited < 20, "the message stayed hidden for the queue's long visibility timeout"
+    assert json.loads(got["Messages"][0]["Body"])["jobId"] == job_id
