@@ -72,7 +72,8 @@ class ChaosConfig:
     oversized_jobs: int = 1
     cancel_share: float = 0.15
     bound_s: float = 100.0  # every job must be final this long after it was accepted
-    lease_s: int = 3
+    # Short for quick takeovers, but a busy 2-core box must still renew it (1 s beats).
+    lease_s: int = 6
     max_receives: int = 3
     submit_over_s: float = 8.0  # submissions are spread over this long
 

@@ -9,6 +9,10 @@
 4. No multipart upload is left in the archive bucket.
 5. No object is left under a FAILED or CANCELLED job's archive folder, nor
    under any folder that is not a READY job's.
+6. Jobs that cannot succeed end FAILED: a missing key (and the oversized
+   job, whose FAILED record must fit in DynamoDB) with MissingSources, the
+   job that kills every worker with RetriesExhausted (or an equivalent
+   "gave up" code), never READY.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ async def judge(result: RunResult) -> dict[str, Any]:
             violations.append(f"job {r.job_id} became final after {took:.1f} s (> bound)")
         if r.status is JobStatus.FAILED and (r.error is None or not r.error.message):
             violations.append(f"job {r.job_id} FAILED without saying why")
+    for r in result.records:
+        violations += _expected_end(r, _kind(result, r))
     stored = {r.job_id for r in result.records}
     for sub in result.submissions:
         if sub.accepted and sub.job_id not in stored:
@@ -124,6 +130,19 @@ async def judge(result: RunResult) -> dict[str, Any]:
         ],
         "logs": str(result.logs),
     }
+
+
+def _expected_end(record: JobRecord, kind: str) -> list[str]:
+    """Kinds that cannot produce an archive must end FAILED (or CANCELLED), saying why."""
+    if not record.status.final or kind not in ("missing", "oversized", "poison"):
+        return []
+    if record.status is JobStatus.READY:
+        return [f"job {record.job_id} ({kind}) is READY; it cannot be"]
+    if record.status is JobStatus.FAILED and kind != "poison":
+        code = record.error.code if record.error else None
+        if code != "MissingSources":
+            return [f"job {record.job_id} ({kind}) FAILED with {code}, not MissingSources"]
+    return []
 
 
 def _kind(result: RunResult, record: JobRecord) -> str:
