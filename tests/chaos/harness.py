@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from loadtest.load_procs import LOOPBACK, Child, Children, free_port, http_ok, wait_until
+from loadtest.load_stack import clean_env
 from service.aws import aws_client
 from service.jobs.codec import decode
 from service.jobs.models import JobRecord
@@ -108,7 +109,7 @@ async def _moto(children: Children) -> AsyncIterator[str]:
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     child = children.start(
-        "moto", [str(BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)], _clean_env(), REPO
+        "moto", [str(BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)], clean_env(), REPO
     )
     await asyncio.to_thread(
         wait_until, http_ok(f"{url}/moto-api/"), timeout=60, what="starting moto", child=child
@@ -116,16 +117,8 @@ async def _moto(children: Children) -> AsyncIterator[str]:
     yield url
 
 
-def _clean_env() -> dict[str, str]:
-    drop = ("AWS_", "ZIPJOBS_", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env["NO_PROXY"] = env["no_proxy"] = f"{LOOPBACK},localhost"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def _service_env(stack: Provisioned, config: ChaosConfig, proxy_url: str) -> dict[str, str]:
-    return _clean_env() | stack.env(
+    return clean_env() | stack.env(
         AWS_ENDPOINT_URL=proxy_url,
         ZIPJOBS_LEASE_SECONDS=str(config.lease_s),
         ZIPJOBS_MAX_KEYS="2000",

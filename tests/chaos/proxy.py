@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.chaos.faults import ERRORS, FaultPlan, Kind, classify
 from tests.chaos.item_limit import ITEM_LIMIT, item_size
-from tests.support.fault_proxy import FaultProxy, _Request, error_body
+from tests.support.fault_proxy import FaultProxy, _Request, error_body, upstream_bytes
 
 KILLS = (Kind.KILL_API_BEFORE_SEND, Kind.KILL_WORKER_MID_PART, Kind.KILL_WORKER_POISON)
 
@@ -103,11 +103,7 @@ class ChaosProxy(FaultProxy):
         """Forward to the emulator; its whole answer (head, body)."""
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         try:
-            headers = [(k, v) for k, v in raw.headers if k.lower() != "connection"]
-            headers.append(("Connection", "close"))
-            head = f"{raw.method} {raw.target} {raw.version}\r\n"
-            head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
-            up_writer.write(head.encode("latin-1") + raw.body)
+            up_writer.write(upstream_bytes(raw))
             await up_writer.drain()
             response = await up_reader.read()
         finally:
