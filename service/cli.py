@@ -38,7 +38,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from .api import open_api_warning, run_server
     from .aws import INTERACTIVE
     from .jobs import JobService
-    from .local.runtime import setup_logging, stop_on_signals
+    from .process import setup_logging, stop_on_signals
     from .worker import Worker
 
     setup_logging()
@@ -68,7 +68,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from .jobs import JobService
-    from .local.runtime import setup_logging, stop_on_signals
+    from .process import setup_logging, stop_on_signals
     from .worker import Worker
 
     setup_logging()
