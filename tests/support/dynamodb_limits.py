@@ -9,9 +9,8 @@ of a DynamoDB client: it applies each UpdateItem, measures the item with
 AWS's sizing rules and, if it is over the limit, puts the previous item back
 and raises the ValidationException AWS would have raised.
 
-Item size rules (names and values as UTF-8; numbers about one byte per two
-digits plus one; one byte per list/map element plus three per list or map):
-https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html
+This is the same rule as the chaos proxy's (tests/chaos/item_limit.py), as a
+client wrapper, for tests that call the store directly.
 """
 
 from __future__ import annotations
@@ -20,32 +19,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-ITEM_LIMIT = 400 * 1024
+# AWS's item sizing rules, shared with the chaos proxy's HTTP-level layer.
+from tests.chaos.item_limit import ITEM_LIMIT, item_size
 
-
-def value_size(value: dict[str, Any]) -> int:
-    """Bytes DynamoDB counts for one AttributeValue."""
-    (kind, inner), *_ = value.items()
-    if kind == "S":
-        return len(inner.encode("utf-8"))
-    if kind == "N":
-        digits = len(str(inner).lstrip("-").replace(".", "").lstrip("0")) or 1
-        return (digits + 1) // 2 + 1
-    if kind == "B":
-        return len(inner)
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "L":
-        return 3 + sum(value_size(v) + 1 for v in inner)
-    if kind == "M":
-        return 3 + sum(len(k.encode("utf-8")) + value_size(v) + 1 for k, v in inner.items())
-    if kind in ("SS", "NS", "BS"):
-        return sum(value_size({kind[0]: v}) for v in inner)
-    raise ValueError(f"unknown attribute type {kind}")
-
-
-def item_size(item: dict[str, Any]) -> int:
-    return sum(len(name.encode("utf-8")) + value_size(v) for name, v in item.items())
+__all__ = ["ITEM_LIMIT", "ItemSizeLimit", "item_size"]
 
 
 def too_large() -> ClientError:
