@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .budget import Budget
 from .checkpoint import Checkpoint, CheckpointStore, fingerprint
+from .cleanup import abort_uploads
 from .layout import BudgetShares, part_size_for, split_budget
 from .models import (
     BudgetTooSmallError,
@@ -88,6 +89,8 @@ async def _stored_stream(
     layout = StoredLayout(plan.entries)
     part_size = part_size_for(layout.length, options.min_part_size)
     if not options.resume or layout.length <= part_size:  # one PutObject: nothing to resume
+        if options.resume:  # but an earlier attempt (another plan) may have left an upload
+            await abort_uploads(s3, destination.bucket, destination.key)
         stream, feeds, cursor = build_stored_stream(layout, options.range_size, part_size, None)
         return _Stream(stream, feeds, cursor, part_size, layout.length)
     store = CheckpointStore(s3, destination)
@@ -288,6 +291,7 @@ async def _stop(writer: PartWriter, zs: _Stream, err: BaseException) -> None:
     """
     if zs.checkpointer is None or _permanent(err):
         await writer.abort()
+        _note_abort_failure(err, writer)
         if zs.store is not None:
             await asyncio.shield(zs.store.delete())
         return
@@ -296,3 +300,9 @@ async def _stop(writer: PartWriter, zs: _Stream, err: BaseException) -> None:
         await asyncio.shield(zs.checkpointer.final())
     except Exception as save_err:
         log.warning("final checkpoint not written: %s", save_err)
+
+
+def _note_abort_failure(error: BaseException, writer: PartWriter) -> None:
+    """A failed abort leaves an upload to pay for: the job's error must say so."""
+    if writer.abort_failure is not None:
+        error.add_note(writer.abort_failure)

@@ -19,11 +19,12 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from .checkpoint import Checkpoint, CheckpointStore, PartRecord, listed_parts, parts_match
+from .cleanup import abort_uploads
 from .models import Destination
 from .stored_zip import StoredArchive
 from .uploader import ExistingUpload, PartWriter, UploadedPart
@@ -74,7 +75,8 @@ async def usable_checkpoint(
     cp = await store.load()
     # An attempt that died inside CreateMultipartUpload made an upload no
     # checkpoint names: only this one, or none, may stay (docs/resume.md).
-    await abort_other_uploads(s3, destination, keep=cp.upload_id if cp is not None else None)
+    keep = cp.upload_id if cp is not None else None
+    await abort_uploads(s3, destination.bucket, destination.key, keep=keep)
     if cp is None:
         return None
     if cp.fingerprint == fingerprint:
@@ -97,29 +99,10 @@ async def usable_checkpoint(
     return None
 
 
-async def abort_other_uploads(s3: S3Client, destination: Destination, keep: str | None) -> int:
-    """Abort every multipart upload of exactly this key except ``keep``."""
-    aborted = 0
-    kwargs: dict[str, Any] = {"Bucket": destination.bucket, "Prefix": destination.key}
-    while True:
-        resp = await s3.list_multipart_uploads(**kwargs)
-        for upload in resp.get("Uploads", []):
-            if upload["Key"] == destination.key and upload["UploadId"] != keep:
-                with contextlib.suppress(ClientError):
-                    await s3.abort_multipart_upload(
-                        Bucket=destination.bucket, Key=destination.key, UploadId=upload["UploadId"]
-                    )
-                aborted += 1
-        if not resp.get("IsTruncated"):
-            return aborted
-        kwargs["KeyMarker"] = resp["NextKeyMarker"]
-        kwargs["UploadIdMarker"] = resp["NextUploadIdMarker"]
-
-
 async def discard_partial(s3: S3Client, destination: Destination) -> int:
     """Forget every interrupted build of ``destination``: abort its multipart
     uploads, delete its checkpoint. Returns the number of uploads aborted."""
-    aborted = await abort_other_uploads(s3, destination, keep=None)
+    aborted = await abort_uploads(s3, destination.bucket, destination.key)
     await CheckpointStore(s3, destination).delete()
     return aborted
 
