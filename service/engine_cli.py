@@ -238,7 +238,9 @@ def run(args: argparse.Namespace) -> int:
     except Exception as err:  # one line, never a traceback, for an operator
         bar.close()
         log.debug("zipjobs zip failed", exc_info=True)
-        print(f"zipjobs zip: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
+        # Not a ZipJobError: a STORED build kept its upload and checkpoint.
+        hint = "; run the same command to resume" if args.compression == "stored" else ""
+        print(f"zipjobs zip: {type(err).__name__}: {one_line(err)}{hint}", file=sys.stderr)
         return EXIT_FAILED
     bar.close()
     print(json.dumps(summary(result)))

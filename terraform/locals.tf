@@ -134,9 +134,9 @@ locals {
     zipper = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
       # The event source mapping polls with the function's role.
-      sqs_queue       = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
-      src_object      = ["s3:GetObject"]
-      src_bucket      = ["s3:ListBucket"]
+      sqs_queue  = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+      src_object = ["s3:GetObject"]
+      src_bucket = ["s3:ListBucket"]
       # GetObject/ListMultipartUploadParts: the resume checkpoint next to the
       # archive and the parts of the upload it names (docs/resume.md).
       dst_object      = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"]

@@ -82,14 +82,15 @@ async def test_one_line_on_failure_even_when_the_abort_fails(
 ) -> None:
     """Every UploadPart and the AbortMultipartUpload answer 500: the user sees one
     line that says the job failed AND that an upload was left for the lifecycle rule.
-    Before: an 11-line traceback from the uploader's log.exception."""
+    Before: an 11-line traceback from the uploader's log.exception. Deflate: a
+    STORED archive keeps its upload on such a failure, to resume (test_cli_resume)."""
     objects = {f"p/{i}.pdf": body(3 * 1024 * 1024, i) for i in range(3)}  # 9 MiB: multipart
     await put_objects(objects)
     proxy.add(Fault("PUT", query_contains="partNumber=", status=500, times=10**6))
     proxy.add(Fault("DELETE", query_contains="uploadId=", status=500, times=10**6))
     code, out, err = await zipjobs_zip(
         proxy.url, "--bucket", bucket, "--prefix", "p/", "--dest", f"s3://{bucket}/{OUT}",
-        "--budget-mb", "24",
+        "--budget-mb", "24", "--compression", "deflate",
     )  # fmt: skip
     lines = err.strip("\n").split("\n")
     assert code == 1 and out == ""
