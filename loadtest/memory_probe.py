@@ -42,7 +42,7 @@ class Measurement:
 
     @property
     def ceiling_mib(self) -> int:
-        return process_ceiling_mib(self.budget_mib)
+        return process_ceiling_mib(self.budget_mib, files=self.files)
 
 
 def _vm(field: str) -> int:

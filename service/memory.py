@@ -24,7 +24,7 @@ from .units import MiB
 # three clients' service models). The rest is margin for what was not measured
 # here: the Lambda runtime client, transient HTTP buffers (<= ~10 MiB seen).
 RUNTIME_MIB = 128
-# Measured: the engine's RSS is budget + <= 9 MiB on the synthetic source at
+# Measured: the engine's RSS is budget + <= 1.5 MiB on the synthetic source at
 # every budget from 16 to 512 MiB; the margin covers heap fragmentation.
 BUDGET_FACTOR = 1.25
 # Measured: ~1.0 KiB per entry at 100,000 entries (plan, zip info, names).

@@ -88,5 +88,5 @@ def test_a_multi_gib_archive_stays_within_the_memory_model() -> None:
     assert m.files == 48 and m.engine_peak_budget_mib <= 32
     assert m.peak_mib <= process_ceiling_mib(32, files=m.files), m
     # Tighter than the model's margins: what the engine holds beyond its budget
-    # (docs/DESIGN.md, "Memory": measured under 10 MiB at every budget).
+    # (docs/DESIGN.md, "Memory": measured under 2 MiB at every budget).
     assert m.peak_mib - m.runtime_mib <= 32 + 16, m
