@@ -2,7 +2,8 @@
 
 The zip stream writes into a part buffer; a full buffer goes up as one
 UploadPart while the next one fills. Buffers come from the job's part budget
-and are reused (allocating 8+ MiB per part fragments the heap; FIELD_NOTES),
+and are reused (allocating 8+ MiB per part fragments the heap; docs/DESIGN.md,
+"Memory"),
 so the number of parts in flight is exactly what the budget allows.
 
 The multipart upload is created lazily when the first part is full: an
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, cast
 
 from .budget import ByteSemaphore
+from .cleanup import abort_uploads
 from .crc import crc32_combine
 from .models import Destination, LengthMismatchError
 
@@ -169,6 +171,8 @@ class PartWriter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._create: asyncio.Task[str] | None = None
         self._failure: BaseException | None = None
+        # Set when abort() could not abort the upload: callers add it to their error.
+        self.abort_failure: str | None = None
 
     @property
     def uploaded_parts(self) -> list[UploadedPart]:
@@ -221,7 +225,24 @@ class PartWriter:
             ChecksumCRC32=b64_crc32(crc),
             ChecksumType="FULL_OBJECT",
         )
+        await self._abort_strays()
         return UploadResult(str(resp.get("ETag", "")), len(parts), self._written, crc)
+
+    async def _abort_strays(self) -> None:
+        """Abort uploads of our key that we never knew of, now that the archive is complete.
+
+        A CreateMultipartUpload whose answer was lost (S3 made the upload,
+        the connection broke, botocore asked again) leaves an upload only a
+        listing can find. Best effort: the archive is done either way, and
+        the bucket's lifecycle rule for incomplete uploads is the backstop.
+        """
+        try:
+            stray = await abort_uploads(self._s3, self._dest.bucket, self._dest.key)
+        except Exception as err:
+            log.warning("could not look for stray uploads of %s: %s", self._dest.key, err)
+            return
+        if stray:
+            log.info("aborted %d stray upload(s) of %s", stray, self._dest.key)
 
     async def abort(self) -> None:
         """Stop in-flight parts, then abort the multipart upload (if one began)."""
@@ -243,12 +264,18 @@ class PartWriter:
             await self._s3.abort_multipart_upload(
                 Bucket=self._dest.bucket, Key=self._dest.key, UploadId=upload_id
             )
-        except Exception:
+        except Exception as err:
             # The bucket's lifecycle rule (abort incomplete uploads after a
-            # day) is the backstop; say loudly that it is needed.
-            log.exception(
-                "could not abort multipart upload for s3://%s/%s", self._dest.bucket, self._dest.key
+            # day) is the backstop; say loudly that it is needed, in one line
+            # (the job's own error gets it as a note); the traceback is debug.
+            where = f"s3://{self._dest.bucket}/{self._dest.key}"
+            self.abort_failure = (
+                f"the multipart upload of {where} (UploadId {upload_id}) could not be "
+                f"aborted ({type(err).__name__}: {err}); the bucket's lifecycle rule "
+                "for incomplete uploads has to remove it"
             )
+            log.warning("%s", self.abort_failure)
+            log.debug("abort of %s failed", where, exc_info=True)
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
