@@ -1,8 +1,9 @@
 """Session-wide test fixtures: one local AWS endpoint, an S3 client, a fresh bucket per test.
 
 The endpoint is LocalStack when a Docker engine answers, else an in-process
-moto server (``ZIPJOBS_TEST_BACKEND`` = auto | localstack | moto; see
-``tests/support/aws_backend.py``). Everything talks real HTTP to it.
+moto server; ``ZIPJOBS_TEST_BACKEND`` = auto | moto | localstack (host mode,
+no Docker) | localstack-docker (see ``tests/support/aws_backend.py``).
+Everything talks real HTTP to it.
 
 Fixtures:
     aws_endpoint   AwsEndpoint (endpoint_url, region, keys, backend); session
@@ -33,6 +34,7 @@ from tests.support.aws_backend import (
     BACKEND_ENV,
     REAL_AWS_ENV,
     AwsEndpoint,
+    BackendUnavailableError,
     aws_endpoint_for,
     choose_backend,
     fake_credentials_env,
@@ -86,9 +88,20 @@ def _fake_aws_credentials() -> Iterator[None]:
 def aws_endpoint(_fake_aws_credentials: None) -> Iterator[AwsEndpoint]:
     """The session's emulated AWS; ``AWS_ENDPOINT_URL`` points at it while it runs."""
     backend = choose_backend()  # raises if localstack was asked for and cannot run
-    with aws_endpoint_for(backend) as endpoint, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", endpoint.endpoint_url)
-        yield endpoint
+    try:
+        starting = aws_endpoint_for(backend)
+        endpoint = starting.__enter__()
+    except BackendUnavailableError as err:
+        if backend == "localstack" and not archive_check.require_readers():
+            pytest.skip(f"LocalStack backend unavailable: {err}")
+        raise
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in endpoint.env().items():
+                mp.setenv(name, value)
+            yield endpoint
+    finally:
+        starting.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ SEND = "AmazonSQS.SendMessage"
 
 @pytest.fixture(scope="module")
 async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
-    return await provision(aws_endpoint.endpoint_url, StackNames(f"ddl-{uuid.uuid4().hex[:8]}"))
+    return await provision(aws_endpoint.settings(), StackNames(f"ddl-{uuid.uuid4().hex[:8]}"))
 
 
 @pytest.fixture
