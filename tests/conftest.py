@@ -44,6 +44,8 @@ from tests.support.s3_objects import create_bucket, delete_bucket, unique_bucket
 from tests.support.s3_objects import put_objects as _put_objects
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
+# X-Amz-Target prefixes of the JSON-protocol services, to route them in the proxy.
+TARGET_PREFIXES = {"dynamodb": "DynamoDB_", "sqs": "AmazonSQS."}
 
 # The machines running this suite are shared and small: a slow example is not a
 # bug, so Hypothesis' per-example deadline is off (tests never assert speed).
@@ -140,7 +142,9 @@ def put_objects(s3: Any, bucket: str) -> PutObjects:
 @pytest_asyncio.fixture(loop_scope="session")
 async def proxy(aws_endpoint: AwsEndpoint) -> AsyncIterator[FaultProxy]:
     """A fault-injecting proxy in front of the endpoint (tests/support/fault_proxy.py)."""
-    async with FaultProxy(aws_endpoint.endpoint_url) as p:
+    # DynamoDB on its own endpoint (host-mode LocalStack) is proxied too, by X-Amz-Target.
+    by_target = {TARGET_PREFIXES[service]: url for service, url in aws_endpoint.service_endpoints}
+    async with FaultProxy(aws_endpoint.endpoint_url, by_target) as p:
         yield p
 
 

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAKE_KEY = "testing"  # moto accepts any credentials; never real ones
+# moto accepts any credentials, LocalStack checks presigned URLs against the
+# secret "test"; never real ones.
+FAKE_KEY = "test"
 REGION = "us-east-1"
 
 

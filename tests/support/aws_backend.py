@@ -40,9 +40,11 @@ LOCALSTACK_IMAGE_ENV = "ZIPJOBS_LOCALSTACK_IMAGE"
 # images may ask for an auth token.
 DEFAULT_LOCALSTACK_IMAGE = "localstack/localstack:4.4"
 REGION = "us-east-1"
-# Fake credentials: both emulators accept any; real ones must never be used.
-FAKE_ACCESS_KEY = "testing"
-FAKE_SECRET_KEY = "testing"  # not a secret: an emulator placeholder
+# Fake credentials; real ones must never be used. moto accepts any; LocalStack
+# checks presigned URLs against the secret "test" (as AWS checks them against
+# the real secret), so "test" keeps its presign tests meaningful.
+FAKE_ACCESS_KEY = "test"
+FAKE_SECRET_KEY = "test"  # not a secret: an emulator placeholder
 
 BackendName = Literal["moto", "localstack", "localstack-docker"]
 
@@ -141,16 +143,24 @@ def moto_url() -> Iterator[str]:
         server.stop()
 
 
+def fake_endpoint(
+    url: str, backend: BackendName, service_endpoints: tuple[tuple[str, str], ...] = ()
+) -> AwsEndpoint:
+    """An endpoint in the test region with the fake credentials."""
+    return AwsEndpoint(
+        endpoint_url=url,
+        region=REGION,
+        access_key_id=FAKE_ACCESS_KEY,
+        secret_access_key=FAKE_SECRET_KEY,
+        backend=backend,
+        service_endpoints=service_endpoints,
+    )
+
+
 @contextmanager
 def moto_endpoint() -> Iterator[AwsEndpoint]:
     with moto_url() as url:
-        yield AwsEndpoint(
-            endpoint_url=url,
-            region=REGION,
-            access_key_id=FAKE_ACCESS_KEY,
-            secret_access_key=FAKE_SECRET_KEY,
-            backend="moto",
-        )
+        yield fake_endpoint(url, "moto")
 
 
 @contextmanager
@@ -165,14 +175,7 @@ def localstack_host_endpoint() -> Iterator[AwsEndpoint]:
         raise BackendUnavailableError(str(err)) from err
     try:
         with moto_url() as dynamodb_url:
-            yield AwsEndpoint(
-                endpoint_url=url,
-                region=REGION,
-                access_key_id=FAKE_ACCESS_KEY,
-                secret_access_key=FAKE_SECRET_KEY,
-                backend="localstack",
-                service_endpoints=(("dynamodb", dynamodb_url),),
-            )
+            yield fake_endpoint(url, "localstack", (("dynamodb", dynamodb_url),))
     finally:
         starting.__exit__(None, None, None)
 
@@ -196,13 +199,7 @@ def localstack_docker_endpoint() -> Iterator[AwsEndpoint]:
         .with_env("S3_SKIP_SIGNATURE_VALIDATION", "0")
     )
     with container as running:
-        yield AwsEndpoint(
-            endpoint_url=running.get_url(),
-            region=REGION,
-            access_key_id=FAKE_ACCESS_KEY,
-            secret_access_key=FAKE_SECRET_KEY,
-            backend="localstack-docker",
-        )
+        yield fake_endpoint(running.get_url(), "localstack-docker")
 
 
 @contextmanager

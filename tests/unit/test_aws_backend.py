@@ -87,5 +87,5 @@ def test_env_var_is_read(no_docker: None, monkeypatch: pytest.MonkeyPatch) -> No
 def test_fake_credentials_keep_clients_off_real_aws() -> None:
     env = fake_credentials_env("http://127.0.0.1:1234")
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1234"
-    assert env["AWS_ACCESS_KEY_ID"] == "testing"
+    assert env["AWS_ACCESS_KEY_ID"] == "test"
     assert env["AWS_CONFIG_FILE"] == env["AWS_SHARED_CREDENTIALS_FILE"]  # both point nowhere
