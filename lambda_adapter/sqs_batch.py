@@ -3,7 +3,8 @@
 With ``ReportBatchItemFailures`` the event source mapping deletes every
 message not named in ``batchItemFailures`` and returns the named ones; any
 other answer shape would mark the whole batch done and lose messages
-(FIELD_NOTES), so this module always answers in that shape, whatever fails.
+(docs/DESIGN.md, "AWS limits"), so this module always answers in that shape,
+whatever fails.
 
 Lambda's hard time limit is the failure this module exists for: a job that
 cannot finish before it is stopped by our own deadline (remaining time minus

@@ -29,6 +29,8 @@ Variables (required ones first):
     ZIPJOBS_API_TOKEN            if set, the API requires ``Authorization: Bearer <token>``
     AWS_REGION                   region (us-east-1)
     AWS_ENDPOINT_URL             local emulator only
+    AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL_DYNAMODB
+                                 one service elsewhere (an S3-compatible store)
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from .units import MiB
 
 # The engine needs one 8 MiB upload part plus one 8 MiB read range per job.
 MIN_JOB_BUDGET_MB = 16
+# Services whose AWS_ENDPOINT_URL_<SERVICE> is honoured (the SDKs' convention).
+SERVICE_ENDPOINT_SERVICES = ("s3", "sqs", "dynamodb")
 
 _T = TypeVar("_T")
 
@@ -88,6 +92,7 @@ class Settings:
     api_token: str | None = field(default=None, repr=False)
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    service_endpoints: tuple[tuple[str, str], ...] = ()
     # Local stacks pass fake credentials explicitly; real deployments leave
     # these None and use the default credential chain (role, profile...).
     access_key_id: str | None = field(default=None, repr=False)
@@ -111,6 +116,7 @@ class Settings:
         return AwsSettings(
             region=self.region,
             endpoint_url=self.endpoint_url,
+            service_endpoints=self.service_endpoints,
             access_key_id=self.access_key_id,
             secret_access_key=self.secret_access_key,
         )
@@ -241,6 +247,11 @@ class _Reader:
             api_token=self.token("ZIPJOBS_API_TOKEN"),
             region=self.text("AWS_REGION", self.env.get("AWS_DEFAULT_REGION", "us-east-1")),
             endpoint_url=self.optional("AWS_ENDPOINT_URL", str),
+            service_endpoints=tuple(
+                (service, url)
+                for service in SERVICE_ENDPOINT_SERVICES
+                if (url := self.env.get(f"AWS_ENDPOINT_URL_{service.upper()}", "").strip())
+            ),
         )
         if self.problems:
             raise SettingsError(self.problems)

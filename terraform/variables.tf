@@ -253,7 +253,7 @@ variable "zipper_timeout_seconds" {
 }
 
 variable "zipper_budget_mb" {
-  description = "Byte budget of all the zipper's buffers (ZIPJOBS_BUDGET_MB). Must leave room in zipper_memory_mb for the interpreter and heap fragmentation (1.5x budget + 160 MB, as lambda_adapter.runtime assumes)."
+  description = "Byte budget of all the zipper's buffers (ZIPJOBS_BUDGET_MB). Must leave room in zipper_memory_mb for the runtime, fragmentation and job metadata (128 + 1.25 x budget + 1,280 bytes per key of each job of a batch, service/memory.py)."
   type        = number
   default     = 1024
 

@@ -15,18 +15,20 @@ upload is left to the bucket's AbortIncompleteMultipartUpload rule
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..engine.cleanup import discard_archive
 from .models import FailureReason, JobRecord
 
 if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
     from .service import JobService
 
 log = logging.getLogger(__name__)
 
 
-async def discard_output(s3: Any, record: JobRecord) -> None:
+async def discard_output(s3: S3Client, record: JobRecord) -> None:
     """Abort the job's multipart uploads and delete its archive, if any."""
     try:
         aborted = await discard_archive(s3, record.dst_bucket, record.dst_key)

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ def visibility_window(lease_seconds: int) -> int:
     return max(2 * lease_seconds, 6)
 
 
-async def keep_invisible(sqs: Any, queue_url: str, receipt: str, window: int) -> None:
+async def keep_invisible(sqs: SQSClient, queue_url: str, receipt: str, window: int) -> None:
     """Set the message's visibility to ``window`` now and every ``window / 3`` s until cancelled."""
     while True:
         try:
