@@ -29,12 +29,12 @@ locals {
   dst_object_arns      = ["${local.dst_bucket_arn}/${var.dst_prefix}*"]
   manifest_object_arns = ["${local.dst_bucket_arn}/${var.manifest_prefix}*"]
 
-  # ListObjectsV2 on a source bucket is limited to the allowed prefixes.
-  src_list_conditions = length(var.src_prefixes) == 0 ? [] : [{
-    test     = "StringLike"
-    variable = "s3:prefix"
-    values   = [for p in var.src_prefixes : "${p}*"]
-  }]
+  # s3:ListBucket on the source buckets is NOT conditioned on s3:prefix: S3
+  # answers a HEAD of a missing key with 404 only when the caller may
+  # ListBucket, and a HEAD carries no s3:prefix, so a prefix-conditioned grant
+  # turns every missing key into a 403 (docs/aws.md, rule S1). The role can
+  # therefore list key names anywhere in these buckets; it reads objects only
+  # under src_prefixes, and callers reach only src_prefixes (service.jobs.validation).
 
   # --- the three functions -----------------------------------------------------------
   common_env = {
@@ -121,7 +121,7 @@ locals {
     dynamodb_table  = { arns = [aws_dynamodb_table.jobs.arn], conditions = [] }
     sqs_queue       = { arns = [aws_sqs_queue.jobs.arn], conditions = [] }
     src_object      = { arns = local.src_object_arns, conditions = [] }
-    src_bucket      = { arns = local.src_bucket_arns, conditions = local.src_list_conditions }
+    src_bucket      = { arns = local.src_bucket_arns, conditions = [] }
     dst_object      = { arns = local.dst_object_arns, conditions = [] }
     dst_bucket      = { arns = [local.dst_bucket_arn], conditions = [] }
     manifest_object = { arns = local.manifest_object_arns, conditions = [] }

@@ -77,3 +77,8 @@ output "aws_region" {
   description = "Region of the stack (for SigV4-signing API requests)."
   value       = var.aws_region
 }
+
+output "api_execution_arn" {
+  description = "Execution ARN of the API; API Gateway invokes the functions with SourceArn = this + /<stage>/<METHOD>/<path>."
+  value       = aws_apigatewayv2_api.http.execution_arn
+}

@@ -43,7 +43,26 @@ from .service import JobService
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
-MAX_REPORTED_KEYS = 1000  # keeps a FAILED/READY record far below DynamoDB's 400 KB
+# Keys named in a FAILED/READY record. DynamoDB rejects a whole write whose
+# item would exceed 400 KB, which would leave the job unfinished; the request's
+# own keys may take up to 256 KiB inline (jobs/manifest.py), so the reported
+# ones get at most 64 KiB (S3 keys are up to 1,024 bytes). docs/aws.md, rule D1.
+MAX_REPORTED_KEYS = 1000
+MAX_REPORTED_KEY_BYTES = 64 * 1024
+
+
+def reported_keys(keys: list[str]) -> tuple[str, ...]:
+    """The first keys that fit both the count and the byte bound."""
+    out: list[str] = []
+    used = 0
+    for key in keys[:MAX_REPORTED_KEYS]:
+        used += len(key.encode("utf-8")) + 1  # + DynamoDB's byte per list element
+        if used > MAX_REPORTED_KEY_BYTES:
+            break
+        out.append(key)
+    return tuple(out)
+
+
 PERMANENT_ERRORS = (
     ArchiveTooLargeError,
     MissingSourcesError,
@@ -89,7 +108,7 @@ def classify(err: BaseException) -> tuple[bool, JobError]:
     """(permanent?, the error the client sees). Permanent errors are never retried."""
     if isinstance(err, MissingSourcesError):
         keys = [p.key for p in err.problems]
-        return True, JobError(err.code, str(err), tuple(keys[:MAX_REPORTED_KEYS]))
+        return True, JobError(err.code, str(err), reported_keys(keys))
     if isinstance(err, PERMANENT_ERRORS):
         return True, JobError(err.code, str(err))
     return False, JobError("Transient", f"{type(err).__name__}: {err}")
@@ -177,7 +196,7 @@ async def _run_claimed(
 async def _succeeded(
     svc: JobService, record: JobRecord, owner: str, tracker: _Tracker, result: ZipResult
 ) -> Outcome:
-    skipped = [p.key for p in result.skipped][:MAX_REPORTED_KEYS]
+    skipped = list(reported_keys([p.key for p in result.skipped]))
     done = JobProgress(result.source_bytes, result.source_bytes, result.files, result.files)
     if await svc.store.mark_ready(record.job_id, owner, done, result.archive_bytes, skipped):
         log.info(

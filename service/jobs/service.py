@@ -21,10 +21,11 @@ from ..aws import aws_client
 from ..settings import Settings
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
 from .models import JobError, JobRecord, JobRequest, JobStatus
+from .presign import presign_download
 from .problems import ApiError, not_found
 from .store import JobStore, digest
 from .validation import check_content_type, check_idempotency_key, is_job_id, parse_job_request
-from .views import content_disposition, job_view
+from .views import job_view
 
 log = logging.getLogger(__name__)
 
@@ -186,18 +187,16 @@ class JobService:
         return await self.view(record, base_path=base_path)
 
     async def view(self, record: JobRecord, *, base_path: str = "") -> dict[str, Any]:
+        """A READY job's URL lasts the TTL or until the signing credentials expire,
+        whichever is first, and ``expiresAt`` says which (jobs/presign.py)."""
         if record.status is not JobStatus.READY:
             return job_view(record, base_path=base_path)
-        ttl = self.settings.presign_ttl_seconds
-        expires = self.now() + dt.timedelta(seconds=ttl)
-        url = await self.s3.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": record.dst_bucket,
-                "Key": record.dst_key,
-                "ResponseContentDisposition": content_disposition(record.request.name),
-            },
-            ExpiresIn=ttl,
+        url, expires = await presign_download(
+            self.s3,
+            record.dst_bucket,
+            record.dst_key,
+            record.request.name,
+            ttl_seconds=self.settings.presign_ttl_seconds,
         )
         return job_view(record, base_path=base_path, download_url=url, url_expires_at=expires)
 
