@@ -22,6 +22,8 @@ Variables (required ones first):
     ZIPJOBS_MANIFEST_BUCKET      bucket for key manifests of big jobs (default: DST bucket)
     ZIPJOBS_MANIFEST_PREFIX      their key prefix (manifests/)
     ZIPJOBS_API_TOKEN            if set, the API requires ``Authorization: Bearer <token>``
+    ZIPJOBS_API_TOKEN_SECRET_ARN or read that token from a Secrets Manager secret / SSM
+                                 SecureString parameter (ARN) at start (service/api_token.py)
     AWS_REGION                   region (us-east-1)
     AWS_ENDPOINT_URL             local emulator only
 """
@@ -74,6 +76,7 @@ class Settings:
     manifest_bucket: str = ""
     manifest_prefix: str = "manifests/"
     api_token: str | None = field(default=None, repr=False)
+    api_token_secret_arn: str | None = None
     region: str = "us-east-1"
     endpoint_url: str | None = None
     # Local stacks pass fake credentials explicitly; real deployments leave
@@ -206,6 +209,7 @@ class _Reader:
             manifest_bucket=manifest_bucket,
             manifest_prefix=manifest_prefix,
             api_token=self.optional("ZIPJOBS_API_TOKEN", str),
+            api_token_secret_arn=self.optional("ZIPJOBS_API_TOKEN_SECRET_ARN", str),
             region=self.text("AWS_REGION", self.env.get("AWS_DEFAULT_REGION", "us-east-1")),
             endpoint_url=self.optional("AWS_ENDPOINT_URL", str),
         )

@@ -14,6 +14,19 @@ resource "aws_apigatewayv2_api" "http" {
   name          = "${var.project_name}-api"
   protocol_type = "HTTP"
   description   = "S3 ZIP Jobs: submit a zip job, read its status and download URL, cancel it."
+
+  # Browser front ends: API Gateway answers the preflight OPTIONS itself
+  # (no route, no authorizer) and adds the CORS headers to every response.
+  dynamic "cors_configuration" {
+    for_each = length(var.cors_allowed_origins) > 0 ? [1] : []
+    content {
+      allow_origins  = var.cors_allowed_origins
+      allow_methods  = ["GET", "POST", "DELETE"]
+      allow_headers  = ["authorization", "content-type", "idempotency-key", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"]
+      expose_headers = ["location", "idempotent-replayed", "retry-after"]
+      max_age        = 3600
+    }
+  }
 }
 
 resource "aws_apigatewayv2_authorizer" "jwt" {

@@ -79,11 +79,20 @@ locals {
   }
 
   function_names = { for k, _ in local.functions : k => "${var.project_name}-${k}" }
-  function_env = {
-    for k, f in local.functions : k => merge(local.common_env, f.env, {
+  # The API token's reference goes to the two API functions only.
+  token_env = var.api_token_secret_arn == "" ? {} : { ZIPJOBS_API_TOKEN_SECRET_ARN = var.api_token_secret_arn }
+  managed_env = {
+    for k, f in local.functions : k => merge(local.common_env, f.env, k == "zipper" ? {} : local.token_env, {
       POWERTOOLS_SERVICE_NAME = "${var.project_name}-${k}"
     })
   }
+  # extra_environment never overrides what Terraform sets (a precondition on
+  # the functions refuses such a name instead of silently ignoring it).
+  function_env = { for k, env in local.managed_env : k => merge(var.extra_environment, env) }
+
+  api_token_actions = (
+    strcontains(var.api_token_secret_arn, ":ssm:") ? ["ssm:GetParameter"] : ["secretsmanager:GetSecretValue"]
+  )
 
   # --- IAM: every action each function calls, in ONE place ------------------------------
   # Derived from the code (service/jobs, service/engine, service/worker); a test
@@ -96,13 +105,17 @@ locals {
   #  * Logs: CreateLogStream/PutLogEvents on the function's own log group only.
   iam_actions = {
     enqueue = {
-      dynamodb_table  = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-      sqs_queue       = ["sqs:SendMessage"]
-      manifest_object = ["s3:DeleteObject", "s3:PutObject"]
+      api_token_secret = local.api_token_actions
+      dynamodb_table   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+      sqs_queue        = ["sqs:SendMessage"]
+      manifest_object  = ["s3:DeleteObject", "s3:PutObject"]
+      dst_kms_key      = ["kms:GenerateDataKey"] # manifests are written to the destination bucket
     }
     status = {
-      dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-      dst_object     = ["s3:GetObject"]
+      api_token_secret = local.api_token_actions
+      dynamodb_table   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+      dst_object       = ["s3:GetObject"]
+      dst_kms_key      = ["kms:Decrypt"] # the presigned GET is decrypted with the signer's rights
     }
     zipper = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
@@ -113,6 +126,9 @@ locals {
       dst_object      = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:PutObject"]
       dst_bucket      = ["s3:ListBucketMultipartUploads"]
       manifest_object = ["s3:GetObject"]
+      # Multipart upload into SSE-KMS: GenerateDataKey per part, Decrypt to complete.
+      dst_kms_key = ["kms:Decrypt", "kms:GenerateDataKey"]
+      src_kms_key = ["kms:Decrypt"]
     }
   }
 
@@ -125,16 +141,23 @@ locals {
     dst_object      = { arns = local.dst_object_arns, conditions = [] }
     dst_bucket      = { arns = [local.dst_bucket_arn], conditions = [] }
     manifest_object = { arns = local.manifest_object_arns, conditions = [] }
+    dst_kms_key     = { arns = local.dst_kms_key_arns, conditions = local.kms_via_s3 }
+    api_token_secret = {
+      arns       = var.api_token_secret_arn == "" ? [] : [var.api_token_secret_arn]
+      conditions = []
+    }
+    src_kms_key = { arns = var.src_kms_key_arns, conditions = local.kms_via_s3 }
   }
 
   iam_statements = {
     for fn, kinds in local.iam_actions : fn => concat(
+      # Kinds with no resources (no KMS key configured) get no statement.
       [for kind, actions in kinds : {
         sid        = replace(title(replace(kind, "_", " ")), " ", "")
         actions    = actions
         resources  = local.iam_resources[kind].arns
         conditions = local.iam_resources[kind].conditions
-      }],
+      } if length(local.iam_resources[kind].arns) > 0],
       [{
         sid        = "OwnLogGroup"
         actions    = ["logs:CreateLogStream", "logs:PutLogEvents"]

@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ..api_token import with_api_token
 from ..aws import aws_client
 from ..settings import Settings
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
@@ -75,6 +76,7 @@ class JobService:
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[JobService]:
         """Create the clients once per process (Lambda: once per container)."""
+        settings = await with_api_token(settings)
         async with AsyncExitStack() as stack:
             s3 = await stack.enter_async_context(aws_client("s3", settings.aws))
             db = await stack.enter_async_context(aws_client("dynamodb", settings.aws))

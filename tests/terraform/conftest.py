@@ -101,6 +101,16 @@ def tf_stack(
     workdir = tmp_path_factory.mktemp("tf-stack")
     suffix = uuid.uuid4().hex[:8]
     with moto_endpoint() as endpoint:
+        # SSE-KMS on both sides (moto has KMS; the keys are the customer's, not the stack's).
+        kms = boto3.client(
+            "kms",
+            endpoint_url=endpoint.endpoint_url,
+            region_name=endpoint.region,
+            aws_access_key_id=endpoint.access_key_id,
+            aws_secret_access_key=endpoint.secret_access_key,
+        )
+        dst_key = kms.create_key(Description=f"zj-{suffix} archives")["KeyMetadata"]["Arn"]
+        src_key = kms.create_key(Description=f"zj-{suffix} sources")["KeyMetadata"]["Arn"]
         tf = Terraform.copy_of_config(
             workdir / "config",
             {
@@ -121,6 +131,12 @@ def tf_stack(
             "dst_bucket_require_tls": False,
             "lambda_package_path": str(_tiny_package(workdir / "lambda.zip")),
             "aws_endpoint_overrides": endpoint_overrides(endpoint.endpoint_url),
+            "dst_kms_key_arn": dst_key,
+            "src_kms_key_arns": [src_key],
+            # The operator options, so the apply exercises them too.
+            "cors_allowed_origins": ["https://app.example.com"],
+            "extra_environment": {"ZIPJOBS_LEASE_SECONDS": "30"},
+            "alarm_sns_topic_arn": f"arn:aws:sns:{endpoint.region}:123456789012:zj-{suffix}-ops",
         }
         tf.write_vars(variables)
         tf.init()

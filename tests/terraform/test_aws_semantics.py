@@ -189,3 +189,42 @@ async def test_a_download_url_is_validly_signed_and_never_outlives_its_credentia
     assert stated <= claims.expires_at <= stated + dt.timedelta(seconds=2)  # expiresAt is true
     expected = min(ttl, int(left.total_seconds()))
     assert expected - 3 <= claims.expires_in <= expected  # as long as honestly possible
+
+
+# --- SSE-KMS ----------------------------------------------------------------------
+
+
+def test_kms_grants_cover_what_s3_asks_for_and_only_through_s3(tf_stack: TfStack) -> None:
+    """S3 calls KMS with the caller's permissions; each function needs its actions, via S3 only.
+
+    Upload (PutObject, every part of a multipart upload) needs kms:GenerateDataKey;
+    a multipart upload also kms:Decrypt; a GET (also a presigned one, with the
+    signer's rights) kms:Decrypt. kms:ViaService limits each grant to S3 in the region.
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html
+    https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-via-service
+    (moto performs no KMS permission checks.)
+    """
+    dst_key = tf_stack.variables["dst_kms_key_arn"]
+    (src_key,) = tf_stack.variables["src_kms_key_arns"]
+    via_s3 = {"kms:ViaService": f"s3.{tf_stack.endpoint.region}.amazonaws.com"}
+    direct = {"kms:ViaService": f"sqs.{tf_stack.endpoint.region}.amazonaws.com"}
+    needs = {
+        "enqueue": {(dst_key, "kms:GenerateDataKey")},  # the key manifest
+        "status": {(dst_key, "kms:Decrypt")},  # the presigned GET
+        "zipper": {
+            (dst_key, "kms:GenerateDataKey"),
+            (dst_key, "kms:Decrypt"),
+            (src_key, "kms:Decrypt"),
+        },
+    }
+    for fn, needed in needs.items():
+        policies = _role_policies(tf_stack, fn)
+        for key, action in needed:
+            assert allows(policies, Request(action, key, via_s3)), f"{fn} lacks {action} on {key}"
+            assert not allows(policies, Request(action, key, direct)), f"{fn}: {action} not via S3"
+            assert not allows(policies, Request(action, key, {})), f"{fn}: {action} not via S3"
+        for key in (dst_key, src_key):
+            for action in ("kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"):
+                if (key, action) not in needed:
+                    assert not allows(policies, Request(action, key, via_s3)), (fn, key, action)
