@@ -7,6 +7,7 @@
 resource "aws_s3_bucket" "dst" {
   #checkov:skip=CKV_AWS_18:Access logging needs a second, separately managed log bucket; downloads are presigned GETs already recorded by CloudTrail data events where an account enables them.
   #checkov:skip=CKV_AWS_144:Archives are temporary, rebuildable outputs that expire in days; cross-region replication would double their cost for nothing.
+  #checkov:skip=CKV_AWS_19:Encrypted by aws_s3_bucket_server_side_encryption_configuration.dst (AES256, or aws:kms with dst_kms_key_arn); checkov cannot evaluate that conditional, tests/terraform/test_structure.py pins it.
   #checkov:skip=CKV_AWS_145:SSE-S3 (AES256) by default; SSE-KMS with dst_kms_key_arn (kms.tf grants what each function needs).
   #checkov:skip=CKV_AWS_21:Versioning would keep every expired or replaced archive as a billed noncurrent version; archives are rebuildable.
   #checkov:skip=CKV2_AWS_62:No consumer for event notifications; job state lives in DynamoDB.

@@ -90,10 +90,6 @@ locals {
   # the functions refuses such a name instead of silently ignoring it).
   function_env = { for k, env in local.managed_env : k => merge(var.extra_environment, env) }
 
-  api_token_actions = (
-    strcontains(var.api_token_secret_arn, ":ssm:") ? ["ssm:GetParameter"] : ["secretsmanager:GetSecretValue"]
-  )
-
   # --- IAM: every action each function calls, in ONE place ------------------------------
   # Derived from the code (service/jobs, service/engine, service/worker); a test
   # compares these with the boto calls the handlers make. Notes:
@@ -105,17 +101,19 @@ locals {
   #  * Logs: CreateLogStream/PutLogEvents on the function's own log group only.
   iam_actions = {
     enqueue = {
-      api_token_secret = local.api_token_actions
-      dynamodb_table   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-      sqs_queue        = ["sqs:SendMessage"]
-      manifest_object  = ["s3:DeleteObject", "s3:PutObject"]
-      dst_kms_key      = ["kms:GenerateDataKey"] # manifests are written to the destination bucket
+      api_token_secret    = ["secretsmanager:GetSecretValue"]
+      api_token_parameter = ["ssm:GetParameter"]
+      dynamodb_table      = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+      sqs_queue           = ["sqs:SendMessage"]
+      manifest_object     = ["s3:DeleteObject", "s3:PutObject"]
+      dst_kms_key         = ["kms:GenerateDataKey"] # manifests are written to the destination bucket
     }
     status = {
-      api_token_secret = local.api_token_actions
-      dynamodb_table   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-      dst_object       = ["s3:GetObject"]
-      dst_kms_key      = ["kms:Decrypt"] # the presigned GET is decrypted with the signer's rights
+      api_token_secret    = ["secretsmanager:GetSecretValue"]
+      api_token_parameter = ["ssm:GetParameter"]
+      dynamodb_table      = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+      dst_object          = ["s3:GetObject"]
+      dst_kms_key         = ["kms:Decrypt"] # the presigned GET is decrypted with the signer's rights
     }
     zipper = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
@@ -142,8 +140,13 @@ locals {
     dst_bucket      = { arns = [local.dst_bucket_arn], conditions = [] }
     manifest_object = { arns = local.manifest_object_arns, conditions = [] }
     dst_kms_key     = { arns = local.dst_kms_key_arns, conditions = local.kms_via_s3 }
+    # api_token_secret_arn names one or the other; the kind with no ARN gets no statement.
     api_token_secret = {
-      arns       = var.api_token_secret_arn == "" ? [] : [var.api_token_secret_arn]
+      arns       = strcontains(var.api_token_secret_arn, ":secretsmanager:") ? [var.api_token_secret_arn] : []
+      conditions = []
+    }
+    api_token_parameter = {
+      arns       = strcontains(var.api_token_secret_arn, ":ssm:") ? [var.api_token_secret_arn] : []
       conditions = []
     }
     src_kms_key = { arns = var.src_kms_key_arns, conditions = local.kms_via_s3 }
