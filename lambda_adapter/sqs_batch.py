@@ -22,7 +22,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.engine import Budget
-from service.jobs import Action, JobError, JobService, Outcome, parse_message, run_job_message
+from service.jobs import (
+    Action,
+    FailureReason,
+    JobMessage,
+    JobService,
+    Outcome,
+    parse_message,
+    run_job_message,
+)
+from service.jobs.queue import settle
+from service.jobs.runner import fail_on_last_receive
 
 from .runtime import current_job
 
@@ -86,56 +96,35 @@ async def _process(
     current_job.set(msg.job_id)
     deadline = seconds_left() - SAFETY_SECONDS
     if deadline <= 0:  # not even time to start: same decision as running out mid-job
-        return await _out_of_time(svc, rec, msg.job_id)
+        return await _out_of_time(svc, rec, msg)
     try:
         async with asyncio.timeout(deadline):
             outcome = await run_job_message(svc, msg, owner=owner, budget=budget)
     except TimeoutError:
-        return await _out_of_time(svc, rec, msg.job_id)
+        return await _out_of_time(svc, rec, msg)
     return await _act(svc, rec, outcome)
 
 
 async def _act(svc: JobService, rec: Record, outcome: Outcome) -> bool:
     log.info("message %s: %s (%s)", rec.message_id, outcome.action.value, outcome.reason)
-    if outcome.action is Action.DELETE:
-        return True
-    if outcome.action is Action.RETRY:
-        await _return_soon(svc, rec, delay=outcome.delay)
-    # LEAVE: another worker owns the job; the message comes back after its
-    # visibility timeout and is then recognised as a duplicate.
-    return False
+    return await settle(svc.sqs, svc.settings.queue_url, rec.receipt_handle, outcome, delete=False)
 
 
-async def _out_of_time(svc: JobService, rec: Record, job_id: str) -> bool:
+async def _out_of_time(svc: JobService, rec: Record, msg: JobMessage) -> bool:
     """Retry soon, or FAIL the job at the queue's receive limit.
 
     When the deadline hit mid-job, the engine has aborted the upload and the
     runner has released the lease by the time this runs.
     """
-    max_receives = await svc.max_receives()
-    if rec.receive_count >= max_receives:
-        error = JobError(
-            "TimeLimit",
-            f"the archive could not be built within the function's time limit "
-            f"in {rec.receive_count} attempts; raise the zipper timeout or split the job",
-        )
-        await svc.store.mark_failed(job_id, error)
-        log.error("job %s: FAILED after %d attempts out of time", job_id, rec.receive_count)
-        return False  # returned once more, so SQS moves it to the dead-letter queue
-    log.warning(
-        "job %s: out of time on attempt %d; released for a retry", job_id, rec.receive_count
+    reason = FailureReason(
+        "TimeLimit",
+        f"the archive could not be built within the function's time limit "
+        f"in {rec.receive_count} attempts; raise the zipper timeout or split the job",
     )
-    await _return_soon(svc, rec, delay=1)
-    return False
-
-
-async def _return_soon(svc: JobService, rec: Record, *, delay: int) -> None:
-    """Make the message visible again after ``delay`` s, not the long queue timeout."""
-    try:
-        await svc.sqs.change_message_visibility(
-            QueueUrl=svc.settings.queue_url,
-            ReceiptHandle=rec.receipt_handle,
-            VisibilityTimeout=max(0, min(delay, 43_200)),
+    outcome = await fail_on_last_receive(svc, msg, reason)
+    if outcome is None:
+        log.warning(
+            "job %s: out of time on attempt %d; released for a retry", msg.job_id, rec.receive_count
         )
-    except Exception as err:  # the message still comes back, only later
-        log.warning("message %s: could not shorten its visibility: %s", rec.message_id, err)
+        outcome = Outcome(Action.RETRY, "out of time; released for a retry", delay=1)
+    return await _act(svc, rec, outcome)

@@ -27,7 +27,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-MiB = 1024 * 1024
+from service.units import MiB
+
 SEED_PART = 8 * MiB
 SEED_CHUNK = 1 * MiB  # generous: iter_chunks() defaults to 1 KiB reads
 

@@ -35,8 +35,8 @@ from typing import Any
 
 from loadtest.bench_endpoint.store import seed_keys
 from loadtest.bench_endpoint.zipcheck import names_digest
+from service.units import MiB
 
-MiB = 1024 * 1024
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"

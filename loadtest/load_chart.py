@@ -12,10 +12,11 @@ from pathlib import Path
 
 import matplotlib
 
+from service.units import MiB
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-MiB = 1024 * 1024
 COLORS = {"worker": "tab:red", "api": "tab:blue", "moto": "tab:gray", "locust": "tab:green"}
 
 

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-MiB = 1024 * 1024
+from service.units import MiB
+
 DOWNLOAD = "GET archive"  # the one request name that is not the API
 
 

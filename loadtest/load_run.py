@@ -46,7 +46,7 @@ from loadtest.load_report import (
     verdicts,
 )
 from loadtest.load_sampler import RssSampler, peak_rss
-from loadtest.load_seed import FULL_SHAPES, QUICK_SHAPES, MiB
+from loadtest.load_seed import FULL_SHAPES, QUICK_SHAPES
 from loadtest.load_stack import (
     REPO,
     SRC_BUCKET,
@@ -58,6 +58,7 @@ from loadtest.load_stack import (
     running_stack,
 )
 from loadtest.load_verify import verify_kept
+from service.units import MiB
 
 RESULTS = REPO / "loadtest" / "results"
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"

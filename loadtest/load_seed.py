@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-KiB = 1024
-MiB = 1024 * KiB
+from service.units import KiB, MiB
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,7 @@ from typing import Any
 import psutil
 
 from loadtest.bench_endpoint.store import seed_keys
-
-MiB = 1024 * 1024
+from service.units import MiB
 
 
 def _rss_mib() -> float:

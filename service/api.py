@@ -8,10 +8,13 @@ and copy requests and responses across.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from .jobs import (
     PROBLEM_CONTENT_TYPE,
@@ -82,6 +85,92 @@ async def problems_only(
         return web.Response(status=resp.status, body=resp.body, content_type=PROBLEM_CONTENT_TYPE)
 
 
+def open_api_warning(host: str, token: str | None) -> str | None:
+    """The warning for an API without a token that other machines can reach, else None.
+
+    Loopback-only is a developer's laptop; anything else (0.0.0.0, ::, a LAN
+    address, a name) lets anyone who reaches the port zip and download from
+    the allowed buckets.
+    """
+    if token is not None:
+        return None
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return None
+    return (
+        f"WARNING: the API listens on {host} WITHOUT AUTHENTICATION: anyone who can reach "
+        "this port can read the allowed buckets through it. Set ZIPJOBS_API_TOKEN, "
+        "or bind to 127.0.0.1 behind an authenticating proxy."
+    )
+
+
+class _ProblemRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering its own errors as problem+json.
+
+    Requests aiohttp refuses while parsing (a header over 8,190 bytes, a bad
+    request line) never reach the app or its middlewares: aiohttp answers
+    them with a text/plain body and logs the parser's message, which quotes
+    the start of the offending header (an Authorization header, say). Here
+    the answer is a problem document, and neither it nor the log holds any
+    of the request's bytes.
+    """
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        log.warning(
+            "refused a request aiohttp could not handle: %d %s",
+            status,
+            type(exc).__name__ if exc is not None else "error",
+        )
+        if request.writer.output_size > 0:  # as aiohttp: too late to answer
+            raise ConnectionError("response already started; cannot send an error")
+        if status == 400:
+            problem = Problem(
+                400,
+                "malformed-http",
+                "the HTTP request could not be parsed (for example a header over "
+                "8,190 bytes, or a malformed request line)",
+            )
+        else:
+            problem = Problem(
+                status, "http-error", "the service failed; the request can be retried"
+            )
+        resp = web.Response(status=status, body=problem.body(), content_type=PROBLEM_CONTENT_TYPE)
+        resp.force_close()
+        return resp
+
+
+class _ProblemServer(web.Server):
+    """A ``web.Server`` whose connections use ``_ProblemRequestHandler``."""
+
+    def __call__(self) -> RequestHandler:
+        return _ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProblemAppRunner(web.AppRunner):
+    """``web.AppRunner`` whose server answers even aiohttp's own errors as problem+json.
+
+    aiohttp has no public hook for these answers (they bypass middlewares);
+    the server class is swapped after aiohttp built it, so every setting it
+    chose stays. ``tests/integration/test_api_hardening.py`` pins the result.
+    """
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _ProblemServer
+        return server
+
+
 def make_app(svc: JobService) -> web.Application:
     """The aiohttp app. The body limit is enforced in ``dispatch`` (problem+json)."""
     app = web.Application(
@@ -104,7 +193,7 @@ async def run_server(
     access_log: bool = True,
 ) -> None:
     """Serve the API (and optionally a worker) until ``stop`` is set, then drain."""
-    runner = web.AppRunner(make_app(svc), access_log=log if access_log else None)
+    runner = ProblemAppRunner(make_app(svc), access_log=log if access_log else None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .aws import aws_client
+from .aws import BACKGROUND, CallLimits, aws_client
 from .settings import Settings
 
 
@@ -25,17 +25,17 @@ def _ssm_parameter_name(arn: str) -> str:
     return "/" + arn.split(":parameter/", 1)[1]
 
 
-async def with_api_token(settings: Settings) -> Settings:
+async def with_api_token(settings: Settings, limits: CallLimits = BACKGROUND) -> Settings:
     """``settings`` with ``api_token`` read from its secret reference, if it has one."""
     arn = settings.api_token_secret_arn
     if not arn or settings.api_token is not None:
         return settings
     if ":secretsmanager:" in arn:
-        async with aws_client("secretsmanager", settings.aws) as sm:
+        async with aws_client("secretsmanager", settings.aws, limits=limits) as sm:
             resp = await sm.get_secret_value(SecretId=arn)
         token = resp.get("SecretString")
     elif ":ssm:" in arn and ":parameter/" in arn:
-        async with aws_client("ssm", settings.aws) as ssm:
+        async with aws_client("ssm", settings.aws, limits=limits) as ssm:
             resp = await ssm.get_parameter(Name=_ssm_parameter_name(arn), WithDecryption=True)
         token = resp["Parameter"]["Value"]
     else:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import aioboto3
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +42,40 @@ class AwsSettings:
         )
 
 
-def client_config(max_pool_connections: int = 64, *, path_style: bool = False) -> Config:
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """How long one AWS call may wait and how many times botocore tries it.
+
+    Worst case for one call: about ``max_attempts * (connect + read)`` plus
+    backoff. See docs/lifecycle.md ("Bounded API answers").
+    """
+
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+
+
+# Workers and the engine: patient, a job has minutes; a stuck read is still cut.
+BACKGROUND = CallLimits(connect_timeout=10, read_timeout=60, max_attempts=5)
+# The API path: a client waits for the answer, and API Gateway gives up at
+# 29-30 s. One call fails within about 2 x (2 + 4) s; the request deadline
+# (ZIPJOBS_API_DEADLINE_SECONDS) bounds the sum of the calls.
+INTERACTIVE = CallLimits(connect_timeout=2, read_timeout=4, max_attempts=2)
+
+
+def client_config(
+    max_pool_connections: int = 64,
+    *,
+    path_style: bool = False,
+    limits: CallLimits = BACKGROUND,
+) -> Config:
     """botocore Config shared by every client we create."""
     return Config(
         signature_version="s3v4",
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard", "max_attempts": limits.max_attempts},
         max_pool_connections=max_pool_connections,
-        connect_timeout=10,
-        read_timeout=60,
+        connect_timeout=limits.connect_timeout,
+        read_timeout=limits.read_timeout,
         s3={"addressing_style": "path" if path_style else "auto"},
         # Ask for checksums only where an API requires them: the ZIP entries
         # carry CRC-32s already and MD5/CRC of every 8 MiB part costs CPU on
@@ -54,12 +85,62 @@ def client_config(max_pool_connections: int = 64, *, path_style: bool = False) -
     )
 
 
+@overload
+def aws_client(
+    service: Literal["s3"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
+) -> AbstractAsyncContextManager[S3Client]: ...
+@overload
+def aws_client(
+    service: Literal["dynamodb"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
+) -> AbstractAsyncContextManager[DynamoDBClient]: ...
+@overload
+def aws_client(
+    service: Literal["sqs"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
+) -> AbstractAsyncContextManager[SQSClient]: ...
+@overload
+def aws_client(
+    service: Literal["secretsmanager", "ssm"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
+) -> AbstractAsyncContextManager[Any]: ...  # one read at start (api_token.py); no stubs installed
+
+
+def aws_client(
+    service: str,
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
+) -> AbstractAsyncContextManager[Any]:
+    """An entered aioboto3 client for ``service``, typed by the aiobotocore stubs.
+
+    The overloads give each caller ``S3Client``/``DynamoDBClient``/``SQSClient``,
+    so a misspelt operation or parameter fails mypy instead of failing in AWS.
+    """
+    return _client(service, settings, max_pool_connections, limits)
+
+
 @asynccontextmanager
-async def aws_client(
-    service: str, settings: AwsSettings, *, max_pool_connections: int = 64
+async def _client(
+    service: str, settings: AwsSettings, max_pool_connections: int, limits: CallLimits
 ) -> AsyncIterator[Any]:
-    """An entered aioboto3 client for ``service`` ("s3", "sqs", "dynamodb")."""
-    cfg = client_config(max_pool_connections, path_style=settings.endpoint_url is not None)
+    cfg = client_config(
+        max_pool_connections, path_style=settings.endpoint_url is not None, limits=limits
+    )
     async with settings.session().client(
         service, endpoint_url=settings.endpoint_url, config=cfg
     ) as client:  # type: ignore[call-overload]

@@ -10,12 +10,13 @@ Variables (required ones first):
     ZIPJOBS_QUEUE_URL            SQS queue URL (give it a redrive policy and a DLQ)
     ZIPJOBS_SRC_BUCKETS          allowed source buckets, comma separated; first = default
     ZIPJOBS_DST_BUCKET           where archives go
-    ZIPJOBS_SRC_PREFIXES         allowed key prefixes, comma separated (empty = any)
+    ZIPJOBS_SRC_PREFIXES         allowed key prefixes ending in '/', comma separated (empty = any)
     ZIPJOBS_DST_PREFIX           archive key prefix (archives/); key = PREFIX{jobId}/{name}
     ZIPJOBS_PRESIGN_TTL_SECONDS  download URL lifetime (3600; at most 604800)
     ZIPJOBS_JOB_TTL_DAYS         job records expire after (7)
     ZIPJOBS_MAX_KEYS             keys per job (100000)
     ZIPJOBS_MAX_BODY_BYTES       request body limit (5 MiB)
+    ZIPJOBS_API_DEADLINE_SECONDS an API request's AWS calls get this long, then 503 (10)
     ZIPJOBS_BUDGET_MB            worker memory budget shared by its jobs (128)
     ZIPJOBS_WORKER_CONCURRENCY   jobs at a time per worker (2; each gets BUDGET/CONCURRENCY)
     ZIPJOBS_LEASE_SECONDS        job lease; a dead worker's job is taken over after it (30)
@@ -37,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .aws import AwsSettings
+from .units import MiB
 
-MiB = 1024 * 1024
 # The engine needs one 8 MiB upload part plus one 8 MiB read range per job.
 MIN_JOB_BUDGET_MB = 16
 
@@ -70,6 +71,7 @@ class Settings:
     job_ttl_days: int = 7
     max_keys: int = 100_000
     max_body_bytes: int = 5 * MiB
+    api_deadline_seconds: int = 10
     budget_mb: int = 128
     worker_concurrency: int = 2
     lease_seconds: int = 30
@@ -156,6 +158,17 @@ class _Reader:
         raw = self.env.get(name, "").strip()
         return convert(raw) if raw else None
 
+    def token(self, name: str) -> str | None:
+        """A secret that is either unset or usable: a blank one would mean "no auth" silently."""
+        raw = self.env.get(name)
+        if raw is None or raw == "":
+            return None
+        self.check(
+            raw.strip() != "",
+            f"{name} is set but blank; set a real token, or unset it to run without one",
+        )
+        return raw.strip() or None
+
     def settings(self) -> Settings:
         raw_buckets = self.text("ZIPJOBS_SRC_BUCKETS")
         src_buckets = _split(raw_buckets)
@@ -171,7 +184,11 @@ class _Reader:
         self.bucket("ZIPJOBS_MANIFEST_BUCKET", manifest_bucket)
         dst_prefix = self.text("ZIPJOBS_DST_PREFIX", "archives/")
         manifest_prefix = self.text("ZIPJOBS_MANIFEST_PREFIX", "manifests/")
+        src_prefixes = _split(self.env.get("ZIPJOBS_SRC_PREFIXES", ""))
+        # A prefix is a folder: "docs" would also admit "docs-private/..." (and
+        # IAM's "docs*" the same), so every prefix must end with "/".
         for name, prefix in (
+            *(("ZIPJOBS_SRC_PREFIXES", p) for p in src_prefixes),
             ("ZIPJOBS_DST_PREFIX", dst_prefix),
             ("ZIPJOBS_MANIFEST_PREFIX", manifest_prefix),
         ):
@@ -195,7 +212,7 @@ class _Reader:
             table=self.text("ZIPJOBS_TABLE"),
             queue_url=queue_url,
             src_buckets=src_buckets,
-            src_prefixes=_split(self.env.get("ZIPJOBS_SRC_PREFIXES", "")),
+            src_prefixes=src_prefixes,
             dst_bucket=dst_bucket,
             dst_prefix=dst_prefix,
             # SigV4 presigned URLs are valid for at most 7 days.
@@ -203,12 +220,14 @@ class _Reader:
             job_ttl_days=self.number("ZIPJOBS_JOB_TTL_DAYS", 7, 1, 3650),
             max_keys=self.number("ZIPJOBS_MAX_KEYS", 100_000, 1, 10_000_000),
             max_body_bytes=self.number("ZIPJOBS_MAX_BODY_BYTES", 5 * MiB, 1024, 1024 * MiB),
+            # API Gateway ends an integration at 29-30 s: answer well before.
+            api_deadline_seconds=self.number("ZIPJOBS_API_DEADLINE_SECONDS", 10, 1, 25),
             budget_mb=budget_mb,
             worker_concurrency=concurrency,
             lease_seconds=self.number("ZIPJOBS_LEASE_SECONDS", 30, 3, 3600),
             manifest_bucket=manifest_bucket,
             manifest_prefix=manifest_prefix,
-            api_token=self.optional("ZIPJOBS_API_TOKEN", str),
+            api_token=self.token("ZIPJOBS_API_TOKEN"),
             api_token_secret_arn=self.optional("ZIPJOBS_API_TOKEN_SECRET_ARN", str),
             region=self.text("AWS_REGION", self.env.get("AWS_DEFAULT_REGION", "us-east-1")),
             endpoint_url=self.optional("AWS_ENDPOINT_URL", str),

@@ -19,10 +19,15 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .engine import Budget, MiB
 from .jobs import Action, JobService, Outcome, parse_message, run_job_message
+from .jobs.queue import settle
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
+
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +106,7 @@ class Worker:
             self._slots.release()
         return False
 
-    async def _receive(self) -> list[dict[str, Any]]:
+    async def _receive(self) -> list[MessageTypeDef]:
         """One long poll, cut short by stop; holds one slot, takes more if free."""
         extra = 0
         while extra < self.concurrency - 1 and not self._slots.locked():
@@ -127,7 +132,7 @@ class Worker:
             # timeout) that would then be lost until it reappears. Let it end
             # and give back whatever it brings.
             self._returning.append(asyncio.create_task(self._give_back(poll)))
-            messages: list[dict[str, Any]] = []
+            messages: list[MessageTypeDef] = []
         else:
             messages = poll.result().get("Messages", [])
         unused = extra + 1 - len(messages)
@@ -144,13 +149,13 @@ class Worker:
         for message in messages:
             await self._settle(message["ReceiptHandle"], Outcome(Action.RETRY, "stopping"))
 
-    def _start(self, messages: list[dict[str, Any]]) -> None:
+    def _start(self, messages: list[MessageTypeDef]) -> None:
         for message in messages:
             task = asyncio.create_task(self._handle(message))
             self._jobs.add(task)
             task.add_done_callback(self._jobs.discard)
 
-    async def _handle(self, message: dict[str, Any]) -> None:
+    async def _handle(self, message: MessageTypeDef) -> None:
         """Run one message and act on the outcome; always frees its slot."""
         try:
             await self._handle_inner(message)
@@ -159,13 +164,14 @@ class Worker:
         finally:
             self._slots.release()
 
-    async def _handle_inner(self, message: dict[str, Any]) -> None:
+    async def _handle_inner(self, message: MessageTypeDef) -> None:
         receipt = message["ReceiptHandle"]
         count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         msg = parse_message(message.get("Body", ""), message["MessageId"], count)
         if msg is None:
             log.error("message %s is not a job message; deleting it", message["MessageId"])
-            await self._delete(receipt)
+            poison = Outcome(Action.DELETE, "not a job message")
+            await settle(self.svc.sqs, self.svc.settings.queue_url, receipt, poison, delete=True)
             return
         keeper = asyncio.create_task(self._keep_invisible(receipt))
         job = asyncio.create_task(
@@ -185,20 +191,8 @@ class Worker:
         await self._settle(receipt, outcome)
 
     async def _settle(self, receipt: str, outcome: Outcome) -> None:
-        if outcome.action is Action.DELETE:
+        if await settle(self.svc.sqs, self.svc.settings.queue_url, receipt, outcome, delete=True):
             self.completed += 1
-            await self._delete(receipt)
-        elif outcome.action is Action.RETRY:
-            await self.svc.sqs.change_message_visibility(
-                QueueUrl=self.svc.settings.queue_url,
-                ReceiptHandle=receipt,
-                VisibilityTimeout=outcome.delay,
-            )
-
-    async def _delete(self, receipt: str) -> None:
-        await self.svc.sqs.delete_message(
-            QueueUrl=self.svc.settings.queue_url, ReceiptHandle=receipt
-        )
 
     async def _keep_invisible(self, receipt: str) -> None:
         """Extend the message's visibility while its job runs."""

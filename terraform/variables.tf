@@ -77,8 +77,8 @@ variable "src_prefixes" {
   default     = []
 
   validation {
-    condition     = alltrue([for p in var.src_prefixes : length(p) > 0 && !startswith(p, "/") && !strcontains(p, "*")])
-    error_message = "src_prefixes must be non-empty, must not start with '/' and must not contain '*'."
+    condition     = alltrue([for p in var.src_prefixes : length(p) > 1 && endswith(p, "/") && !startswith(p, "/") && !strcontains(p, "*")])
+    error_message = "src_prefixes must end with '/' (\"docs\" would also allow \"docs-private/\"), must not start with '/' and must not contain '*'."
   }
 }
 

@@ -3,6 +3,7 @@
 Read ``pipeline.py`` first: it joins the stages in the order bytes flow.
 """
 
+from ..units import MiB
 from .budget import Budget
 from .models import (
     ArchiveTooLargeError,
@@ -10,19 +11,21 @@ from .models import (
     Compression,
     Destination,
     EmptyArchiveError,
-    MiB,
+    LengthMismatchError,
     MissingPolicy,
     MissingSourcesError,
     Progress,
     ReadFailedError,
     SourceChangedError,
     SourceObject,
+    TooManySourcesError,
     ZipJobError,
     ZipOptions,
     ZipResult,
 )
 from .pipeline import build_zip
 from .planner import list_prefix
+from .uploader import content_disposition
 
 __all__ = [
     "ArchiveTooLargeError",
@@ -31,6 +34,7 @@ __all__ = [
     "Compression",
     "Destination",
     "EmptyArchiveError",
+    "LengthMismatchError",
     "MiB",
     "MissingPolicy",
     "MissingSourcesError",
@@ -38,9 +42,11 @@ __all__ = [
     "ReadFailedError",
     "SourceChangedError",
     "SourceObject",
+    "TooManySourcesError",
     "ZipJobError",
     "ZipOptions",
     "ZipResult",
     "build_zip",
+    "content_disposition",
     "list_prefix",
 ]

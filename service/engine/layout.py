@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .models import ArchiveTooLargeError, BudgetTooSmallError, MiB
+from ..units import MiB
+from .models import ArchiveTooLargeError, BudgetTooSmallError
 
 S3_MIN_PART = 5 * MiB
 S3_MAX_PART = 5 * 1024 * MiB
@@ -18,9 +19,6 @@ S3_MAX_PARTS = 10_000
 S3_MAX_OBJECT = 5 * 1024 * 1024 * MiB  # 5 TiB
 # Aim below the hard limit so a plan that is off by a little still fits.
 TARGET_MAX_PARTS = 9_000
-# Below this an archive is written with one PutObject (S3 rejects smaller
-# multipart parts anyway, except the last).
-SINGLE_PUT_LIMIT = S3_MIN_PART
 
 
 def part_size_for(archive_bytes: int, min_part_size: int = 8 * MiB) -> int:

@@ -10,8 +10,9 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
-MiB = 1024 * 1024
+from ..units import MiB
 
 
 class Compression(StrEnum):
@@ -98,12 +99,15 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A snapshot for progress callbacks; cheap to build, safe to keep."""
+    """A snapshot for progress callbacks; cheap to build, safe to keep.
 
-    bytes_done: int
-    bytes_total: int
-    files_done: int
-    files_total: int
+    The job layer stores the same object in its record (``JobRecord.progress``).
+    """
+
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    files_total: int = 0
 
     @property
     def fraction(self) -> float:
@@ -155,9 +159,15 @@ class ZipResult:
 
 
 class ZipJobError(Exception):
-    """Base of every error the engine raises on purpose; ``str()`` is user-facing."""
+    """Base of every error the engine raises on purpose; ``str()`` is user-facing.
+
+    Permanent unless a subclass says otherwise: the runner fails the job at
+    once instead of retrying it, because the same inputs would fail the same
+    way. A subclass for a transient failure sets ``permanent = False``.
+    """
 
     code = "ZipJobError"
+    permanent: ClassVar[bool] = True
 
 
 def _describe(reason: str) -> str:
@@ -203,13 +213,46 @@ class ArchiveTooLargeError(ZipJobError):
     code = "ArchiveTooLarge"
 
 
+class TooManySourcesError(ZipJobError):
+    """A prefix holds more objects than a job may archive; found while listing.
+
+    Listing stops at the first object past the limit, so a prefix of a huge
+    bucket (or ``""``) costs one page per 1,000 allowed keys, never the bucket.
+    """
+
+    code = "TooManySources"
+
+    def __init__(self, bucket: str, prefix: str, limit: int) -> None:
+        self.bucket, self.prefix, self.limit = bucket, prefix, limit
+        super().__init__(
+            f"s3://{bucket}/{prefix} holds more than {limit} objects, the limit per job "
+            f"(ZIPJOBS_MAX_KEYS={limit}); zip a narrower prefix or list the keys"
+        )
+
+
 class EmptyArchiveError(ZipJobError):
     """No sources (left) to archive."""
 
     code = "EmptyArchive"
 
 
-class ReadFailedError(ZipJobError):
-    """A range could not be read after every retry."""
+class LengthMismatchError(ZipJobError):
+    """The bytes produced differ from the plan's exact length (one entry or the archive).
+
+    The archive is never completed. Permanent: the plan came from HEAD, so a
+    second attempt with the same plan would stream the same wrong length.
+    """
+
+    code = "LengthMismatch"
+
+
+class ReadFailedError(ZipJobError, ConnectionError):
+    """A range could not be read after every retry.
+
+    Transient (the job is retried later), and a ``ConnectionError`` like
+    aiohttp's client errors, so code that handles network failures in general
+    handles this one too.
+    """
 
     code = "ReadFailed"
+    permanent: ClassVar[bool] = False

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .budget import Budget
 from .layout import BudgetShares, part_size_for, split_budget
@@ -36,8 +36,13 @@ from .models import (
 from .planner import make_plan
 from .progress import ProgressReporter
 from .reader import RangeReader
+from .taskgroups import first_error
 from .uploader import PartWriter
 from .zip_stream import ArchiveStream, ZipPump, build_stream
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 # Deflate output length is unknown up front; size parts for the worst case
 # (stored length plus zlib's few bytes per 16 KiB block).
@@ -69,21 +74,11 @@ def _shares(plan: Plan, options: ZipOptions, part_size: int, length: int | None)
     return BudgetShares(shares.part_size, shares.part_buffers, max(useful_read, 1))
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that started the collapse, not the cancellations it caused."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return group.exceptions[0]
-
-
 async def build_zip(
     sources: Sequence[SourceObject],
     destination: Destination,
     *,
-    s3: Any,
+    s3: S3Client,
     options: ZipOptions | None = None,
     budget: Budget | None = None,
     on_progress: ProgressCallback | None = None,
@@ -143,7 +138,7 @@ async def build_zip(
             upload = await writer.finish()
         except BaseExceptionGroup as group:
             await writer.abort()
-            raise _first_error(group) from None
+            raise first_error(group) from None
         except BaseException:
             await writer.abort()
             raise

@@ -16,7 +16,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -28,13 +28,21 @@ from .models import (
     PlannedEntry,
     SourceObject,
     SourceProblem,
+    TooManySourcesError,
 )
+from .taskgroups import first_error
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 # A directory with at least this many requested keys is listed instead of
 # HEADed key by key.
 LIST_MIN_KEYS = 20
 # Stop listing a directory that holds far more than was asked for.
 LIST_MAX_OVERREAD = 4
+# ListObjectsV2 returns at most 1,000 keys per page.
+LIST_PAGE_KEYS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +71,7 @@ def _error_reason(err: ClientError) -> str | None:
     return None
 
 
-async def _head(s3: Any, bucket: str, key: str) -> ObjectMeta | str:
+async def _head(s3: S3Client, bucket: str, key: str) -> ObjectMeta | str:
     """Metadata of one object, or the reason it cannot be read."""
     try:
         resp = await s3.head_object(Bucket=bucket, Key=key)
@@ -76,7 +84,7 @@ async def _head(s3: Any, bucket: str, key: str) -> ObjectMeta | str:
 
 
 async def _list_directory(
-    s3: Any, bucket: str, directory: str, wanted: set[str]
+    s3: S3Client, bucket: str, directory: str, wanted: set[str]
 ) -> dict[str, ObjectMeta]:
     """List one directory (no recursion), stopping early if it is much larger than wanted.
 
@@ -113,7 +121,7 @@ def _directories(sources: Sequence[SourceObject]) -> dict[tuple[str, str], set[s
 
 
 async def fetch_metadata(
-    s3: Any, sources: Sequence[SourceObject], concurrency: int
+    s3: S3Client, sources: Sequence[SourceObject], concurrency: int
 ) -> dict[tuple[str, str], ObjectMeta | str]:
     """Metadata (or a problem reason) for every distinct (bucket, key)."""
     sem = asyncio.Semaphore(concurrency)
@@ -128,19 +136,22 @@ async def fetch_metadata(
         async with sem:
             meta[(bucket, key)] = await _head(s3, bucket, key)
 
-    async with asyncio.TaskGroup() as tg:
-        for (bucket, directory), keys in _directories(sources).items():
-            if len(keys) >= LIST_MIN_KEYS:
-                tg.create_task(list_one(bucket, directory, keys))
-    wanted = {(s.bucket, s.key) for s in sources}
-    async with asyncio.TaskGroup() as tg:
-        for bucket, key in wanted - meta.keys():
-            tg.create_task(head_one(bucket, key))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for (bucket, directory), keys in _directories(sources).items():
+                if len(keys) >= LIST_MIN_KEYS:
+                    tg.create_task(list_one(bucket, directory, keys))
+        wanted = {(s.bucket, s.key) for s in sources}
+        async with asyncio.TaskGroup() as tg:
+            for bucket, key in wanted - meta.keys():
+                tg.create_task(head_one(bucket, key))
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
     return meta
 
 
 async def make_plan(
-    s3: Any,
+    s3: S3Client,
     sources: Sequence[SourceObject],
     *,
     missing: MissingPolicy = MissingPolicy.FAIL,
@@ -166,14 +177,28 @@ async def make_plan(
     return Plan(entries=entries, skipped=tuple(problems))
 
 
-async def list_prefix(s3: Any, bucket: str, prefix: str) -> list[SourceObject]:
-    """Every object under ``prefix`` in key order, folder markers (``a/``) excluded."""
+async def list_prefix(
+    s3: S3Client, bucket: str, prefix: str, *, limit: int | None = None
+) -> list[SourceObject]:
+    """Every object under ``prefix`` in key order, folder markers (``a/``) excluded.
+
+    With ``limit``, raise ``TooManySourcesError`` as soon as one more object
+    is seen: pages are asked for no larger than what is still allowed, so a
+    prefix over a huge bucket is never listed (or held) past the limit.
+    """
     out: list[SourceObject] = []
-    paginator = s3.get_paginator("list_objects_v2")
-    async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        if limit is not None:
+            kwargs["MaxKeys"] = max(1, min(LIST_PAGE_KEYS, limit + 1 - len(out)))
+        page = await s3.list_objects_v2(**kwargs)
         out.extend(
             SourceObject(bucket, obj["Key"])
             for obj in page.get("Contents", [])
             if not obj["Key"].endswith("/")
         )
-    return out
+        if limit is not None and len(out) > limit:
+            raise TooManySourcesError(bucket, prefix, limit)
+        if not page.get("IsTruncated"):
+            return out
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]

@@ -22,7 +22,7 @@ import asyncio
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
 from botocore.exceptions import (
@@ -34,8 +34,14 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from ..units import MiB
 from .budget import ByteSemaphore
-from .models import MiB, PlannedEntry, ReadFailedError, SourceChangedError
+from .layout import byte_ranges
+from .models import PlannedEntry, ReadFailedError, SourceChangedError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 PIECE = 1 * MiB
 
@@ -91,7 +97,7 @@ class RangeReader:
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         entries: Sequence[PlannedEntry],
         budget: ByteSemaphore,
         *,
@@ -114,8 +120,8 @@ class RangeReader:
         """Start every range's GET in archive order; return when all are read."""
         async with asyncio.TaskGroup() as tg:
             for index, entry in enumerate(self._entries):
-                for start in range(0, entry.size, self._range_size):
-                    slot = RangeSlot(entry, start, min(start + self._range_size, entry.size))
+                for start, end in byte_ranges(entry.size, self._range_size):
+                    slot = RangeSlot(entry, start, end)
                     await self._budget.acquire(slot.length)
                     await self._connections.acquire()
                     self._on_slot(index, slot)
@@ -171,7 +177,8 @@ class RangeReader:
         handed_over = filled
         try:
             while filled < slot.length:
-                n = await body.readinto(view[filled:])
+                # The stub says bytearray; aiobotocore only slice-assigns into it.
+                n = await body.readinto(cast("bytearray", view[filled:]))
                 if n == 0:
                     raise IncompleteReadError(actual_bytes=filled, expected_bytes=slot.length)
                 filled += n

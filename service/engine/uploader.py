@@ -21,10 +21,15 @@ import logging
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, TYPE_CHECKING, cast
 
 from .budget import ByteSemaphore
-from .models import Destination
+from .models import Destination, LengthMismatchError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,14 @@ class PartBody:
 
     def __len__(self) -> int:
         return len(self._view) - self._pos
+
+    def as_body(self) -> IO[bytes]:
+        """This object as the stubs' ``Body`` type: botocore needs only read/seek/tell.
+
+        Not an ``io.IOBase`` on purpose: aiohttp would then send it through its
+        file payload (copying) instead of iterating the zero-copy slices.
+        """
+        return cast("IO[bytes]", self)
 
     def read(self, n: int = -1) -> bytes:
         end = len(self._view) if n is None or n < 0 else min(self._pos + n, len(self._view))
@@ -80,7 +93,11 @@ class UploadResult:
 
 
 def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and the RFC 5987 UTF-8 name."""
+    """``attachment`` with an ASCII fallback and the RFC 5987 UTF-8 name.
+
+    The one definition: the archive object carries it, and the job API asks
+    S3 for the same header on the presigned download (ResponseContentDisposition).
+    """
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
     encoded = urllib.parse.quote(filename, safe="")
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
@@ -91,7 +108,7 @@ class PartWriter:
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         destination: Destination,
         *,
         part_size: int,
@@ -115,10 +132,6 @@ class PartWriter:
         self._create: asyncio.Task[str] | None = None
         self._failure: BaseException | None = None
 
-    @property
-    def bytes_written(self) -> int:
-        return self._written
-
     async def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
         while view:
@@ -138,7 +151,7 @@ class PartWriter:
         """Upload what is left and complete; refuse an archive of the wrong length."""
         self._raise_failure()
         if self._expected is not None and self._written != self._expected:
-            raise RuntimeError(
+            raise LengthMismatchError(
                 f"archive is {self._written} bytes, planned {self._expected}: not completing"
             )
         if self._create is None:
@@ -149,7 +162,9 @@ class PartWriter:
             await asyncio.gather(*self._tasks)
         self._raise_failure()
         upload_id = await self._create
-        parts = [{"PartNumber": n, "ETag": etag} for n, etag in sorted(self._parts.items())]
+        parts: list[CompletedPartTypeDef] = [
+            {"PartNumber": n, "ETag": etag} for n, etag in sorted(self._parts.items())
+        ]
         resp = await self._s3.complete_multipart_upload(
             Bucket=self._dest.bucket,
             Key=self._dest.key,
@@ -250,7 +265,7 @@ class PartWriter:
                 Key=self._dest.key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=PartBody(buf, fill),
+                Body=PartBody(buf, fill).as_body(),
             )
             self._parts[number] = resp["ETag"]
         finally:
@@ -259,7 +274,7 @@ class PartWriter:
     async def _put_single(self) -> UploadResult:
         buf, fill = self._buf, self._fill
         acquired = 0 if buf is None else len(buf)
-        body = b"" if buf is None else PartBody(buf, fill)
+        body = b"" if buf is None else PartBody(buf, fill).as_body()
         try:
             resp = await self._s3.put_object(
                 Bucket=self._dest.bucket,

@@ -34,7 +34,7 @@ from zipstream import ZipStream
 from zipstream.ng import ZipStreamInfo
 
 from .budget import ByteSemaphore
-from .models import Compression, PlannedEntry
+from .models import Compression, LengthMismatchError, PlannedEntry
 from .reader import RangeSlot
 
 MAX_STEPS_PER_TURN = 64
@@ -86,7 +86,7 @@ class ArchiveStream(ZipStream):  # type: ignore[misc]
         for chunk in zinfo._file_data(iterable):
             yield self._track(chunk)
         if zinfo.file_size != size:
-            raise RuntimeError(
+            raise LengthMismatchError(
                 f"{arcname}: read {zinfo.file_size} bytes, planned {size}; archive aborted"
             )
         self._filelist.append(zinfo)

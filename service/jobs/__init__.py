@@ -10,7 +10,7 @@ call only what is exported here:
 """
 
 from .http import HttpRequest, HttpResponse, handle, problem_response
-from .models import JobError, JobProgress, JobRecord, JobRequest, JobStatus
+from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .problems import PROBLEM_CONTENT_TYPE, ApiError, Problem
 from .runner import Action, JobMessage, Outcome, parse_message, run_job_message
 from .service import JobService, Submitted
@@ -19,11 +19,10 @@ __all__ = [
     "PROBLEM_CONTENT_TYPE",
     "Action",
     "ApiError",
+    "FailureReason",
     "HttpRequest",
     "HttpResponse",
-    "JobError",
     "JobMessage",
-    "JobProgress",
     "JobRecord",
     "JobRequest",
     "JobService",

@@ -12,8 +12,8 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from ..engine import Compression, MissingPolicy
-from .models import JobError, JobProgress, JobRecord, JobRequest, JobStatus, Manifest
+from ..engine import Compression, MissingPolicy, Progress
+from .models import FailureReason, JobRecord, JobRequest, JobStatus, Manifest
 
 HASH_KEY = "jobId"
 TTL_ATTRIBUTE = "ttl"
@@ -41,6 +41,16 @@ def key_of(job_id: str) -> dict[str, Any]:
     return {HASH_KEY: {"S": job_id}}
 
 
+def progress_json(p: Progress) -> dict[str, int]:
+    """Progress as stored in the item and shown in the job view (the same names)."""
+    return {
+        "bytesDone": p.bytes_done,
+        "bytesTotal": p.bytes_total,
+        "filesDone": p.files_done,
+        "filesTotal": p.files_total,
+    }
+
+
 def encode(record: JobRecord) -> dict[str, Any]:
     """The full item for a new job."""
     req = record.request
@@ -59,7 +69,7 @@ def encode(record: JobRecord) -> dict[str, Any]:
         TTL_ATTRIBUTE: record.expires_at,
         "keysCount": record.keys_count,
         "attempts": record.attempts,
-        **record.progress_item(),
+        **progress_json(record.progress),
     }
     if req.prefix is not None:
         plain["prefix"] = req.prefix
@@ -73,7 +83,7 @@ def encode(record: JobRecord) -> dict[str, Any]:
     return {name: to_attr(value) for name, value in plain.items()}
 
 
-def error_item(error: JobError) -> dict[str, Any]:
+def error_item(error: FailureReason) -> dict[str, Any]:
     out: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.missing_keys:
         out["missingKeys"] = list(error.missing_keys)
@@ -109,7 +119,7 @@ def decode(item: dict[str, Any]) -> JobRecord:
         expires_at=int(d[TTL_ATTRIBUTE]),
         manifest=manifest,
         keys_count=int(d.get("keysCount", 0)),
-        progress=JobProgress(
+        progress=Progress(
             bytes_done=int(d.get("bytesDone", 0)),
             bytes_total=int(d.get("bytesTotal", 0)),
             files_done=int(d.get("filesDone", 0)),
@@ -118,7 +128,7 @@ def decode(item: dict[str, Any]) -> JobRecord:
         started_at=parse_iso(d["startedAt"]) if "startedAt" in d else None,
         finished_at=parse_iso(d["finishedAt"]) if "finishedAt" in d else None,
         error=(
-            JobError(error["code"], error["message"], tuple(error.get("missingKeys", ())))
+            FailureReason(error["code"], error["message"], tuple(error.get("missingKeys", ())))
             if error
             else None
         ),

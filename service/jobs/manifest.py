@@ -8,9 +8,13 @@ for the worker); above it they go to ``{manifest_prefix}{jobId}.json``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .models import Manifest
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 # Leave room under the 400 KB item limit for the rest of the record and the
 # per-element overhead DynamoDB counts for list items.
@@ -22,7 +26,7 @@ def keys_fit_inline(keys: tuple[str, ...]) -> bool:
 
 
 async def put_manifest(
-    s3: Any, bucket: str, prefix: str, job_id: str, keys: tuple[str, ...]
+    s3: S3Client, bucket: str, prefix: str, job_id: str, keys: tuple[str, ...]
 ) -> Manifest:
     key = f"{prefix}{job_id}.json"
     body = json.dumps({"version": 1, "jobId": job_id, "keys": list(keys)}).encode()
@@ -30,7 +34,7 @@ async def put_manifest(
     return Manifest(bucket=bucket, key=key, count=len(keys))
 
 
-async def read_manifest(s3: Any, manifest: Manifest) -> tuple[str, ...]:
+async def read_manifest(s3: S3Client, manifest: Manifest) -> tuple[str, ...]:
     resp = await s3.get_object(Bucket=manifest.bucket, Key=manifest.key)
     async with resp["Body"] as stream:
         doc = json.loads(await stream.read())
@@ -43,5 +47,5 @@ async def read_manifest(s3: Any, manifest: Manifest) -> tuple[str, ...]:
     return keys
 
 
-async def delete_manifest(s3: Any, manifest: Manifest) -> None:
+async def delete_manifest(s3: S3Client, manifest: Manifest) -> None:
     await s3.delete_object(Bucket=manifest.bucket, Key=manifest.key)

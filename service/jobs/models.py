@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..engine import Compression, MissingPolicy
+from ..engine import Compression, MissingPolicy, Progress
 
 
 class JobStatus(StrEnum):
@@ -53,27 +53,7 @@ class JobRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class JobProgress:
-    bytes_done: int = 0
-    bytes_total: int = 0
-    files_done: int = 0
-    files_total: int = 0
-
-    def item(self) -> dict[str, int]:
-        """The stored attributes; the same names as the JSON view."""
-        return self.to_json()
-
-    def to_json(self) -> dict[str, int]:
-        return {
-            "bytesDone": self.bytes_done,
-            "bytesTotal": self.bytes_total,
-            "filesDone": self.files_done,
-            "filesTotal": self.files_total,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class JobError:
+class FailureReason:
     """Why a job FAILED, as the client sees it. ``missing_keys`` names every missing source."""
 
     code: str
@@ -110,19 +90,16 @@ class JobRecord:
     expires_at: int  # the DynamoDB TTL attribute (epoch seconds)
     manifest: Manifest | None = None
     keys_count: int = 0
-    progress: JobProgress = field(default_factory=JobProgress)
+    progress: Progress = field(default_factory=Progress)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
-    error: JobError | None = None
+    error: FailureReason | None = None
     lease_owner: str | None = None
     lease_expires_at: float | None = None  # epoch seconds
     message_id: str | None = None
     attempts: int = 0
     archive_bytes: int | None = None
     skipped_keys: tuple[str, ...] = ()
-
-    def progress_item(self) -> dict[str, int]:
-        return self.progress.item()
 
     def lease_live(self, now: float) -> bool:
         return (

@@ -16,7 +16,7 @@ import datetime as dt
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from .views import content_disposition
+from ..engine import content_disposition
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

@@ -72,10 +72,5 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def invalid(detail: str, **extra: Any) -> ApiError:
-    """A request that parsed but says something we cannot do (422)."""
-    return ApiError(422, "invalid-request", detail, **extra)
-
-
 def not_found(job_id: str) -> ApiError:
     return ApiError(404, "job-not-found", f"no job with id {job_id!r}")

@@ -19,26 +19,27 @@ import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine import (
-    ArchiveTooLargeError,
     Budget,
-    BudgetTooSmallError,
     Destination,
-    EmptyArchiveError,
     MissingSourcesError,
     Progress,
-    SourceChangedError,
     SourceObject,
+    ZipJobError,
     ZipOptions,
     ZipResult,
     build_zip,
     list_prefix,
 )
 from .manifest import read_manifest
-from .models import JobError, JobProgress, JobRecord, JobStatus
+from .models import FailureReason, JobRecord, JobStatus
 from .service import JobService
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,6 @@ def reported_keys(keys: list[str]) -> tuple[str, ...]:
             break
         out.append(key)
     return tuple(out)
-
-
-PERMANENT_ERRORS = (
-    ArchiveTooLargeError,
-    MissingSourcesError,
-    SourceChangedError,
-    BudgetTooSmallError,
-    EmptyArchiveError,
-)
 
 
 class Action(StrEnum):
@@ -104,14 +96,14 @@ def parse_message(body: str, message_id: str, receive_count: int) -> JobMessage 
     return JobMessage(job_id, message_id, receive_count)
 
 
-def classify(err: BaseException) -> tuple[bool, JobError]:
+def classify(err: BaseException) -> tuple[bool, FailureReason]:
     """(permanent?, the error the client sees). Permanent errors are never retried."""
     if isinstance(err, MissingSourcesError):
         keys = [p.key for p in err.problems]
-        return True, JobError(err.code, str(err), reported_keys(keys))
-    if isinstance(err, PERMANENT_ERRORS):
-        return True, JobError(err.code, str(err))
-    return False, JobError("Transient", f"{type(err).__name__}: {err}")
+        return True, FailureReason(err.code, str(err), reported_keys(keys))
+    if isinstance(err, ZipJobError) and err.permanent:
+        return True, FailureReason(err.code, str(err))
+    return False, FailureReason("Transient", f"{type(err).__name__}: {err}")
 
 
 def retry_delay(receive_count: int) -> int:
@@ -133,7 +125,7 @@ class _Tracker:
         self.stop_reason: str | None = None
 
     def update(self, p: Progress) -> None:
-        self.progress = JobProgress(p.bytes_done, p.bytes_total, p.files_done, p.files_total)
+        self.progress = p
 
 
 async def run_job_message(
@@ -197,7 +189,7 @@ async def _succeeded(
     svc: JobService, record: JobRecord, owner: str, tracker: _Tracker, result: ZipResult
 ) -> Outcome:
     skipped = list(reported_keys([p.key for p in result.skipped]))
-    done = JobProgress(result.source_bytes, result.source_bytes, result.files, result.files)
+    done = Progress(result.source_bytes, result.source_bytes, result.files, result.files)
     if await svc.store.mark_ready(record.job_id, owner, done, result.archive_bytes, skipped):
         log.info(
             "job %s: READY, %d files, %d bytes in %.1f s",
@@ -223,30 +215,38 @@ async def _failed(
         log.info("job %s: FAILED (%s)", record.job_id, error.code)
         await svc.store.mark_failed(record.job_id, error, owner)
         return Outcome(Action.DELETE, f"job FAILED: {error.code}")
-    max_receives = await svc.max_receives()
-    log.warning(
-        "job %s: attempt %d of %d failed: %s",
-        record.job_id,
-        msg.receive_count,
-        max_receives,
-        error.message,
+    log.warning("job %s: attempt %d failed: %s", record.job_id, msg.receive_count, error.message)
+    final = FailureReason(
+        "RetriesExhausted",
+        f"gave up after {msg.receive_count} attempts; last error: {error.message}",
     )
-    if msg.receive_count >= max_receives:
-        final = JobError(
-            "RetriesExhausted",
-            f"gave up after {msg.receive_count} attempts; last error: {error.message}",
-        )
-        await svc.store.mark_failed(record.job_id, final, owner)
-        # Returned once more so SQS moves it to the dead-letter queue.
-        return Outcome(Action.RETRY, "retries exhausted; job FAILED")
+    if last := await fail_on_last_receive(svc, msg, final, owner):
+        return last
     await svc.store.release(record.job_id, owner)
     return Outcome(Action.RETRY, "transient failure", delay=retry_delay(msg.receive_count))
+
+
+async def fail_on_last_receive(
+    svc: JobService, msg: JobMessage, reason: FailureReason, owner: str | None = None
+) -> Outcome | None:
+    """The out-of-receives rule, for every path that gives up on an attempt.
+
+    On the queue's last receive the job is FAILED with ``reason`` and the
+    message is returned once more, so SQS moves it to the dead-letter queue.
+    Before that: None, and the caller returns the message for a retry.
+    """
+    max_receives = await svc.max_receives()
+    if msg.receive_count < max_receives:
+        return None
+    await svc.store.mark_failed(msg.job_id, reason, owner)
+    log.error("job %s: FAILED on receive %d of %d", msg.job_id, msg.receive_count, max_receives)
+    return Outcome(Action.RETRY, f"job FAILED ({reason.code}); on to the dead-letter queue")
 
 
 async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     req = record.request
     if req.prefix is not None:
-        listed = await list_prefix(svc.s3, req.bucket, req.prefix)
+        listed = await list_prefix(svc.s3, req.bucket, req.prefix, limit=svc.settings.max_keys)
         return [SourceObject(s.bucket, s.key, arcname_under(req.prefix, s.key)) for s in listed]
     keys = req.keys
     if record.manifest is not None:
@@ -254,7 +254,7 @@ async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     return [SourceObject(req.bucket, key) for key in keys or ()]
 
 
-async def abort_leftover_uploads(s3: Any, bucket: str, key: str) -> int:
+async def abort_leftover_uploads(s3: S3Client, bucket: str, key: str) -> int:
     """Abort multipart uploads a dead worker left for this job's archive key.
 
     The key contains the job id, so every upload under it belongs to this job.

@@ -15,18 +15,24 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api_token import with_api_token
-from ..aws import aws_client
+from ..aws import BACKGROUND, CallLimits, aws_client
 from ..settings import Settings
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
-from .models import JobError, JobRecord, JobRequest, JobStatus
+from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .presign import presign_download
 from .problems import ApiError, not_found
-from .store import JobStore, digest
+from .store import IdempotencyKeyReusedError, IdempotencyRaceError, JobStore, digest
 from .validation import check_content_type, check_idempotency_key, is_job_id, parse_job_request
 from .views import job_view
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
+
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +65,9 @@ class JobService:
         self,
         settings: Settings,
         *,
-        s3: Any,
-        dynamodb: Any,
-        sqs: Any,
+        s3: S3Client,
+        dynamodb: DynamoDBClient,
+        sqs: SQSClient,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -74,13 +80,19 @@ class JobService:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[JobService]:
-        """Create the clients once per process (Lambda: once per container)."""
-        settings = await with_api_token(settings)
+    async def open(
+        cls, settings: Settings, *, limits: CallLimits = BACKGROUND
+    ) -> AsyncIterator[JobService]:
+        """Create the clients once per process (Lambda: once per container).
+
+        ``limits``: ``INTERACTIVE`` for a process that only answers the API.
+        """
+        settings = await with_api_token(settings, limits)
         async with AsyncExitStack() as stack:
-            s3 = await stack.enter_async_context(aws_client("s3", settings.aws))
-            db = await stack.enter_async_context(aws_client("dynamodb", settings.aws))
-            sqs = await stack.enter_async_context(aws_client("sqs", settings.aws))
+            aws = settings.aws
+            s3 = await stack.enter_async_context(aws_client("s3", aws, limits=limits))
+            db = await stack.enter_async_context(aws_client("dynamodb", aws, limits=limits))
+            sqs = await stack.enter_async_context(aws_client("sqs", aws, limits=limits))
             yield cls(settings, s3=s3, dynamodb=db, sqs=sqs)
 
     def now(self) -> dt.datetime:
@@ -110,7 +122,12 @@ class JobService:
         job_id = uuid.uuid4().hex
         record = await self._new_record(job_id, request)
         body_hash = digest(json.dumps(request.canonical(), sort_keys=True))
-        created = await self.store.create(record, idempotency_key, body_hash)
+        try:
+            created = await self.store.create(record, idempotency_key, body_hash)
+        except IdempotencyRaceError as err:
+            raise _retry_the_request() from err
+        except IdempotencyKeyReusedError as err:
+            raise ApiError(409, "idempotency-key-reused", str(err)) from err
         if not created.new:
             if record.manifest is not None:
                 await delete_manifest(self.s3, record.manifest)
@@ -152,7 +169,7 @@ class JobService:
         """
         record = await self.store.get(job_id)
         if record is None:
-            raise ApiError(409, "idempotency-race", "retry the request")
+            raise _retry_the_request()
         if record.status is JobStatus.PENDING:
             await self._enqueue_or_fail(job_id)
         return Submitted(job_id, record.status, new=False)
@@ -165,7 +182,8 @@ class JobService:
         except Exception as err:
             log.error("job %s: enqueue failed (%s); marking it FAILED", job_id, type(err).__name__)
             await self.store.mark_failed(
-                job_id, JobError("EnqueueFailed", "the job could not be queued; submit it again")
+                job_id,
+                FailureReason("EnqueueFailed", "the job could not be queued; submit it again"),
             )
             raise ApiError(
                 503,
@@ -241,3 +259,8 @@ class JobService:
             except Exception as err:  # a missing permission must not stop the worker
                 log.warning("could not read the queue's redrive policy: %s", err)
         return self._max_receives
+
+
+def _retry_the_request() -> ApiError:
+    """A replay that raced the idempotency item's expiry: the client just sends it again."""
+    return ApiError(409, "idempotency-race", "retry the request")

@@ -15,13 +15,28 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from .codec import HASH_KEY, TTL_ATTRIBUTE, decode, encode, error_item, iso, key_of, to_attr
-from .models import JobError, JobProgress, JobRecord, JobStatus
-from .problems import ApiError
+from ..engine import Progress
+from .codec import (
+    HASH_KEY,
+    TTL_ATTRIBUTE,
+    decode,
+    encode,
+    error_item,
+    iso,
+    key_of,
+    progress_json,
+    to_attr,
+)
+from .models import FailureReason, JobRecord, JobStatus
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import PutTypeDef
+
 
 _IDEM_PREFIX = "idem#"
 # Placeholders for attribute names that are DynamoDB reserved words (or the key).
@@ -45,10 +60,20 @@ class Created:
     new: bool
 
 
+class IdempotencyRaceError(Exception):
+    """The key's item expired between the failed put and the read: retry the request."""
+
+
+class IdempotencyKeyReusedError(Exception):
+    """The key already stands for a request with a different body."""
+
+
 class JobStore:
     """Conditional reads and writes of job items in one DynamoDB table."""
 
-    def __init__(self, dynamodb: Any, table: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, dynamodb: DynamoDBClient, table: str, clock: Callable[[], float] = time.time
+    ) -> None:
         self._db = dynamodb
         self._table = table
         self._clock = clock
@@ -56,6 +81,15 @@ class JobStore:
     def _now(self) -> tuple[float, str]:
         now = self._clock()
         return now, iso(dt.datetime.fromtimestamp(now, dt.UTC))
+
+    def _new_item(self, item: dict[str, Any]) -> PutTypeDef:
+        """A put that fails if an item with the same key exists (no overwrite)."""
+        return {
+            "TableName": self._table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(#k)",
+            "ExpressionAttributeNames": {"#k": HASH_KEY},
+        }
 
     async def create(
         self, record: JobRecord, idempotency_key: str | None = None, body_hash: str = ""
@@ -67,12 +101,7 @@ class JobStore:
         """
         item = encode(record)
         if idempotency_key is None:
-            await self._db.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#k)",
-                ExpressionAttributeNames={"#k": HASH_KEY},
-            )
+            await self._db.put_item(**self._new_item(item))
             return Created(record.job_id, new=True)
         idem_id = _IDEM_PREFIX + digest(idempotency_key)
         idem_item = {
@@ -82,16 +111,9 @@ class JobStore:
             "targetJobId": {"S": record.job_id},
             TTL_ATTRIBUTE: to_attr(record.expires_at),
         }
-        condition = {
-            "ConditionExpression": "attribute_not_exists(#k)",
-            "ExpressionAttributeNames": {"#k": HASH_KEY},
-        }
         try:
             await self._db.transact_write_items(
-                TransactItems=[
-                    {"Put": {"TableName": self._table, "Item": item, **condition}},
-                    {"Put": {"TableName": self._table, "Item": idem_item, **condition}},
-                ]
+                TransactItems=[{"Put": self._new_item(item)}, {"Put": self._new_item(idem_item)}]
             )
             return Created(record.job_id, new=True)
         except ClientError as err:
@@ -102,12 +124,10 @@ class JobStore:
         )
         existing = resp.get("Item")
         if existing is None:  # expired between the two calls: very unlikely, retryable
-            raise ApiError(409, "idempotency-race", "retry the request")
+            raise IdempotencyRaceError("the Idempotency-Key item vanished; retry the request")
         if existing["bodyHash"]["S"] != body_hash:
-            raise ApiError(
-                409,
-                "idempotency-key-reused",
-                "this Idempotency-Key was already used with a different request body",
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was already used with a different request body"
             )
         return Created(existing["targetJobId"]["S"], new=False)
 
@@ -175,11 +195,11 @@ class JobStore:
         return result if isinstance(result, JobRecord) else None
 
     async def heartbeat(
-        self, job_id: str, owner: str, progress: JobProgress, lease_seconds: float
+        self, job_id: str, owner: str, progress: Progress, lease_seconds: float
     ) -> bool:
         """Write progress and renew the lease; False if cancelled or the lease was lost."""
         now, stamp = self._now()
-        p = progress.item()
+        p = progress_json(progress)
         return bool(
             await self._update(
                 job_id,
@@ -203,12 +223,12 @@ class JobStore:
         self,
         job_id: str,
         owner: str,
-        progress: JobProgress,
+        progress: Progress,
         archive_bytes: int,
         skipped_keys: list[str],
     ) -> bool:
         _, stamp = self._now()
-        p = progress.item()
+        p = progress_json(progress)
         return bool(
             await self._update(
                 job_id,
@@ -231,7 +251,9 @@ class JobStore:
             )
         )
 
-    async def mark_failed(self, job_id: str, error: JobError, owner: str | None = None) -> bool:
+    async def mark_failed(
+        self, job_id: str, error: FailureReason, owner: str | None = None
+    ) -> bool:
         """FAILED from RUNNING under ``owner``'s lease, or (owner None) from PENDING/RUNNING."""
         _, stamp = self._now()
         values: dict[str, Any] = {

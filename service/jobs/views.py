@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import quote
 
-from .codec import iso
+from .codec import iso, progress_json
 from .models import JobRecord, JobStatus
 
 
@@ -37,7 +36,7 @@ def job_view(
         "status": record.status.value,
         "statusUrl": status_path(record.job_id, base_path),
         "name": record.request.name,
-        "progress": record.progress.to_json(),
+        "progress": progress_json(record.progress),
         "createdAt": iso(record.created_at),
         "updatedAt": iso(record.updated_at),
         "attempts": record.attempts,
@@ -57,9 +56,3 @@ def job_view(
             out["downloadUrl"] = download_url
             out["expiresAt"] = iso(url_expires_at)
     return out
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / 5987)."""
-    fallback = "".join(ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\' else "_" for ch in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

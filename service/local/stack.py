@@ -12,13 +12,19 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from ..aws import AwsSettings, aws_client
 from ..jobs.codec import HASH_KEY, TTL_ATTRIBUTE
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
+
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +101,7 @@ class Provisioned:
         return dataclasses.replace(settings, access_key_id=FAKE_KEY, secret_access_key=FAKE_KEY)
 
 
-async def _create_bucket(s3: Any, bucket: str) -> None:
+async def _create_bucket(s3: S3Client, bucket: str) -> None:
     try:
         await s3.create_bucket(Bucket=bucket)
     except ClientError as err:
@@ -103,7 +109,7 @@ async def _create_bucket(s3: Any, bucket: str) -> None:
             raise
 
 
-async def _create_table(db: Any, table: str) -> None:
+async def _create_table(db: DynamoDBClient, table: str) -> None:
     try:
         await db.create_table(
             TableName=table,
@@ -123,7 +129,7 @@ async def _create_table(db: Any, table: str) -> None:
     )
 
 
-async def _create_queues(sqs: Any, names: StackNames) -> tuple[str, str]:
+async def _create_queues(sqs: SQSClient, names: StackNames) -> tuple[str, str]:
     dlq_url = (await sqs.create_queue(QueueName=names.dlq))["QueueUrl"]
     attrs = await sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
     policy = {

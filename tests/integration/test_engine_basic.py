@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import random
 import shutil
 import subprocess
 import zipfile
@@ -35,23 +34,14 @@ from service.engine import (
 )
 from service.engine.uploader import content_disposition
 from tests.support.archive_check import verify_archive
-from tests.support.sources import (
-    archive_names,
-    download,
-    file_folder_clashes,
-    open_uploads,
-    unsafe_name_reasons,
-)
+from tests.support.names import archive_names, file_folder_clashes, unsafe_name_reasons
+from tests.support.s3_objects import body, download, open_uploads
 
 pytestmark = pytest.mark.integration
 
 # Small ranges and S3's minimum part size: a 12 MiB archive is 3 parts and
 # dozens of ranged GETs, cheaply.
 SMALL = ZipOptions(range_size=256 * 1024, min_part_size=5 * MiB, budget_bytes=16 * MiB)
-
-
-def body(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 async def zip_to_file(

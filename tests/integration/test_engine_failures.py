@@ -38,8 +38,7 @@ from service.engine import (
 from tests.support.archive_check import verify_archive
 from tests.support.aws_backend import AwsEndpoint
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.s3_objects import unique_bucket_name
-from tests.support.sources import body, download, object_exists, open_uploads
+from tests.support.s3_objects import body, download, object_exists, open_uploads, unique_bucket_name
 
 pytestmark = pytest.mark.integration
 

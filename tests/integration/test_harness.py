@@ -18,8 +18,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from service.aws import AwsSettings, aws_client
+from service.units import MiB
 from tests.support.aws_backend import AwsEndpoint
-from tests.support.s3_objects import MiB, get_bytes
+from tests.support.s3_objects import get_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from service.jobs import Action, JobMessage, JobProgress, JobService, JobStatus, run_job_message
-from service.jobs.models import JobError
+from service.engine import Progress
+from service.jobs import Action, JobMessage, JobService, JobStatus, run_job_message
+from service.jobs.models import FailureReason
 from service.jobs.validation import parse_job_request
 from service.local.samples import Sample, sample_pdfs
 from service.local.stack import Provisioned, StackNames, provision
@@ -108,15 +109,15 @@ async def test_transitions_are_conditional_and_only_forward(svc: JobService) -> 
     first = await store.claim(job_id, "w1", 30, "m1")
     assert first is not None and first.status is JobStatus.RUNNING and first.attempts == 1
     assert await store.claim(job_id, "w2", 30, "m1") is None  # live lease: nobody else
-    assert not await store.heartbeat(job_id, "w2", JobProgress(1, 2, 0, 1), 30)
-    assert await store.heartbeat(job_id, "w1", JobProgress(1, 2, 0, 1), 30)
-    assert not await store.mark_ready(job_id, "w2", JobProgress(), 10, [])
-    assert await store.mark_ready(job_id, "w1", JobProgress(2, 2, 1, 1), 10, [])
+    assert not await store.heartbeat(job_id, "w2", Progress(1, 2, 0, 1), 30)
+    assert await store.heartbeat(job_id, "w1", Progress(1, 2, 0, 1), 30)
+    assert not await store.mark_ready(job_id, "w2", Progress(), 10, [])
+    assert await store.mark_ready(job_id, "w1", Progress(2, 2, 1, 1), 10, [])
     # READY is final: no cancel, no failure, no claim, no heartbeat.
     assert await store.cancel(job_id) is None
-    assert not await store.mark_failed(job_id, JobError("X", "y"))
+    assert not await store.mark_failed(job_id, FailureReason("X", "y"))
     assert await store.claim(job_id, "w1", 30, "m1") is None
-    assert not await store.heartbeat(job_id, "w1", JobProgress(), 30)
+    assert not await store.heartbeat(job_id, "w1", Progress(), 30)
     final = await store.get(job_id)
     assert final is not None and final.status is JobStatus.READY and final.archive_bytes == 10
 
@@ -129,7 +130,7 @@ async def test_an_expired_lease_can_be_taken_over(svc: JobService) -> None:
     await asyncio.sleep(1.2)
     taken = await store.claim(job_id, "w2", 30, "m1")
     assert taken is not None and taken.lease_owner == "w2" and taken.attempts == 2
-    assert not await store.heartbeat(job_id, "w1", JobProgress(), 30)  # the old owner lost it
+    assert not await store.heartbeat(job_id, "w1", Progress(), 30)  # the old owner lost it
 
 
 async def test_cancelled_running_job_refuses_the_heartbeat(svc: JobService) -> None:
@@ -137,8 +138,8 @@ async def test_cancelled_running_job_refuses_the_heartbeat(svc: JobService) -> N
     assert await svc.store.claim(job_id, "w1", 30, "m1") is not None
     cancelled = await svc.store.cancel(job_id)
     assert cancelled is not None and cancelled.status is JobStatus.CANCELLED
-    assert not await svc.store.heartbeat(job_id, "w1", JobProgress(), 30)
-    assert not await svc.store.mark_ready(job_id, "w1", JobProgress(), 1, [])
+    assert not await svc.store.heartbeat(job_id, "w1", Progress(), 30)
+    assert not await svc.store.mark_ready(job_id, "w1", Progress(), 1, [])
 
 
 # --- duplicates ---------------------------------------------------------------------------

@@ -20,7 +20,6 @@ otherwise it raises a ``MissingReaderWarning`` that pytest lists at the end.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -360,13 +359,3 @@ def verify_archive_bytes(
         path = Path(d) / "archive.zip"
         path.write_bytes(data)
         return verify_archive(path, expected, readers=readers)
-
-
-async def averify_archive(
-    path: str | os.PathLike[str],
-    expected: Expected,
-    *,
-    readers: Iterable[str] | None = None,
-) -> tuple[str, ...]:
-    """``verify_archive`` off the event loop, for tests whose servers share that loop."""
-    return await asyncio.to_thread(verify_archive, path, expected, readers=readers)

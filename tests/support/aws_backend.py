@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,14 +65,6 @@ class AwsEndpoint:
     def validates_presigned_urls(self) -> bool:
         """moto accepts a tampered or expired presigned URL; LocalStack does not."""
         return self.backend == "localstack"
-
-    def reset(self) -> None:
-        """Drop every bucket, queue and table (moto only; LocalStack is per session anyway)."""
-        if self.backend != "moto":
-            return
-        req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            resp.read()
 
 
 def docker_available() -> bool:

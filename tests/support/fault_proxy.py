@@ -27,12 +27,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import urllib.parse
 from dataclasses import dataclass, field
 from types import TracebackType
 
 _CHUNK = 64 * 1024
 _NO_BODY_STATUSES = {204, 304}
+
+
+def error_body(code: str, *, json_protocol: bool) -> tuple[bytes, str]:
+    """An AWS error document (body, content type) in the protocol the client speaks.
+
+    S3 answers XML; DynamoDB and SQS (JSON protocol) answer
+    ``{"__type": ..., "message": ...}``, from which botocore takes the code.
+    """
+    if json_protocol:
+        doc = {"__type": f"com.amazonaws.fault#{code}", "message": "injected by the fault proxy"}
+        return json.dumps(doc).encode(), "application/x-amz-json-1.0"
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>injected by the test fault proxy"
+        "</Message><RequestId>fault-proxy</RequestId></Error>"
+    )
+    return xml.encode(), "application/xml"
 
 
 @dataclass
@@ -48,13 +66,18 @@ class Fault:
     code: str = "InternalError"
     delay_s: float = 0.0
     hits: int = 0
+    # DynamoDB and SQS (JSON protocol) send every call as ``POST /`` and name
+    # the operation in X-Amz-Target ("DynamoDB_20120810.PutItem",
+    # "AmazonSQS.SendMessage"): match on it to break one service's calls.
+    target_contains: str = ""
 
-    def matches(self, method: str, path: str, query: str) -> bool:
+    def matches(self, method: str, path: str, query: str, target: str = "") -> bool:
         return (
             self.hits < self.times
             and method == self.method
             and self.path_contains in path
             and self.query_contains in query
+            and self.target_contains in target
         )
 
     def describe(self) -> str:
@@ -175,7 +198,10 @@ class FaultProxy:
         path = urllib.parse.unquote(split.path)
         seen = Seen(request.method, path, split.query, {k.lower(): v for k, v in request.headers})
         self.requests.append(seen)
-        fault = next((f for f in self.faults if f.matches(request.method, path, split.query)), None)
+        target = request.header("x-amz-target") or ""
+        fault = next(
+            (f for f in self.faults if f.matches(request.method, path, split.query, target)), None
+        )
         if fault is not None:
             fault.hits += 1
             seen.fault = fault.describe()
@@ -230,14 +256,12 @@ class FaultProxy:
         self, writer: asyncio.StreamWriter, request: _Request, fault: Fault, seen: Seen
     ) -> None:
         assert fault.status is not None
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{fault.code}</Code><Message>injected by the test fault proxy"
-            "</Message><RequestId>fault-proxy</RequestId></Error>"
-        ).encode()
+        body, content_type = error_body(
+            fault.code, json_protocol=bool(request.header("x-amz-target"))
+        )
         head = (
             f"HTTP/1.1 {fault.status} Injected\r\n"
-            "Content-Type: application/xml\r\n"
+            f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n"
             "\r\n"
         ).encode()

@@ -23,7 +23,6 @@ import asyncio
 import datetime as dt
 import hashlib
 import os
-import random
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +32,10 @@ from typing import Any, BinaryIO
 from botocore.exceptions import ClientError
 
 from service.engine.budget import ByteSemaphore
-from service.engine.models import Compression, MiB, PlannedEntry, SourceObject
+from service.engine.models import Compression, PlannedEntry, SourceObject
 from service.engine.reader import PIECE, RangeSlot
 from service.engine.zip_stream import ArchiveStream, ZipPump, build_stream
+from service.units import MiB
 
 GiB = 1024 * MiB
 # A fixed, timezone-aware date (what S3's LastModified looks like), so runs agree.
@@ -277,7 +277,6 @@ class SyntheticS3:
         self.part_size: int | None = None
         self.completed = False
         self.aborted = False
-        self.put_single = False
         self.calls: list[str] = []
         self._fd: int | None = None
 
@@ -384,7 +383,6 @@ class SyntheticS3:
         with self.out_path.open("wb") as out:
             async for piece in _pieces(Body):
                 out.write(piece)
-        self.put_single = True
         self.completed = True
         return {"ETag": '"synthetic-single"'}
 
@@ -426,87 +424,3 @@ def big_file_dir(fallback: Path, needed: int) -> Path:
     if free > needed + GiB and _mem_available() > needed + SHM_HEADROOM:
         return SHM
     return fallback
-
-
-# ------------------------------------------------------------ S3 round trips (integration)
-
-
-async def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
-    """Incomplete multipart uploads in ``bucket``: what a failed job must never leave."""
-    resp = await s3.list_multipart_uploads(Bucket=bucket)
-    uploads: list[dict[str, Any]] = resp.get("Uploads", [])
-    return uploads
-
-
-async def object_exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        await s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as err:
-        if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-            return False
-        raise
-    return True
-
-
-def archive_names(path: Path) -> list[str]:
-    """Entry names in central-directory order (the engine keeps the sources' order)."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as zf:
-        return [i.filename for i in zf.infolist()]
-
-
-_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
-def unsafe_name_reasons(name: str) -> list[str]:
-    """Why ``name`` could escape or confuse an extraction directory (empty: it is safe)."""
-    reasons = []
-    if not name:
-        reasons.append("empty")
-    if name.startswith("/"):
-        reasons.append("absolute")
-    if "\\" in name:
-        reasons.append("backslash")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        reasons.append("control character")
-    segments = name.split("/")
-    if any(s in ("", ".", "..") for s in segments):
-        reasons.append("empty, . or .. segment")
-    if len(segments[0]) >= 2 and segments[0][1] == ":" and segments[0][0] in _ASCII_LETTERS:
-        reasons.append("drive letter")
-    return reasons
-
-
-async def download(s3: Any, bucket: str, key: str, path: Path, chunk_size: int = 4 * MiB) -> int:
-    """Stream an object to ``path``; returns its size.
-
-    (``s3_objects.download_to`` reads from the object ``async with Body`` returns,
-    which is aiohttp's ClientResponse, whose ``read()`` takes no size: it fails.)
-    """
-    resp = await s3.get_object(Bucket=bucket, Key=key)
-    stream = resp["Body"]
-    written = 0
-    try:
-        with path.open("wb") as out:
-            while chunk := await stream.read(chunk_size):
-                out.write(chunk)
-                written += len(chunk)
-    finally:
-        stream.close()
-    return written
-
-
-def file_folder_clashes(names: Sequence[str]) -> list[str]:
-    """Names that are also a folder of another name (``docs`` and ``docs/x.pdf``),
-    ignoring case: no extractor can create both."""
-    folders: set[str] = set()
-    for name in names:
-        parts = name.casefold().split("/")[:-1]
-        folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    return [n for n in names if n.casefold() in folders]
-
-
-def body(size: int, seed: int) -> bytes:
-    """Deterministic incompressible test content."""
-    return random.Random(seed).randbytes(size)

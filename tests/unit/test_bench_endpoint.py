@@ -28,8 +28,8 @@ from loadtest.bench_endpoint.store import seed_keys
 from loadtest.bench_endpoint.zipcheck import ZipChecker
 from loadtest.s3_link_proxy import LinkSpec, start_proxy
 from service.aws import AwsSettings, aws_client
+from service.units import MiB
 
-MiB = 1024 * 1024
 SRC = "src"
 OUT = "out"
 

@@ -8,20 +8,30 @@ import json
 import pytest
 
 from service.engine import (
+    ArchiveTooLargeError,
     BudgetTooSmallError,
     Compression,
     EmptyArchiveError,
+    LengthMismatchError,
     MissingPolicy,
     MissingSourcesError,
+    Progress,
     ReadFailedError,
     SourceChangedError,
+    ZipJobError,
 )
 from service.engine.models import SourceProblem
 from service.jobs.codec import decode, encode, iso, parse_iso
-from service.jobs.models import JobError, JobProgress, JobRecord, JobRequest, JobStatus, Manifest
+from service.jobs.models import (
+    FailureReason,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    Manifest,
+)
 from service.jobs.problems import ApiError, Problem
 from service.jobs.runner import arcname_under, classify, parse_message, retry_delay
-from service.jobs.views import accepted_view, content_disposition, job_view
+from service.jobs.views import accepted_view, job_view
 
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
 
@@ -57,7 +67,7 @@ def test_codec_round_trip_with_manifest_prefix_and_error() -> None:
         request=JobRequest("src", None, "docs/", "y.zip"),
         manifest=None,
         status=JobStatus.FAILED,
-        error=JobError("MissingSources", "2 missing", ("a", "b")),
+        error=FailureReason("MissingSources", "2 missing", ("a", "b")),
     )
     assert decode(encode(rec)) == rec
     with_manifest = record(manifest=Manifest("m", "manifests/x.json", 2))
@@ -85,7 +95,7 @@ def test_view_of_a_ready_job_carries_the_url_it_is_given() -> None:
         status=JobStatus.READY,
         archive_bytes=10,
         finished_at=T0,
-        progress=JobProgress(5, 5, 2, 2),
+        progress=Progress(5, 5, 2, 2),
         skipped_keys=("a/3.pdf",),
     )
     exp = T0 + dt.timedelta(hours=1)
@@ -97,7 +107,7 @@ def test_view_of_a_ready_job_carries_the_url_it_is_given() -> None:
 
 
 def test_view_of_a_failed_job_names_missing_keys() -> None:
-    rec = record(status=JobStatus.FAILED, error=JobError("MissingSources", "m", ("k1", "k2")))
+    rec = record(status=JobStatus.FAILED, error=FailureReason("MissingSources", "m", ("k1", "k2")))
     assert job_view(rec)["error"] == {
         "code": "MissingSources",
         "message": "m",
@@ -125,12 +135,6 @@ def test_problem_document_shape() -> None:
     assert Problem(418, "teapot", "x").title == "Error"
 
 
-def test_content_disposition_has_ascii_fallback_and_exact_utf8_name() -> None:
-    value = content_disposition('Bericht "März".zip')
-    assert 'filename="Bericht _M_rz_.zip"' in value
-    assert "filename*=UTF-8''Bericht%20%22M%C3%A4rz%22.zip" in value
-
-
 def test_classify_permanent_and_transient() -> None:
     permanent, err = classify(
         MissingSourcesError(
@@ -138,11 +142,32 @@ def test_classify_permanent_and_transient() -> None:
         )
     )
     assert permanent and err.code == "MissingSources" and err.missing_keys == ("k1", "k2")
-    for exc in (SourceChangedError("b", "k"), BudgetTooSmallError("x"), EmptyArchiveError("x")):
-        assert classify(exc)[0] is True
+    for exc in (
+        SourceChangedError("b", "k"),
+        BudgetTooSmallError("x"),
+        EmptyArchiveError("x"),
+        ArchiveTooLargeError("x"),
+        LengthMismatchError("x"),
+    ):
+        assert classify(exc) == (True, FailureReason(exc.code, str(exc)))
     for exc2 in (ReadFailedError("x"), ConnectionError("reset"), RuntimeError("boom")):
         permanent, err = classify(exc2)
         assert not permanent and err.code == "Transient" and type(exc2).__name__ in err.message
+
+
+def test_a_new_engine_error_is_permanent_unless_it_says_otherwise() -> None:
+    """Other branches add ZipJobError subclasses; the runner must never retry them."""
+
+    class SomethingNew(ZipJobError):
+        code = "SomethingNew"
+
+    assert classify(SomethingNew("no")) == (True, FailureReason("SomethingNew", "no"))
+
+
+def test_read_failed_is_a_connection_error() -> None:
+    """Like aiohttp's client errors (OSError), so generic network handling applies."""
+    assert isinstance(ReadFailedError("x"), ConnectionError)
+    assert isinstance(ReadFailedError("x"), ZipJobError)
 
 
 def test_classify_caps_missing_keys() -> None:

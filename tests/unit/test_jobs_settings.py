@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.settings import MiB, Settings, SettingsError
+from service.settings import Settings, SettingsError
+from service.units import MiB
 
 BASE = {
     "ZIPJOBS_TABLE": "jobs",
@@ -75,3 +76,24 @@ def test_all_problems_reported_together() -> None:
     ):
         assert words in text, words
     assert len(info.value.problems) == 8
+
+
+@pytest.mark.parametrize("prefixes", ["docs", "docs/,scans", "/docs/"])
+def test_source_prefixes_must_be_folders(prefixes: str) -> None:
+    """``docs`` would admit ``docs-private/...``: refused like a destination prefix."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({**BASE, "ZIPJOBS_SRC_PREFIXES": prefixes})
+    assert "ZIPJOBS_SRC_PREFIXES must end with '/'" in str(info.value)
+
+
+@pytest.mark.parametrize("token", [" ", "\t", "  \n "])
+def test_blank_api_token_is_refused(token: str) -> None:
+    """A whitespace token used to mean "no authentication" without a word."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({**BASE, "ZIPJOBS_API_TOKEN": token})
+    assert "ZIPJOBS_API_TOKEN is set but blank" in str(info.value)
+
+
+def test_unset_or_empty_token_means_open_and_a_real_one_is_kept() -> None:
+    assert Settings.from_env({**BASE, "ZIPJOBS_API_TOKEN": ""}).api_token is None
+    assert Settings.from_env({**BASE, "ZIPJOBS_API_TOKEN": " t0k "}).api_token == "t0k"

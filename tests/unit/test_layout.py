@@ -20,7 +20,8 @@ from service.engine.layout import (
     part_size_for,
     split_budget,
 )
-from service.engine.models import BudgetTooSmallError, MiB
+from service.engine.models import BudgetTooSmallError
+from service.units import MiB
 
 GiB = 1024 * MiB
 TiB = 1024 * GiB

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from service.engine.budget import ByteSemaphore
-from service.engine.models import Destination, MiB
+from service.engine.models import Destination, LengthMismatchError
 from service.engine.uploader import PartBody, PartWriter, content_disposition
+from service.units import MiB
 from tests.support.sources import SyntheticS3
 
 DEST = Destination("dst", "out/archive.zip")
@@ -59,6 +60,7 @@ async def write_in_chunks(w: PartWriter, payload: bytes, chunk: int = 777_777) -
         ("Résumé 文件.zip", "R_sum_ __.zip"),
         ('say "hi"\\.zip', "say _hi__.zip"),
         ("tab\there.zip", "tab_here.zip"),
+        ('Bericht "März".zip', "Bericht _M_rz_.zip"),
     ],
 )
 def test_content_disposition_has_ascii_fallback_and_exact_utf8_name(
@@ -70,6 +72,11 @@ def test_content_disposition_has_ascii_fallback_and_exact_utf8_name(
     encoded = value.split("filename*=UTF-8''", 1)[1]
     assert urllib.parse.unquote(encoded, errors="strict") == filename
     assert ";" not in encoded and " " not in encoded and '"' not in encoded
+
+
+def test_content_disposition_percent_encodes_every_reserved_byte() -> None:
+    value = content_disposition('Bericht "März".zip')
+    assert value.endswith("filename*=UTF-8''Bericht%20%22M%C3%A4rz%22.zip")
 
 
 # ------------------------------------------------------------ PartBody
@@ -141,8 +148,9 @@ async def test_wrong_length_is_never_completed(tmp_path: Path) -> None:
     s3 = SyntheticS3(tmp_path / "out.zip")
     w, _ = writer(s3, expected=2 * PART)
     await write_in_chunks(w, data(2 * PART - 1))
-    with pytest.raises(RuntimeError, match="not completing"):
+    with pytest.raises(LengthMismatchError, match="not completing") as caught:
         await w.finish()
+    assert caught.value.permanent  # the runner must not retry it
     await w.abort()
     assert "CompleteMultipartUpload" not in s3.calls
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from service.engine import Budget, Destination, ZipOptions, build_zip
-from service.engine.models import MiB
 from service.engine.zip_stream import ArchiveStream
+from service.units import MiB
 from tests.support.archive_check import ExpectedEntry, verify_archive
 from tests.support.sources import (
     CountingSink,

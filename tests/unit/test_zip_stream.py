@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from service.engine.budget import ByteSemaphore
-from service.engine.models import Compression, MiB, PlannedEntry
+from service.engine.models import Compression, LengthMismatchError, PlannedEntry
 from service.engine.reader import RangeSlot
 from service.engine.zip_stream import FILE_MODE, ZipPump, build_stream, dos_date_time
+from service.units import MiB
 from tests.support.archive_check import verify_archive
 from tests.support.sources import (
     FIXED_DATE,
@@ -216,5 +217,5 @@ async def test_an_entry_of_the_wrong_size_aborts_the_stream(delta: int) -> None:
     pump = ZipPump(
         stream, feeds, cursor, budget, CountingSink(), on_step=lambda b, f: None, threaded=False
     )
-    with pytest.raises(RuntimeError, match=r"changed\.pdf"):
+    with pytest.raises(LengthMismatchError, match=r"changed\.pdf"):
         await asyncio.wait_for(pump.run(), timeout=5)
