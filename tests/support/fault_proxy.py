@@ -12,7 +12,13 @@ requests matching a ``Fault``:
   then closes the connection (the client sees a short body);
 * ``status=503, code="SlowDown"``: answers with an S3 XML error itself;
 * ``delay_s=T``: holds the request T seconds before forwarding it (to keep a
-  job deterministically busy, e.g. mid-upload, while a test acts).
+  job deterministically busy, e.g. mid-upload, while a test acts);
+* ``drop_headers=("if-match",)``: forwards the request without those headers,
+  like an S3-compatible server that ignores them;
+* ``before=coroutine_function``: awaited before forwarding (e.g. to overwrite
+  the object being read, exactly between two ranges of it).
+
+``range_from=N`` narrows a fault to requests whose ``Range`` starts at byte N.
 
 Every request is recorded (method, path, query, headers, what was done), so a
 test can assert that the retry asked for ``Range: bytes=<where it broke>-``.
@@ -29,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -65,19 +72,28 @@ class Fault:
     status: int | None = None
     code: str = "InternalError"
     delay_s: float = 0.0
+    drop_headers: tuple[str, ...] = ()
+    before: Callable[[], Awaitable[None]] | None = None
+    range_from: int | None = None
     hits: int = 0
     # DynamoDB and SQS (JSON protocol) send every call as ``POST /`` and name
     # the operation in X-Amz-Target ("DynamoDB_20120810.PutItem",
     # "AmazonSQS.SendMessage"): match on it to break one service's calls.
     target_contains: str = ""
 
-    def matches(self, method: str, path: str, query: str, target: str = "") -> bool:
+    def matches(
+        self, method: str, path: str, query: str, target: str = "", range_header: str | None = None
+    ) -> bool:
         return (
             self.hits < self.times
             and method == self.method
             and self.path_contains in path
             and self.query_contains in query
             and self.target_contains in target
+            and (
+                self.range_from is None
+                or (range_header or "").startswith(f"bytes={self.range_from}-")
+            )
         )
 
     def describe(self) -> str:
@@ -85,6 +101,10 @@ class Fault:
             return f"cut after {self.cut_after} bytes"
         if self.status is not None:
             return f"status {self.status} {self.code}"
+        if self.drop_headers:
+            return f"dropped {', '.join(self.drop_headers)}"
+        if self.before is not None:
+            return "acted before forwarding"
         return f"delayed {self.delay_s} s"
 
 
@@ -199,14 +219,26 @@ class FaultProxy:
         seen = Seen(request.method, path, split.query, {k.lower(): v for k, v in request.headers})
         self.requests.append(seen)
         target = request.header("x-amz-target") or ""
+        range_header = request.header("range")
         fault = next(
-            (f for f in self.faults if f.matches(request.method, path, split.query, target)), None
+            (
+                f
+                for f in self.faults
+                if f.matches(request.method, path, split.query, target, range_header)
+            ),
+            None,
         )
         if fault is not None:
             fault.hits += 1
             seen.fault = fault.describe()
             if fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
+            if fault.before is not None:
+                await fault.before()
+            if fault.drop_headers:
+                dropped = {h.lower() for h in fault.drop_headers}
+                request.headers = [(k, v) for k, v in request.headers if k.lower() not in dropped]
+                seen.headers = {k.lower(): v for k, v in request.headers}  # as forwarded
             if fault.status is not None:
                 await self._answer_error(writer, request, fault, seen)
                 return True
