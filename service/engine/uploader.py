@@ -169,6 +169,8 @@ class PartWriter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._create: asyncio.Task[str] | None = None
         self._failure: BaseException | None = None
+        # Set when abort() could not abort the upload: callers add it to their error.
+        self.abort_failure: str | None = None
 
     @property
     def uploaded_parts(self) -> list[UploadedPart]:
@@ -243,12 +245,18 @@ class PartWriter:
             await self._s3.abort_multipart_upload(
                 Bucket=self._dest.bucket, Key=self._dest.key, UploadId=upload_id
             )
-        except Exception:
+        except Exception as err:
             # The bucket's lifecycle rule (abort incomplete uploads after a
-            # day) is the backstop; say loudly that it is needed.
-            log.exception(
-                "could not abort multipart upload for s3://%s/%s", self._dest.bucket, self._dest.key
+            # day) is the backstop; say loudly that it is needed, in one line
+            # (the job's own error gets it as a note); the traceback is debug.
+            where = f"s3://{self._dest.bucket}/{self._dest.key}"
+            self.abort_failure = (
+                f"the multipart upload of {where} (UploadId {upload_id}) could not be "
+                f"aborted ({type(err).__name__}: {err}); the bucket's lifecycle rule "
+                "for incomplete uploads has to remove it"
             )
+            log.warning("%s", self.abort_failure)
+            log.debug("abort of %s failed", where, exc_info=True)
 
     def _raise_failure(self) -> None:
         if self._failure is not None:

@@ -145,6 +145,15 @@ class _Request:
         return None
 
 
+def upstream_bytes(request: _Request) -> bytes:
+    """``request`` as sent upstream: on a connection of its own, so its answer ends at EOF."""
+    headers = [(k, v) for k, v in request.headers if k.lower() != "connection"]
+    headers.append(("Connection", "close"))
+    head = f"{request.method} {request.target} {request.version}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    return head.encode("latin-1") + request.body
+
+
 class FaultProxy:
     """``async with FaultProxy(upstream_url) as proxy:`` then use ``proxy.url``."""
 
@@ -310,11 +319,7 @@ class FaultProxy:
     ) -> bool:
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         try:
-            headers = [(k, v) for k, v in request.headers if k.lower() != "connection"]
-            headers.append(("Connection", "close"))
-            head = f"{request.method} {request.target} {request.version}\r\n"
-            head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
-            up_writer.write(head.encode("latin-1") + request.body)
+            up_writer.write(upstream_bytes(request))
             await up_writer.drain()
             return await self._relay_response(request, up_reader, writer, fault, seen)
         finally:
