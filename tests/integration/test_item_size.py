@@ -4,7 +4,9 @@ AWS rejects the whole write of an item over 400 KB, so a FAILED or READY
 update that grew too large leaves the job unfinished (RUNNING until its
 lease lapses, retried, then dead-lettered). moto does not behave like this
 (it raises but may keep part of the update), so the rule is checked on what
-was written: the item read back, sized per AWS's documented formula.
+was written: the item read back, sized per AWS's documented formula (the
+chaos layer's sizing, tests/chaos/item_limit.py, which also refuses such an
+update whole in front of moto).
 https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-items
 https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html
 """
@@ -23,8 +25,8 @@ from service.jobs.manifest import keys_fit_inline
 from service.jobs.models import JobRequest, JobStatus
 from service.jobs.runner import JobMessage, run_job_message
 from service.local.stack import Provisioned, StackNames, provision
+from tests.chaos.item_limit import ITEM_LIMIT, item_size
 from tests.support.aws_backend import AwsEndpoint
-from tests.support.ddb_item_size import ITEM_LIMIT_BYTES, item_size
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +74,6 @@ async def test_a_job_with_every_long_key_missing_stays_under_400_kb(
     )
     item = await _run(svc, request)
     size = item_size(item)
-    assert size <= ITEM_LIMIT_BYTES, f"the job's item is {size:,} bytes; AWS would reject it"
+    assert size <= ITEM_LIMIT, f"the job's item is {size:,} bytes; AWS would reject it"
     expected = JobStatus.FAILED if missing is MissingPolicy.FAIL else JobStatus.READY
     assert item["status"]["S"] == expected.value
