@@ -132,12 +132,14 @@ def aws_client(
 ) -> AbstractAsyncContextManager[SQSClient]: ...
 @overload
 def aws_client(
-    service: Literal["secretsmanager", "ssm"],
+    service: Literal["secretsmanager", "ssm", "sts"],
     settings: AwsSettings,
     *,
     max_pool_connections: int = 64,
     limits: CallLimits = BACKGROUND,
-) -> AbstractAsyncContextManager[Any]: ...  # one read at start (api_token.py); no stubs installed
+) -> AbstractAsyncContextManager[
+    Any
+]: ...  # one call each (api_token.py, signing_role.py); no stubs
 
 
 def aws_client(

@@ -82,7 +82,9 @@ locals {
   # The API token's reference goes to the two API functions only.
   token_env = var.api_token_secret_arn == "" ? {} : { ZIPJOBS_API_TOKEN_SECRET_ARN = var.api_token_secret_arn }
   managed_env = {
-    for k, f in local.functions : k => merge(local.common_env, f.env, k == "zipper" ? {} : local.token_env, {
+    # The signing role (signing.tf) is added here, not in local.functions: the
+    # roles are named from local.functions and the signing role trusts one of them.
+    for k, f in local.functions : k => merge(local.common_env, f.env, k == "zipper" ? {} : local.token_env, k == "status" ? local.signing_env : {}, {
       POWERTOOLS_SERVICE_NAME = "${var.project_name}-${k}"
     })
   }
@@ -112,8 +114,11 @@ locals {
       api_token_secret    = ["secretsmanager:GetSecretValue"]
       api_token_parameter = ["ssm:GetParameter"]
       dynamodb_table      = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-      dst_object          = ["s3:GetObject"]
-      dst_kms_key         = ["kms:Decrypt"] # the presigned GET is decrypted with the signer's rights
+      # A presigned GET is made with the signer's rights: the signing role's
+      # (signing.tf) or, with url_signing_role = false, the status function's.
+      signing_role     = ["sts:AssumeRole"]
+      download_object  = ["s3:GetObject"]
+      download_kms_key = ["kms:Decrypt"]
     }
     zipper = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
@@ -140,6 +145,12 @@ locals {
     dst_bucket      = { arns = [local.dst_bucket_arn], conditions = [] }
     manifest_object = { arns = local.manifest_object_arns, conditions = [] }
     dst_kms_key     = { arns = local.dst_kms_key_arns, conditions = local.kms_via_s3 }
+    signing_role    = { arns = local.signing_role_arns, conditions = [] }
+    download_object = { arns = var.url_signing_role ? [] : local.dst_object_arns, conditions = [] }
+    download_kms_key = {
+      arns       = var.url_signing_role ? [] : local.dst_kms_key_arns
+      conditions = local.kms_via_s3
+    }
     # api_token_secret_arn names one or the other; the kind with no ARN gets no statement.
     api_token_secret = {
       arns       = strcontains(var.api_token_secret_arn, ":secretsmanager:") ? [var.api_token_secret_arn] : []

@@ -17,6 +17,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from ..engine import content_disposition
+from .signing_role import RoleSigner
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -57,19 +58,37 @@ async def credentials_expiry(s3: S3Client) -> dt.datetime | None:
     return expiry if expiry.tzinfo else expiry.replace(tzinfo=dt.UTC)
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
 async def presign_download(
-    s3: S3Client, bucket: str, key: str, filename: str, *, ttl_seconds: int
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    filename: str,
+    *,
+    ttl_seconds: int,
+    signer: RoleSigner | None = None,
 ) -> tuple[str, dt.datetime]:
-    """A GET URL for the archive and the moment it really stops working."""
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    lifetime = url_lifetime(ttl_seconds, now, await credentials_expiry(s3))
-    url = await s3.generate_presigned_url(
-        "get_object",
-        Params={
-            "Bucket": bucket,
-            "Key": key,
-            "ResponseContentDisposition": content_disposition(filename),
-        },
-        ExpiresIn=lifetime,
-    )
-    return url, now + dt.timedelta(seconds=lifetime)
+    """A GET URL for the archive and the moment it really stops working.
+
+    With a ``signer`` (ZIPJOBS_SIGNING_ROLE_ARN) the URL is signed with that
+    role's session, whose expiry STS states; else with ``s3``'s credentials.
+    """
+    params = {
+        "Bucket": bucket,
+        "Key": key,
+        "ResponseContentDisposition": content_disposition(filename),
+    }
+    if signer is not None:
+        session = await signer.session(_now())
+        now = _now()  # after a possible AssumeRole: the signature is dated from here
+        lifetime = url_lifetime(ttl_seconds, now, session.expires_at)
+        url = session.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=lifetime)
+    else:
+        expiry = await credentials_expiry(s3)
+        now = _now()
+        lifetime = url_lifetime(ttl_seconds, now, expiry)
+        url = await s3.generate_presigned_url("get_object", Params=params, ExpiresIn=lifetime)
+    return str(url), now + dt.timedelta(seconds=lifetime)

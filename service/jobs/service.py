@@ -24,6 +24,7 @@ from .manifest import delete_manifest, keys_fit_inline, put_manifest
 from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .presign import presign_download
 from .problems import ApiError, not_found
+from .signing_role import RoleSigner
 from .store import IdempotencyKeyReusedError, IdempotencyRaceError, JobStore, digest
 from .validation import check_content_type, check_idempotency_key, is_job_id, parse_job_request
 from .views import job_view
@@ -75,6 +76,7 @@ class JobService:
         self.dynamodb = dynamodb
         self.sqs = sqs
         self.store = JobStore(dynamodb, settings.table, clock)
+        self._signer = RoleSigner(settings) if settings.signing_role_arn else None
         self._clock = clock
         self._max_receives: int | None = None
 
@@ -217,6 +219,7 @@ class JobService:
             record.dst_key,
             record.request.name,
             ttl_seconds=self.settings.presign_ttl_seconds,
+            signer=self._signer,
         )
         return job_view(record, base_path=base_path, download_url=url, url_expires_at=expires)
 

@@ -131,9 +131,11 @@ def _statement_applies(st: Mapping[str, Any], req: Request) -> bool:
     actions = _as_list(st.get("Action", []))
     if not any(wildcard_match(a, req.action, ignore_case=True) for a in actions):
         return False
-    resources = _as_list(st.get("Resource", []))
-    if not any(r == "*" or arn_like(r, req.resource) for r in resources):
-        return False
+    # A role's trust policy has no Resource: it is about the role it is attached to.
+    if "Resource" in st:
+        resources = _as_list(st["Resource"])
+        if not any(r == "*" or arn_like(r, req.resource) for r in resources):
+            return False
     if "Principal" in st and not _principal_matches(st["Principal"], req.principal):
         return False
     return conditions_hold(st.get("Condition"), req.context)

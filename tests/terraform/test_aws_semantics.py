@@ -34,8 +34,11 @@ JOB_ID = "0123456789abcdef0123456789abcdef"
 
 
 def _role_policies(stack: TfStack, function: str) -> list[dict[str, Any]]:
+    return _role_policies_by_name(stack, stack.outputs["role_names"][function])
+
+
+def _role_policies_by_name(stack: TfStack, role: str) -> list[dict[str, Any]]:
     iam = stack.client("iam")
-    role = stack.outputs["role_names"][function]
     docs = []
     for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
         doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
@@ -168,6 +171,8 @@ async def test_a_download_url_is_validly_signed_and_never_outlives_its_credentia
     (moto accepts any presigned URL, valid or not.)
     """
     env = tf_stack.handler_env("status")
+    # The function's own credentials; the signing role's path is the next test.
+    env.pop("ZIPJOBS_SIGNING_ROLE_ARN", None)
     settings = Settings.from_env(env)
     ttl = settings.presign_ttl_seconds
     key = f"{settings.dst_prefix}{JOB_ID}/a.zip"
@@ -220,6 +225,9 @@ def test_kms_grants_cover_what_s3_asks_for_and_only_through_s3(tf_stack: TfStack
     }
     for fn, needed in needs.items():
         policies = _role_policies(tf_stack, fn)
+        if fn == "status" and tf_stack.outputs["url_signing_role_name"]:
+            # URLs are signed by the signing role's session: its rights decrypt the GET.
+            policies = _role_policies_by_name(tf_stack, tf_stack.outputs["url_signing_role_name"])
         for key, action in needed:
             assert allows(policies, Request(action, key, via_s3)), f"{fn} lacks {action} on {key}"
             assert not allows(policies, Request(action, key, direct)), f"{fn}: {action} not via S3"
@@ -228,3 +236,51 @@ def test_kms_grants_cover_what_s3_asks_for_and_only_through_s3(tf_stack: TfStack
             for action in ("kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"):
                 if (key, action) not in needed:
                     assert not allows(policies, Request(action, key, via_s3)), (fn, key, action)
+
+
+async def test_urls_signed_by_the_signing_role_expire_with_its_session(tf_stack: TfStack) -> None:
+    """The status function may assume only the signing role, which may only read archives;
+    the URL carries the role session's key and never outlives the session STS stated.
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_terms-and-concepts.html
+    https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html
+    """
+    role_name = tf_stack.outputs["url_signing_role_name"]
+    iam = tf_stack.client("iam")
+    role = iam.get_role(RoleName=role_name)["Role"]
+    status_role = iam.get_role(RoleName=tf_stack.outputs["role_names"]["status"])["Role"]["Arn"]
+    trust = role["AssumeRolePolicyDocument"]
+    assume = Request("sts:AssumeRole", role["Arn"], {}, {"AWS": status_role})
+    assert allows([trust], assume)
+    zipper_role = iam.get_role(RoleName=tf_stack.outputs["role_names"]["zipper"])["Role"]["Arn"]
+    assert not allows([trust], Request("sts:AssumeRole", role["Arn"], {}, {"AWS": zipper_role}))
+    status = _role_policies(tf_stack, "status")
+    assert allows(status, Request("sts:AssumeRole", role["Arn"], {}))
+    signer = _role_policies_by_name(tf_stack, role_name)
+    env = tf_stack.handler_env("status")
+    settings = Settings.from_env(env)
+    archive = f"arn:aws:s3:::{tf_stack.dst_bucket}/{settings.dst_prefix}{JOB_ID}/a.zip"
+    assert allows(signer, Request("s3:GetObject", archive, {}))
+    assert not allows(signer, Request("s3:PutObject", archive, {}))
+    assert not allows(signer, Request("s3:GetObject", f"arn:aws:s3:::{tf_stack.src_bucket}/x", {}))
+
+    key = f"{settings.dst_prefix}{JOB_ID}/a.zip"
+    tf_stack.client("s3").put_object(Bucket=tf_stack.dst_bucket, Key=key, Body=b"zip")
+    session = aioboto3.Session(
+        aws_access_key_id=tf_stack.endpoint.access_key_id,
+        aws_secret_access_key=tf_stack.endpoint.secret_access_key,
+        region_name=tf_stack.endpoint.region,
+    )
+    async with session.client(
+        "s3", endpoint_url=tf_stack.endpoint.endpoint_url, config=client_config(path_style=True)
+    ) as s3:
+        svc = JobService(settings, s3=s3, dynamodb=None, sqs=None)
+        doc = await svc.view(_ready_record(tf_stack, key))
+        assert svc._signer is not None and svc._signer._session is not None
+        signed = svc._signer._session
+    creds = signed.s3._request_signer._credentials
+    claims = sigv4.parse(doc["downloadUrl"])
+    assert claims.access_key == creds.access_key != tf_stack.endpoint.access_key_id
+    assert signature_is_valid(doc["downloadUrl"], creds.secret_key)
+    assert claims.expires_at <= signed.expires_at
+    stated = dt.datetime.fromisoformat(doc["expiresAt"].replace("Z", "+00:00"))
+    assert stated <= claims.expires_at <= stated + dt.timedelta(seconds=2)

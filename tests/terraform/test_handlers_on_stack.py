@@ -52,6 +52,8 @@ IAM_ACTION = {
     # idempotency record (service/jobs/store.py).
     ("dynamodb", "TransactWriteItems"): "dynamodb:PutItem",
     ("sqs", "SendMessage"): "sqs:SendMessage",
+    # The status function signs download URLs with the signing role's session.
+    ("sts", "AssumeRole"): "sts:AssumeRole",
     ("sqs", "GetQueueAttributes"): "sqs:GetQueueAttributes",
     ("sqs", "ChangeMessageVisibility"): "sqs:ChangeMessageVisibility",
     ("sqs", "DeleteMessage"): "sqs:DeleteMessage",
@@ -124,6 +126,15 @@ class Recorder:
             return await presign(method, *args, **kwargs)
 
         svc.s3.generate_presigned_url = recording_presign
+        signer = getattr(svc, "_signer", None)
+        if signer is not None:  # its STS client lives inside the signer: record the call
+            assume = signer._assume
+
+            async def recording_assume() -> Any:
+                self.calls[function].add(("sts", "AssumeRole"))
+                return await assume()
+
+            signer._assume = recording_assume
 
 
 class Functions:

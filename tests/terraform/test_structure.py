@@ -250,7 +250,7 @@ def test_environment_names_are_ones_the_service_reads() -> None:
 
 # --- IAM ------------------------------------------------------------------------
 
-_ACTION = re.compile(r"^(dynamodb|sqs|s3|logs|xray|kms|secretsmanager|ssm):[A-Z][A-Za-z]+$")
+_ACTION = re.compile(r"^(dynamodb|sqs|s3|logs|xray|kms|secretsmanager|ssm|sts):[A-Z][A-Za-z]+$")
 
 
 def test_iam_actions_are_explicit_and_per_function() -> None:

@@ -72,3 +72,21 @@ def test_allow_deny_and_principal() -> None:
     assert not allows([policy], Request("lambda:InvokeFunction", fn, {}, apigw))
     deny = {"Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}
     assert not allows([policy, deny], Request("lambda:InvokeFunction", fn, ok, apigw))
+
+
+def test_a_trust_policy_without_resource_is_about_its_role() -> None:
+    trust = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:role/status"},
+                "Action": "sts:AssumeRole",
+            }
+        ]
+    }
+    role = "arn:aws:iam::123456789012:role/signer"
+    status = {"AWS": "arn:aws:iam::123456789012:role/status"}
+    assert allows([trust], Request("sts:AssumeRole", role, {}, status))
+    other = {"AWS": "arn:aws:iam::123456789012:role/zipper"}
+    assert not allows([trust], Request("sts:AssumeRole", role, {}, other))
+    assert not allows([trust], Request("sts:TagSession", role, {}, status))
