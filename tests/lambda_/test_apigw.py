@@ -7,6 +7,7 @@ import json
 from lambda_adapter.apigw import to_request, to_result
 from lambda_adapter.runtime import default_budget_mb, settings_from_env
 from service.jobs import HttpResponse
+from service.memory import budget_for_memory_mib, process_ceiling_mib
 from tests.lambda_.events import http_event
 
 
@@ -63,9 +64,10 @@ def test_result_shape() -> None:
 
 
 def test_budget_defaults_to_a_share_of_function_memory() -> None:
-    assert default_budget_mb(128) == 32  # floor
-    assert default_budget_mb(1024) == 576
-    assert default_budget_mb(10240) == 6720
+    """The numbers follow service/memory.py: (memory - 128 - 1,280 B x keys) / 1.25."""
+    assert default_budget_mb(128, 100_000) == 16  # floor: the smallest job budget
+    assert default_budget_mb(1024, 100_000) == 619
+    assert default_budget_mb(10240, 0) == 8089
     env = {
         "ZIPJOBS_TABLE": "t",
         "ZIPJOBS_QUEUE_URL": "https://q",
@@ -74,5 +76,9 @@ def test_budget_defaults_to_a_share_of_function_memory() -> None:
         "ZIPJOBS_WORKER_CONCURRENCY": "1",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
     }
-    assert settings_from_env(env).budget_mb == default_budget_mb(2048)
+    assert settings_from_env(env).budget_mb == default_budget_mb(2048, 100_000)
     assert settings_from_env({**env, "ZIPJOBS_BUDGET_MB": "100"}).budget_mb == 100
+    # Every job of a batch may hold max_keys entries' metadata at once.
+    batch = {**env, "ZIPJOBS_WORKER_CONCURRENCY": "2", "ZIPJOBS_MAX_KEYS": "50000"}
+    assert settings_from_env(batch).budget_mb == budget_for_memory_mib(2048, files=100_000)
+    assert process_ceiling_mib(settings_from_env(batch).budget_mb, files=100_000) <= 2048

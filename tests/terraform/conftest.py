@@ -135,6 +135,8 @@ def tf_stack(
             "cors_allowed_origins": ["https://app.example.com"],
             "extra_environment": {"ZIPJOBS_LEASE_SECONDS": "30"},
             "alarm_sns_topic_arn": f"arn:aws:sns:{endpoint.region}:123456789012:zj-{suffix}-ops",
+            # The sweeper test waits this long for a lost send to count as lost.
+            "resend_after_seconds": 1,
         }
         tf.write_vars(variables)
         tf.init()

@@ -27,8 +27,17 @@ PLUGIN_DIR_ENV = "TF_PLUGIN_DIR"
 
 # Every service the stack creates resources in; one emulator answers them all.
 EMULATED_SERVICES = (
-    "apigatewayv2", "cloudwatch", "dynamodb", "iam", "lambda", "logs", "s3", "sqs", "sts",
-)  # fmt: skip
+    "apigatewayv2",
+    "cloudwatch",
+    "dynamodb",
+    "events",
+    "iam",
+    "lambda",
+    "logs",
+    "s3",
+    "sqs",
+    "sts",
+)
 
 
 def missing_tooling() -> str | None:
