@@ -33,6 +33,8 @@ Variables (required ones first):
     ZIPJOBS_SIGNING_SESSION_SECONDS  its session length (3600; 900-43200, 1 h from a Lambda)
     AWS_REGION                   region (us-east-1)
     AWS_ENDPOINT_URL             local emulator only
+    AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL_DYNAMODB
+                                 one service elsewhere (an S3-compatible store)
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from .units import MiB
 
 # The engine needs one 8 MiB upload part plus one 8 MiB read range per job.
 MIN_JOB_BUDGET_MB = 16
+# Services whose AWS_ENDPOINT_URL_<SERVICE> is honoured (the SDKs' convention).
+SERVICE_ENDPOINT_SERVICES = ("s3", "sqs", "dynamodb")
 
 _T = TypeVar("_T")
 
@@ -95,6 +99,7 @@ class Settings:
     signing_session_seconds: int = 3600
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    service_endpoints: tuple[tuple[str, str], ...] = ()
     # Local stacks pass fake credentials explicitly; real deployments leave
     # these None and use the default credential chain (role, profile...).
     access_key_id: str | None = field(default=None, repr=False)
@@ -118,6 +123,7 @@ class Settings:
         return AwsSettings(
             region=self.region,
             endpoint_url=self.endpoint_url,
+            service_endpoints=self.service_endpoints,
             access_key_id=self.access_key_id,
             secret_access_key=self.secret_access_key,
         )
@@ -254,6 +260,11 @@ class _Reader:
             ),
             region=self.text("AWS_REGION", self.env.get("AWS_DEFAULT_REGION", "us-east-1")),
             endpoint_url=self.optional("AWS_ENDPOINT_URL", str),
+            service_endpoints=tuple(
+                (service, url)
+                for service in SERVICE_ENDPOINT_SERVICES
+                if (url := self.env.get(f"AWS_ENDPOINT_URL_{service.upper()}", "").strip())
+            ),
         )
         if self.problems:
             raise SettingsError(self.problems)

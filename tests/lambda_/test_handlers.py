@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def stack(aws_endpoint: AwsEndpoint) -> Iterator[Provisioned]:
     names = StackNames(f"lambda-{uuid.uuid4().hex[:8]}", max_receives=6)
-    provisioned = asyncio.run(provision(aws_endpoint.endpoint_url, names))
+    provisioned = asyncio.run(provision(aws_endpoint.settings(), names))
     env = provisioned.env(
         ZIPJOBS_WORKER_CONCURRENCY="1",
         ZIPJOBS_LEASE_SECONDS="5",
