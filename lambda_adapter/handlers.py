@@ -14,6 +14,7 @@ import os
 import uuid
 from typing import Any
 
+from service.aws import INTERACTIVE
 from service.jobs import handle
 
 from . import apigw
@@ -49,7 +50,7 @@ def container() -> Container:
 
 def _http(event: dict[str, Any]) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
-        svc = await container().service()
+        svc = await container().service(INTERACTIVE)  # answers within the API deadline
         return apigw.to_result(await handle(svc, apigw.to_request(event)))
 
     return container().run(go())

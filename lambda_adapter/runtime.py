@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
 
+from service.aws import BACKGROUND, CallLimits
 from service.engine import Budget, MiB
 from service.jobs import JobService
 from service.settings import Settings
@@ -91,10 +92,13 @@ class Container:
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(work)
 
-    async def service(self) -> JobService:
+    async def service(self, limits: CallLimits = BACKGROUND) -> JobService:
+        """The clients; ``limits`` counts on first use (one function = one role)."""
         if self._svc is None:
             settings = settings_from_env()
-            self._svc = await self._stack.enter_async_context(JobService.open(settings))
+            self._svc = await self._stack.enter_async_context(
+                JobService.open(settings, limits=limits)
+            )
         return self._svc
 
     async def budget(self) -> Budget:

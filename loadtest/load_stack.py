@@ -59,7 +59,7 @@ class Stack:
     seed_seconds: float
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     """The parent's environment without any AWS identity or proxy that could send us elsewhere."""
     drop = ("AWS_", "ZIPJOBS_", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
@@ -96,7 +96,7 @@ def pdf_bytes(size: int, seed: int) -> bytes:
 
 def service_env(stack: Provisioned, cfg: StackConfig) -> dict[str, str]:
     """The environment of the API and worker processes: only ZIPJOBS_* and AWS_* settings."""
-    env = _clean_env()
+    env = clean_env()
     env.update(
         stack.env(
             ZIPJOBS_SRC_PREFIXES="load/",
@@ -121,7 +121,7 @@ def running_stack(
 
     ``on_start`` sees each service as soon as it is started (to sample it from then on).
     """
-    env = _clean_env()
+    env = clean_env()
     moto_port = free_port()
     endpoint = f"http://{LOOPBACK}:{moto_port}"
     moto = children.start(

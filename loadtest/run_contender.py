@@ -90,9 +90,18 @@ def _seed(args: argparse.Namespace, keys: list[str]) -> dict[str, Any]:
     return {"seconds": out.seconds, "bytes_out": out.bytes_out, "rss_before_mib": before}
 
 
+def _streamzip(args: argparse.Namespace, keys: list[str]) -> dict[str, Any]:
+    from loadtest.baselines import stream_zip_boto3, sync_client
+
+    s3 = sync_client(args.endpoint)
+    before = _rss_mib()
+    out = stream_zip_boto3(s3, args.bucket, keys, (args.dest_bucket, args.dest_key))
+    return {"seconds": out.seconds, "bytes_out": out.bytes_out, "rss_before_mib": before}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--contender", choices=["ours", "seed", "copy"], required=True)
+    p.add_argument("--contender", choices=["ours", "seed", "streamzip", "copy"], required=True)
     p.add_argument("--endpoint", required=True)
     p.add_argument("--bucket", required=True)
     p.add_argument("--prefix", required=True)
@@ -109,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         out = asyncio.run(_ours(args, keys))
     elif args.contender == "copy":
         out = asyncio.run(_copy(args, keys))
+    elif args.contender == "streamzip":
+        out = _streamzip(args, keys)
     else:
         out = _seed(args, keys)
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -2,8 +2,9 @@
 
 Settings that matter for correctness live here: SigV4 for presigning (a plain
 us-east-1 client may sign with SigV2), path-style addressing for local
-endpoints, standard-mode retries (5xx, SlowDown, throttling) and a connection
-pool large enough for the engine's concurrency.
+endpoints, standard-mode retries (5xx, SlowDown, throttling), a connection
+pool large enough for the engine's concurrency, and payload signing only
+where TLS does not protect the bytes (see ``signs_payload``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import aioboto3
 from botocore.config import Config
+
+from .sdk_overhead import skip_unused_endpoint_params, use_fast_timestamps
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -42,18 +45,62 @@ class AwsSettings:
         )
 
 
-def client_config(max_pool_connections: int = 64, *, path_style: bool = False) -> Config:
+def signs_payload(endpoint_url: str | None) -> bool:
+    """SHA-256 the request bodies only over plain HTTP.
+
+    Over HTTPS (AWS itself, ``endpoint_url`` None) TLS protects the bytes in
+    transit and the engine sends a CRC-32 of every part that S3 checks, so
+    SigV4 signs ``UNSIGNED-PAYLOAD``, as botocore itself does for streaming
+    uploads that carry a checksum; hashing every part cost about 20% of the
+    engine's CPU. Over plain HTTP (a local emulator) the payload hash is the
+    only protection a signature gives, so it stays (docs/performance.md).
+    """
+    return endpoint_url is not None and not endpoint_url.lower().startswith("https://")
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """How long one AWS call may wait and how many times botocore tries it.
+
+    Worst case for one call: about ``max_attempts * (connect + read)`` plus
+    backoff. See docs/lifecycle.md ("Bounded API answers").
+    """
+
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+
+
+# Workers and the engine: patient, a job has minutes; a stuck read is still cut.
+BACKGROUND = CallLimits(connect_timeout=10, read_timeout=60, max_attempts=5)
+# The API path: a client waits for the answer, and API Gateway gives up at
+# 29-30 s. One call fails within about 2 x (2 + 4) s; the request deadline
+# (ZIPJOBS_API_DEADLINE_SECONDS) bounds the sum of the calls.
+INTERACTIVE = CallLimits(connect_timeout=2, read_timeout=4, max_attempts=2)
+
+
+def client_config(
+    max_pool_connections: int = 64,
+    *,
+    path_style: bool = False,
+    limits: CallLimits = BACKGROUND,
+    sign_payload: bool = True,
+) -> Config:
     """botocore Config shared by every client we create."""
     return Config(
         signature_version="s3v4",
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard", "max_attempts": limits.max_attempts},
         max_pool_connections=max_pool_connections,
-        connect_timeout=10,
-        read_timeout=60,
-        s3={"addressing_style": "path" if path_style else "auto"},
-        # Ask for checksums only where an API requires them: the ZIP entries
-        # carry CRC-32s already and MD5/CRC of every 8 MiB part costs CPU on
-        # the one core the event loop has.
+        connect_timeout=limits.connect_timeout,
+        read_timeout=limits.read_timeout,
+        s3={
+            "addressing_style": "path" if path_style else "auto",
+            "payload_signing_enabled": sign_payload,
+        },
+        # Let botocore compute checksums only where an API requires them: the
+        # uploader passes its own precomputed CRC-32s (taken as the bytes are
+        # copied), which also keeps botocore from re-framing bodies as
+        # aws-chunked.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
@@ -61,33 +108,57 @@ def client_config(max_pool_connections: int = 64, *, path_style: bool = False) -
 
 @overload
 def aws_client(
-    service: Literal["s3"], settings: AwsSettings, *, max_pool_connections: int = 64
+    service: Literal["s3"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[S3Client]: ...
 @overload
 def aws_client(
-    service: Literal["dynamodb"], settings: AwsSettings, *, max_pool_connections: int = 64
+    service: Literal["dynamodb"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[DynamoDBClient]: ...
 @overload
 def aws_client(
-    service: Literal["sqs"], settings: AwsSettings, *, max_pool_connections: int = 64
+    service: Literal["sqs"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[SQSClient]: ...
 def aws_client(
-    service: str, settings: AwsSettings, *, max_pool_connections: int = 64
+    service: str,
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[Any]:
     """An entered aioboto3 client for ``service``, typed by the aiobotocore stubs.
 
     The overloads give each caller ``S3Client``/``DynamoDBClient``/``SQSClient``,
     so a misspelt operation or parameter fails mypy instead of failing in AWS.
     """
-    return _client(service, settings, max_pool_connections)
+    return _client(service, settings, max_pool_connections, limits)
 
 
 @asynccontextmanager
 async def _client(
-    service: str, settings: AwsSettings, max_pool_connections: int
+    service: str, settings: AwsSettings, max_pool_connections: int, limits: CallLimits
 ) -> AsyncIterator[Any]:
-    cfg = client_config(max_pool_connections, path_style=settings.endpoint_url is not None)
-    async with settings.session().client(
-        service, endpoint_url=settings.endpoint_url, config=cfg
-    ) as client:  # type: ignore[call-overload]
+    cfg = client_config(
+        max_pool_connections,
+        path_style=settings.endpoint_url is not None,
+        limits=limits,
+        sign_payload=signs_payload(settings.endpoint_url),
+    )
+    session = settings.session()
+    # Per-request SDK overhead that is ours to cut (docs/performance.md).
+    use_fast_timestamps(getattr(session, "_session", None))
+    async with session.client(service, endpoint_url=settings.endpoint_url, config=cfg) as client:  # type: ignore[call-overload]
+        if service == "s3":
+            skip_unused_endpoint_params(client)
         yield client

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 
 from . import engine_cli
 from . import settings as settings_module
@@ -38,20 +39,25 @@ def _settings() -> Settings | None:
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from .api import open_api_warning, run_server
+    from .aws import INTERACTIVE
     from .jobs import JobService
-    from .local.runtime import setup_logging, stop_on_signals
+    from .process import setup_logging, stop_on_signals
     from .worker import Worker
 
     setup_logging()
     if (warning := open_api_warning(args.host, settings.api_token)) is not None:
         logging.getLogger("zipjobs.serve").warning(warning)
     stop = stop_on_signals()
-    async with JobService.open(settings) as svc:
-        worker = (
-            Worker(svc, poll_seconds=args.poll_seconds, grace_seconds=args.grace_seconds)
-            if args.with_worker
-            else None
-        )
+    async with AsyncExitStack() as stack:
+        # The API's clients give up quickly (docs/lifecycle.md); a worker in
+        # the same process keeps its own, patient ones.
+        svc = await stack.enter_async_context(JobService.open(settings, limits=INTERACTIVE))
+        worker = None
+        if args.with_worker:
+            worker_svc = await stack.enter_async_context(JobService.open(settings))
+            worker = Worker(
+                worker_svc, poll_seconds=args.poll_seconds, grace_seconds=args.grace_seconds
+            )
         await run_server(
             svc,
             args.host,
@@ -65,7 +71,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from .jobs import JobService
-    from .local.runtime import setup_logging, stop_on_signals
+    from .process import setup_logging, stop_on_signals
     from .worker import Worker
 
     setup_logging()

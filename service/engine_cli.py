@@ -1,8 +1,16 @@
 """``zipjobs zip``: the engine as a one-shot command.
 
 A progress bar on stderr when it is a terminal, one JSON summary line on
-stdout (for scripts), and on failure a one-line reason on stderr with a
-non-zero exit status: 2 for bad usage or input, 1 for anything else.
+stdout (for scripts), and on failure exactly one line on stderr with a
+non-zero exit status: 2 for bad usage or input, 1 for anything else. The
+detail (tracebacks, a failed abort's cause) goes to the log at debug level,
+shown with ``--debug``; without it the log shows nothing, so the one line
+stays one line even when the cleanup itself fails.
+
+Keys files keep every legal S3 key: a key may begin or end with spaces or
+begin with ``#``, so by default a line is a key exactly as written (only
+its ``\n`` removed). Trimming and comments are explicit options; keys with
+newlines need ``--keys-format jsonl`` or ``nul``.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import resource
 import sys
 from pathlib import Path
@@ -32,6 +41,9 @@ from .engine import (
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+KEYS_FORMATS = ("lines", "jsonl", "nul")
+
+log = logging.getLogger("zipjobs.zip")
 
 
 def register(subparsers: Any) -> None:
@@ -43,7 +55,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--bucket", required=True, help="source bucket")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--keys-file", type=Path, help="file with one key per line ('-' = stdin)")
+    what.add_argument(
+        "--keys-file", type=Path, help="file of keys ('-' = stdin), one per line as written"
+    )
     what.add_argument("--prefix", help="every object under this key prefix")
     p.add_argument("--dest", required=True, help="s3://BUCKET/KEY.zip")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (local emulator)")
@@ -53,14 +67,61 @@ def register(subparsers: Any) -> None:
     p.add_argument("--upload-concurrency", type=int, default=4, help="parts in flight")
     p.add_argument("--compression", choices=[c.value for c in Compression], default="stored")
     p.add_argument("--missing", choices=[m.value for m in MissingPolicy], default="fail")
+    p.add_argument(
+        "--keys-format",
+        choices=KEYS_FORMATS,
+        default="lines",
+        help="lines: one key per line, exactly as written (default); jsonl: one JSON "
+        "string per line; nul: keys separated by NUL bytes (find -print0)",
+    )
+    p.add_argument("--trim-keys", action="store_true", help="strip spaces around each line's key")
+    p.add_argument(
+        "--comments", action="store_true", help="skip lines that start with '#' (lines format)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="log details (tracebacks) to stderr")
     p.set_defaults(handler=run)
 
 
-def read_keys(path: Path) -> list[str]:
-    """Keys, one per line; blank lines and ``#`` comments are ignored."""
-    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+def parse_keys(
+    data: bytes, fmt: str = "lines", *, trim: bool = False, comments: bool = False
+) -> list[str]:
+    """The keys in a keys file's bytes, every legal S3 key kept as written.
+
+    ``lines`` splits on ``\n`` only: ``str.splitlines`` would also split on
+    ``\r``, form feeds and Unicode separators, which are legal inside keys.
+    Empty entries are skipped (an empty key is not a legal S3 key). A JSON
+    line that is not a string is a ValueError naming the line.
+    """
+    text = data.decode("utf-8")
+    if fmt == "nul":
+        return [k for k in text.split("\0") if k]
+    if fmt == "jsonl":
+        keys = []
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            key = json.loads(line)
+            if not isinstance(key, str):
+                raise ValueError(f"keys file line {number}: expected a JSON string, got {line!r}")
+            keys.append(key)
+        return [k for k in keys if k]
+    keys = []
+    for line in text.split("\n"):
+        if comments and line.startswith("#"):
+            continue
+        key = line.strip() if trim else line
+        if key:
+            keys.append(key)
+    return keys
+
+
+def read_keys(
+    path: Path, fmt: str = "lines", *, trim: bool = False, comments: bool = False
+) -> list[str]:
+    """Read a keys file (``-`` = stdin) as bytes, so no newline translation touches a key."""
+    data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    return parse_keys(data, fmt, trim=trim, comments=comments)
 
 
 class ProgressBar:
@@ -123,8 +184,26 @@ async def _zip(args: argparse.Namespace, bar: ProgressBar) -> ZipResult:
         if args.prefix is not None:
             sources = await list_prefix(s3, args.bucket, args.prefix)
         else:
-            sources = [SourceObject(args.bucket, key) for key in read_keys(args.keys_file)]
+            keys = read_keys(
+                args.keys_file, args.keys_format, trim=args.trim_keys, comments=args.comments
+            )
+            sources = [SourceObject(args.bucket, key) for key in keys]
         return await build_zip(sources, destination, s3=s3, options=options, on_progress=bar)
+
+
+def configure_logging(debug: bool) -> None:
+    """Debug: everything to stderr. Otherwise nothing from the log reaches the terminal
+    (Python's last-resort handler would print warnings with their tracebacks):
+    what the user must know is in the one failure line."""
+    handler: logging.Handler = logging.StreamHandler(sys.stderr) if debug else logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
+
+
+def one_line(err: BaseException) -> str:
+    """The error and its notes (e.g. a failed abort) on one line, whatever they contain."""
+    parts = [str(err), *getattr(err, "__notes__", ())]
+    return "; ".join(" ".join(p.split()) for p in parts if p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,16 +211,19 @@ def run(args: argparse.Namespace) -> int:
     if args.budget_mb <= 0 or args.concurrency <= 0 or args.upload_concurrency <= 0:
         print("zipjobs zip: --budget-mb and concurrencies must be positive", file=sys.stderr)
         return EXIT_USAGE
+    configure_logging(args.debug)
     bar = ProgressBar(sys.stderr, enabled=not args.no_progress)
     try:
         result = asyncio.run(_zip(args, bar))
     except (ZipJobError, ValueError, OSError) as err:
         bar.close()
-        print(f"zipjobs zip: {err}", file=sys.stderr)
+        log.debug("zipjobs zip failed", exc_info=True)
+        print(f"zipjobs zip: {one_line(err)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, ValueError) else EXIT_FAILED
     except Exception as err:  # one line, never a traceback, for an operator
         bar.close()
-        print(f"zipjobs zip: {type(err).__name__}: {err}", file=sys.stderr)
+        log.debug("zipjobs zip failed", exc_info=True)
+        print(f"zipjobs zip: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
         return EXIT_FAILED
     bar.close()
     print(json.dumps(summary(result)))

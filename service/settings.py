@@ -16,6 +16,7 @@ Variables (required ones first):
     ZIPJOBS_JOB_TTL_DAYS         job records expire after (7)
     ZIPJOBS_MAX_KEYS             keys per job (100000)
     ZIPJOBS_MAX_BODY_BYTES       request body limit (5 MiB)
+    ZIPJOBS_API_DEADLINE_SECONDS an API request's AWS calls get this long, then 503 (10)
     ZIPJOBS_BUDGET_MB            worker memory budget shared by its jobs (128)
     ZIPJOBS_WORKER_CONCURRENCY   jobs at a time per worker (2; each gets BUDGET/CONCURRENCY)
     ZIPJOBS_LEASE_SECONDS        job lease; a dead worker's job is taken over after it (30)
@@ -68,6 +69,7 @@ class Settings:
     job_ttl_days: int = 7
     max_keys: int = 100_000
     max_body_bytes: int = 5 * MiB
+    api_deadline_seconds: int = 10
     budget_mb: int = 128
     worker_concurrency: int = 2
     lease_seconds: int = 30
@@ -215,6 +217,8 @@ class _Reader:
             job_ttl_days=self.number("ZIPJOBS_JOB_TTL_DAYS", 7, 1, 3650),
             max_keys=self.number("ZIPJOBS_MAX_KEYS", 100_000, 1, 10_000_000),
             max_body_bytes=self.number("ZIPJOBS_MAX_BODY_BYTES", 5 * MiB, 1024, 1024 * MiB),
+            # API Gateway ends an integration at 29-30 s: answer well before.
+            api_deadline_seconds=self.number("ZIPJOBS_API_DEADLINE_SECONDS", 10, 1, 25),
             budget_mb=budget_mb,
             worker_concurrency=concurrency,
             lease_seconds=self.number("ZIPJOBS_LEASE_SECONDS", 30, 3, 3600),

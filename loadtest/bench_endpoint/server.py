@@ -17,6 +17,7 @@ import contextlib
 import email.utils
 import os
 import resource
+import ssl
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -28,6 +29,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from . import checksums
 from .awschunked import AwsChunkedDecoder
 from .content import iter_content
 from .store import LAST_MODIFIED, S3Error, Store, VirtualObject, WrittenObject
@@ -273,12 +275,13 @@ class Endpoint:
     # -- writes -------------------------------------------------------------------
 
     async def _body(
-        self, request: web.Request, keep: bool
+        self, request: web.Request, keep: bool, want_crc: bool = False
     ) -> tuple[int | None, int, list[bytes] | None]:
         """(crc, length, chunks) of the request's payload, read as it streams.
 
         A body that is kept (a ``.zip`` part, for the verifier) is not
-        checksummed here: the verifier's pass is its one CRC pass.
+        checksummed here unless the client sent a checksum to verify
+        (``want_crc``): otherwise the verifier's pass is its one CRC pass.
         """
         chunked = "aws-chunked" in request.headers.get(
             "Content-Encoding", ""
@@ -293,15 +296,20 @@ class Endpoint:
                 length += len(piece)
                 if kept is not None:
                     kept.append(bytes(piece))
-                else:
+                if kept is None or want_crc:
                     crc = zlib.crc32(piece, crc)
-        return (None if keep else crc), length, kept
+        return (None if keep and not want_crc else crc), length, kept
 
     async def _put_object(self, request: web.Request, bucket: str, key: str) -> web.Response:
         self.store.bucket(bucket)
         checker = self.store.new_checker(key)
-        crc, length, kept = await self._body(request, keep=checker is not None)
+        sent = request.headers.get(checksums.HEADER)
+        crc, length, kept = await self._body(
+            request, keep=checker is not None, want_crc=sent is not None
+        )
+        checksums.check_body(sent, crc or 0)
         obj = self.store.put_object(bucket, key, length, crc)
+        obj.checksum = None if sent is None else "CRC32 verified"
         if checker is not None and kept is not None:
             for chunk in kept:
                 checker.feed(chunk)
@@ -311,6 +319,10 @@ class Endpoint:
     async def _create_upload(self, request: web.Request, bucket: str, key: str) -> web.Response:
         await request.read()
         upload = self.store.create_upload(bucket, key)
+        algorithm = request.headers.get("x-amz-checksum-algorithm")
+        upload.checksum_algorithm = algorithm.upper() if algorithm else None
+        kind = request.headers.get("x-amz-checksum-type")
+        upload.checksum_type = kind.upper() if kind else ("COMPOSITE" if algorithm else None)
         return _xml(
             200,
             f'<InitiateMultipartUploadResult xmlns="{XMLNS}"><Bucket>{escape(bucket)}</Bucket>'
@@ -323,10 +335,19 @@ class Endpoint:
         number = int(request.query.get("partNumber", "0"))
         if not 1 <= number <= 10_000:
             raise S3Error(400, "InvalidArgument", "Part number must be between 1 and 10000")
-        crc, length, kept = await self._body(request, keep=upload.checker is not None)
+        sent = request.headers.get(checksums.HEADER)
+        checksums.check_part(upload, sent)
+        crc, length, kept = await self._body(
+            request, keep=upload.checker is not None, want_crc=sent is not None
+        )
+        checksums.check_body(sent, crc or 0)
         # The upload may have been aborted while the body streamed.
         upload = self.store.upload(bucket, key, request.query["uploadId"])
-        etag = upload.add_part(number, crc, length, kept)
+        if sent is not None:
+            upload.part_crcs[number] = crc or 0
+        # A .zip part's ETag stays checksum-free (its bytes are verified by the
+        # ZIP checker); others are named by their CRC.
+        etag = upload.add_part(number, None if upload.checker else crc, length, kept)
         return web.Response(headers={"ETag": etag})
 
     async def _complete(self, request: web.Request, bucket: str, key: str) -> web.Response:
@@ -338,12 +359,31 @@ class Endpoint:
                 400, "MalformedXML", "The XML you provided was not well-formed."
             ) from None
         listed: list[tuple[int, str]] = []
+        listed_crcs: dict[int, str] = {}
         for part in root.iter():
             if part.tag.rsplit("}", 1)[-1] != "Part":
                 continue
             fields = {c.tag.rsplit("}", 1)[-1]: (c.text or "") for c in part}
-            listed.append((int(fields.get("PartNumber", "0")), fields.get("ETag", "")))
+            number = int(fields.get("PartNumber", "0"))
+            listed.append((number, fields.get("ETag", "")))
+            if "ChecksumCRC32" in fields:
+                listed_crcs[number] = fields["ChecksumCRC32"]
+        upload = self.store.upload(bucket, key, request.query["uploadId"])
+        sent_full = request.headers.get(checksums.HEADER)
+        full_crc = checksums.check_complete(
+            upload,
+            listed,
+            listed_crcs,
+            {n: length for n, (_, length) in upload.parts.items()},
+            sent_full,
+        )
+        checksum_type = upload.checksum_type
         obj = self.store.complete(bucket, key, request.query["uploadId"], listed)
+        if full_crc is not None:
+            obj.checksum = f"CRC32 {checksum_type}" + (
+                " verified" if sent_full is not None else " computed"
+            )
+            obj.full_crc32 = full_crc
         return _xml(
             200,
             f'<CompleteMultipartUploadResult xmlns="{XMLNS}"><Location>/{escape(bucket)}/'
@@ -421,6 +461,13 @@ def create_app(endpoint: Endpoint | None = None) -> web.Application:
     return app
 
 
+def _bound_port(site: web.TCPSite, asked: int) -> int:
+    server = site._server
+    assert server is not None
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else asked
+
+
 async def start_endpoint(
     host: str = "127.0.0.1", port: int = 0, endpoint: Endpoint | None = None
 ) -> tuple[web.AppRunner, int]:
@@ -429,16 +476,32 @@ async def start_endpoint(
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
-    server = site._server
-    assert server is not None
-    sockets = getattr(server, "sockets", None) or []
-    bound = int(sockets[0].getsockname()[1]) if sockets else port
-    return runner, bound
+    return runner, _bound_port(site, port)
 
 
-async def serve_forever(host: str, port: int) -> None:
+async def add_tls_port(runner: web.AppRunner, tls: ssl.SSLContext, host: str = "127.0.0.1") -> int:
+    """Serve the same endpoint (same state) over HTTPS too, on a new port.
+
+    The benchmark measures clients over TLS, as they talk to S3, while its
+    control calls stay on plain HTTP.
+    """
+    site = web.TCPSite(runner, host, 0, backlog=1024, ssl_context=tls)
+    await site.start()
+    return _bound_port(site, 0)
+
+
+def server_tls(cert_chain: str, key: str) -> ssl.SSLContext:
+    """A server context from PEM files (the run's own CA signed the certificate)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_chain, key)
+    return ctx
+
+
+async def serve_forever(host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
     runner, bound = await start_endpoint(host, port)
     print(f"PORT {bound}", flush=True)
+    if tls is not None:
+        print(f"TLSPORT {await add_tls_port(runner, tls, host)}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -451,6 +514,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Benchmark S3-protocol endpoint (not a test double).")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--tls-cert", help="PEM certificate chain: also serve HTTPS (prints TLSPORT)")
+    p.add_argument("--tls-key", help="PEM private key for --tls-cert")
     args = p.parse_args(argv)
+    tls = server_tls(args.tls_cert, args.tls_key) if args.tls_cert else None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(args.host, args.port))
+        asyncio.run(serve_forever(args.host, args.port, tls))

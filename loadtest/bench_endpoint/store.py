@@ -56,6 +56,10 @@ class WrittenObject:
     etag: str
     parts: int
     report: ZipReport | None = None
+    # What S3-style checksum the client sent and the endpoint checked, e.g.
+    # "CRC32 FULL_OBJECT verified"; None when the client sent none.
+    checksum: str | None = None
+    full_crc32: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -63,6 +67,8 @@ class WrittenObject:
             "crc32": None if self.crc32 is None else f"{self.crc32:08x}",
             "parts": self.parts,
             "etag": self.etag,
+            "checksum": self.checksum,
+            "full_crc32": None if self.full_crc32 is None else f"{self.full_crc32:08x}",
             "zip_ok": None,
             "entries": None,
             "errors": [],
@@ -101,6 +107,11 @@ class Upload:
     checker: ZipChecker | None = None
     reorder: Reorder = field(default_factory=Reorder)
     problems: list[str] = field(default_factory=list)
+    # S3's additional checksums (CreateMultipartUpload's x-amz-checksum-*):
+    # the algorithm and type asked for, and each part's CRC-32 as verified.
+    checksum_algorithm: str | None = None
+    checksum_type: str | None = None
+    part_crcs: dict[int, int] = field(default_factory=dict)
 
     def add_part(
         self, number: int, crc: int | None, length: int, chunks: list[bytes] | None

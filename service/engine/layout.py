@@ -42,6 +42,13 @@ def byte_ranges(size: int, range_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + range_size, size)) for start in range(0, size, range_size)]
 
 
+# What one S3 request round trip is worth in bytes: about 20 ms at the
+# ~80 MB/s one connection gets. A buffer is held for its transfer time plus
+# one round trip, so this is the fixed cost of every range and part
+# (docs/performance.md, "The budget split").
+ROUND_TRIP_BYTES = 1_600_000
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetShares:
     """How one job splits its byte budget between stages.
@@ -68,7 +75,17 @@ def split_budget(
     upload_concurrency: int,
     single_put: bool = False,
 ) -> BudgetShares:
-    """Give uploads up to half the budget and read-ahead the rest.
+    """Split the budget so neither stage waits for the other (Little's law).
+
+    At a steady throughput T, a stage holds T x (how long each of its bytes
+    stays in a buffer). A read range is held for its transfer plus a round
+    trip; a part buffer for its fill (one part, whatever T is: the filling
+    buffer) plus its transfer plus a round trip. So after the one filling
+    buffer, the budget is shared in proportion ``part + RT : range + RT``.
+    With 64 MiB, 8 MiB parts and 4 MiB ranges that is 5 part buffers (4
+    uploading while one fills, as many as ``upload_concurrency`` allows) and
+    24 MiB of read-ahead; the old "uploads get half" gave 4 buffers, so only
+    3 uploads were ever in flight (docs/performance.md).
 
     The minimum that works is one part buffer plus one read range; below
     that the job fails at start with a message that says how much it needs.
@@ -84,8 +101,10 @@ def split_budget(
     if single_put:
         return BudgetShares(part_size, 1, budget_bytes - part_size)
     wanted = upload_concurrency + 1  # the one being filled plus those in flight
-    fit = (budget_bytes // 2) // part_size
-    buffers = max(1, min(wanted, fit))
+    up_weight = part_size + ROUND_TRIP_BYTES
+    read_weight = range_size + ROUND_TRIP_BYTES
+    uploading = (budget_bytes - part_size) * up_weight / (up_weight + read_weight)
+    buffers = max(1, min(wanted, 1 + round(uploading / part_size)))
     # The read window must hold at least one whole range, or a range could
     # never be granted.
     while buffers > 1 and budget_bytes - buffers * part_size < range_size:

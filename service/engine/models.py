@@ -131,7 +131,9 @@ class ZipOptions:
     head_concurrency: int = 64
     read_concurrency: int = 32
     upload_concurrency: int = 4
-    range_size: int = 8 * MiB
+    # 4 MiB: a range holds budget only for its own transfer, so smaller ranges
+    # leave more of the budget to parts in flight (docs/performance.md).
+    range_size: int = 4 * MiB
     min_part_size: int = 8 * MiB
     read_attempts: int = 5
     progress_interval_s: float = 0.25
@@ -183,13 +185,29 @@ class MissingSourcesError(ZipJobError):
 
 
 class SourceChangedError(ZipJobError):
-    """A source's ETag changed between plan and read (If-Match failed)."""
+    """A source is not the object the plan saw: overwritten, shrunk or deleted mid-job.
+
+    Raised when S3 refuses If-Match, and also when a GET answer's own ETag or
+    Content-Range differs from the plan, because not every S3-compatible
+    server honours If-Match (docs/s3-compatibility.md). ``why`` says which.
+    """
 
     code = "SourceChanged"
 
-    def __init__(self, bucket: str, key: str) -> None:
-        self.bucket, self.key = bucket, key
-        super().__init__(f"s3://{bucket}/{key} changed while the archive was being built")
+    def __init__(self, bucket: str, key: str, why: str = "") -> None:
+        self.bucket, self.key, self.why = bucket, key, why
+        detail = f" ({why})" if why else ""
+        super().__init__(f"s3://{bucket}/{key} changed while the archive was being built{detail}")
+
+
+class RangeNotHonouredError(ZipJobError):
+    """The server answered a ranged GET with other bytes than asked (no Content-Range).
+
+    Permanent: a server that ignores ``Range`` does so every time, and the
+    engine cannot stitch an archive from whole-object answers.
+    """
+
+    code = "RangeNotHonoured"
 
 
 class BudgetTooSmallError(ZipJobError):

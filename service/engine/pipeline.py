@@ -137,10 +137,13 @@ async def build_zip(
                 tg.create_task(pump.run())
             upload = await writer.finish()
         except BaseExceptionGroup as group:
+            error = first_error(group)
             await writer.abort()
-            raise first_error(group) from None
-        except BaseException:
+            _note_abort_failure(error, writer)
+            raise error from None
+        except BaseException as error:
             await writer.abort()
+            _note_abort_failure(error, writer)
             raise
         progress.finish()
         peak = lease.peak
@@ -157,3 +160,9 @@ async def build_zip(
         skipped=plan.skipped,
         peak_budget_bytes=peak,
     )
+
+
+def _note_abort_failure(error: BaseException, writer: PartWriter) -> None:
+    """A failed abort leaves an upload to pay for: the job's error must say so."""
+    if writer.abort_failure is not None:
+        error.add_note(writer.abort_failure)

@@ -13,7 +13,9 @@ ZIP stream can start on a range before its last byte is in.
 Failure handling is per range: a broken connection mid-body resumes from
 the byte where it broke, with backoff, without restarting the job. If-Match
 pins the ETag from the plan, so an overwritten source fails the job loudly
-(SourceChangedError) instead of producing an archive with mixed versions.
+(SourceChangedError) instead of producing an archive with mixed versions;
+and because not every S3-compatible server honours If-Match, every answer's
+ETag and Content-Range are checked against the plan too (response_check.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ..units import MiB
 from .budget import ByteSemaphore
 from .layout import byte_ranges
 from .models import PlannedEntry, ReadFailedError, SourceChangedError
+from .response_check import changed_reason, check_get_response
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -161,19 +164,25 @@ class RangeReader:
 
     async def _read_into(self, slot: RangeSlot, view: memoryview, filled: int) -> int:
         src = slot.entry.source
+        first, last = slot.start + filled, slot.end - 1
         try:
             resp = await self._s3.get_object(
                 Bucket=src.bucket,
                 Key=src.key,
-                Range=f"bytes={slot.start + filled}-{slot.end - 1}",
+                Range=f"bytes={first}-{last}",
                 IfMatch=slot.entry.etag,
             )
         except ClientError as err:
-            code = str(err.response.get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412", "NoSuchKey", "404"):
-                raise SourceChangedError(src.bucket, src.key) from err
+            why = changed_reason(str(err.response.get("Error", {}).get("Code", "")))
+            if why is not None:
+                raise SourceChangedError(src.bucket, src.key, why) from err
             raise
         body = resp["Body"]
+        try:
+            check_get_response(slot.entry, first, last, resp)
+        except BaseException:
+            body.close()  # not read: never back to the pool half-read
+            raise
         handed_over = filled
         try:
             while filled < slot.length:

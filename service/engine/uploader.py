@@ -9,6 +9,14 @@ The multipart upload is created lazily when the first part is full: an
 archive that fits one buffer goes up as one PutObject, the cheapest request
 and the only legal one below S3's 5 MiB part minimum.
 
+Integrity is checked by S3 itself: every part carries its CRC-32
+(``ChecksumCRC32``) and CompleteMultipartUpload the whole archive's CRC-32
+(``ChecksumType=FULL_OBJECT``), combined from the parts' CRCs
+(``crc32_combine``), so the archive is never read twice. The CRC is taken as
+the bytes are copied into the part buffer, in the same pass. S3 refuses a
+part or an object whose bytes do not match (BadDigest); see
+docs/performance.md, "Checksums".
+
 ``abort()`` is the promise that matters: on any failure or cancellation it
 waits for the in-flight parts to stop, then aborts the upload, shielded from
 a second cancellation, so no incomplete upload is left to bill.
@@ -17,13 +25,16 @@ a second cancellation, so no incomplete upload is left to bill.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import urllib.parse
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, cast
 
 from .budget import ByteSemaphore
+from .crc import crc32_combine
 from .models import Destination, LengthMismatchError
 
 if TYPE_CHECKING:
@@ -86,10 +97,36 @@ class PartBody:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadedPart:
+    """One part S3 has acknowledged: what CompleteMultipartUpload lists, and
+    what a resumed upload needs to carry the full-object CRC on (its CRC and
+    length feed ``crc32_combine``)."""
+
+    number: int
+    etag: str
+    crc32: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
 class UploadResult:
     etag: str
     parts: int
     bytes: int
+    crc32: int
+
+
+def b64_crc32(crc: int) -> str:
+    """S3's checksum encoding: the big-endian CRC-32 bytes, base64."""
+    return base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
+
+
+def full_object_crc32(parts: list[UploadedPart]) -> int:
+    """The CRC-32 of the parts' concatenation, in part order, from their CRCs."""
+    crc = 0
+    for part in sorted(parts, key=lambda p: p.number):
+        crc = crc32_combine(crc, part.crc32, part.length)
+    return crc
 
 
 def content_disposition(filename: str) -> str:
@@ -125,12 +162,20 @@ class PartWriter:
         self._free: list[bytearray] = []
         self._buf: bytearray | None = None
         self._fill = 0
+        self._crc = 0  # CRC-32 of the filling buffer's bytes so far
         self._written = 0
-        self._parts: dict[int, str] = {}
+        self._parts: dict[int, UploadedPart] = {}
         self._next_part = 1
         self._tasks: set[asyncio.Task[None]] = set()
         self._create: asyncio.Task[str] | None = None
         self._failure: BaseException | None = None
+        # Set when abort() could not abort the upload: callers add it to their error.
+        self.abort_failure: str | None = None
+
+    @property
+    def uploaded_parts(self) -> list[UploadedPart]:
+        """Parts S3 has acknowledged so far, in part order (for checkpoints)."""
+        return [self._parts[n] for n in sorted(self._parts)]
 
     async def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
@@ -140,7 +185,9 @@ class PartWriter:
                 self._buf = await self._take_buffer()
             room = len(self._buf) - self._fill
             n = min(room, len(view))
-            self._buf[self._fill : self._fill + n] = view[:n]
+            piece = view[:n]
+            self._buf[self._fill : self._fill + n] = piece
+            self._crc = zlib.crc32(piece, self._crc)
             self._fill += n
             self._written += n
             view = view[n:]
@@ -162,16 +209,21 @@ class PartWriter:
             await asyncio.gather(*self._tasks)
         self._raise_failure()
         upload_id = await self._create
+        done = self.uploaded_parts
+        crc = full_object_crc32(done)
         parts: list[CompletedPartTypeDef] = [
-            {"PartNumber": n, "ETag": etag} for n, etag in sorted(self._parts.items())
+            {"PartNumber": p.number, "ETag": p.etag, "ChecksumCRC32": b64_crc32(p.crc32)}
+            for p in done
         ]
         resp = await self._s3.complete_multipart_upload(
             Bucket=self._dest.bucket,
             Key=self._dest.key,
             UploadId=upload_id,
             MultipartUpload={"Parts": parts},
+            ChecksumCRC32=b64_crc32(crc),
+            ChecksumType="FULL_OBJECT",
         )
-        return UploadResult(str(resp.get("ETag", "")), len(parts), self._written)
+        return UploadResult(str(resp.get("ETag", "")), len(parts), self._written, crc)
 
     async def abort(self) -> None:
         """Stop in-flight parts, then abort the multipart upload (if one began)."""
@@ -193,12 +245,18 @@ class PartWriter:
             await self._s3.abort_multipart_upload(
                 Bucket=self._dest.bucket, Key=self._dest.key, UploadId=upload_id
             )
-        except Exception:
+        except Exception as err:
             # The bucket's lifecycle rule (abort incomplete uploads after a
-            # day) is the backstop; say loudly that it is needed.
-            log.exception(
-                "could not abort multipart upload for s3://%s/%s", self._dest.bucket, self._dest.key
+            # day) is the backstop; say loudly that it is needed, in one line
+            # (the job's own error gets it as a note); the traceback is debug.
+            where = f"s3://{self._dest.bucket}/{self._dest.key}"
+            self.abort_failure = (
+                f"the multipart upload of {where} (UploadId {upload_id}) could not be "
+                f"aborted ({type(err).__name__}: {err}); the bucket's lifecycle rule "
+                "for incomplete uploads has to remove it"
             )
+            log.warning("%s", self.abort_failure)
+            log.debug("abort of %s failed", where, exc_info=True)
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -230,12 +288,12 @@ class PartWriter:
     def _send_part(self) -> None:
         """Hand the full buffer to a background UploadPart; the next write takes a new one."""
         assert self._buf is not None
-        buf, fill = self._buf, self._fill
-        self._buf, self._fill = None, 0
+        buf, fill, crc = self._buf, self._fill, self._crc
+        self._buf, self._fill, self._crc = None, 0, 0
         if self._create is None:
             self._create = asyncio.ensure_future(self._create_upload())
         number, self._next_part = self._next_part, self._next_part + 1
-        task = asyncio.ensure_future(self._upload_part(number, buf, fill))
+        task = asyncio.ensure_future(self._upload_part(number, buf, fill, crc))
         self._tasks.add(task)
         task.add_done_callback(self._part_done)
 
@@ -250,10 +308,12 @@ class PartWriter:
             Key=self._dest.key,
             ContentType=self._content_type,
             ContentDisposition=content_disposition(self._dest.filename),
+            ChecksumAlgorithm="CRC32",
+            ChecksumType="FULL_OBJECT",
         )
         return str(resp["UploadId"])
 
-    async def _upload_part(self, number: int, buf: bytearray, fill: int) -> None:
+    async def _upload_part(self, number: int, buf: bytearray, fill: int, crc: int) -> None:
         acquired = len(buf)
         try:
             assert self._create is not None
@@ -266,13 +326,16 @@ class PartWriter:
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=PartBody(buf, fill).as_body(),
+                # Precomputed: botocore then computes no checksum itself and
+                # sends the body as it is (no aws-chunked re-framing, no copy).
+                ChecksumCRC32=b64_crc32(crc),
             )
-            self._parts[number] = resp["ETag"]
+            self._parts[number] = UploadedPart(number, str(resp["ETag"]), crc, fill)
         finally:
             self._give_back(buf, acquired)
 
     async def _put_single(self) -> UploadResult:
-        buf, fill = self._buf, self._fill
+        buf, fill, crc = self._buf, self._fill, self._crc
         acquired = 0 if buf is None else len(buf)
         body = b"" if buf is None else PartBody(buf, fill).as_body()
         try:
@@ -282,9 +345,10 @@ class PartWriter:
                 Body=body,
                 ContentType=self._content_type,
                 ContentDisposition=content_disposition(self._dest.filename),
+                ChecksumCRC32=b64_crc32(crc),
             )
         finally:
             if buf is not None:
                 self._buf = None
                 self._give_back(buf, acquired)
-        return UploadResult(str(resp.get("ETag", "")), 1, self._written)
+        return UploadResult(str(resp.get("ETag", "")), 1, self._written, crc)

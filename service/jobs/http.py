@@ -8,6 +8,7 @@ checked-in OpenAPI spec describes both.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -20,6 +21,7 @@ from typing import Any
 
 from .problems import PROBLEM_CONTENT_TYPE, ApiError, Problem
 from .service import JobService
+from .unavailable import is_unavailable, unavailable
 from .views import accepted_view, status_path
 
 log = logging.getLogger(__name__)
@@ -85,11 +87,23 @@ def check_auth(token: str | None, authorization: str | None) -> None:
 
 async def handle(svc: JobService, req: HttpRequest) -> HttpResponse:
     """Route one request; every ApiError becomes a problem+json response."""
+    deadline = svc.settings.api_deadline_seconds
     try:
-        return await _route(svc, req)
+        async with asyncio.timeout(deadline):
+            return await _route(svc, req)
     except ApiError as err:
         return problem_response(err.problem, err.headers)
-    except Exception:
+    except Exception as err:
+        if is_unavailable(err):
+            # No traceback: a slow or failing dependency is not our bug.
+            log.warning("%s %s: 503, AWS unavailable: %r", req.method, req.path, err)
+            reason = (
+                f"a backing AWS service did not answer within {deadline} s"
+                if isinstance(err, TimeoutError)
+                else "a backing AWS service failed"
+            )
+            problem = unavailable(reason)
+            return problem_response(problem.problem, problem.headers)
         log.exception("unhandled error in %s %s", req.method, req.path)
         return problem_response(
             Problem(500, "internal-error", "the service failed; the request can be retried")

@@ -17,7 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..aws import aws_client
+from ..aws import BACKGROUND, CallLimits, aws_client
 from ..engine import content_disposition
 from ..settings import Settings
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
@@ -79,12 +79,18 @@ class JobService:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[JobService]:
-        """Create the clients once per process (Lambda: once per container)."""
+    async def open(
+        cls, settings: Settings, *, limits: CallLimits = BACKGROUND
+    ) -> AsyncIterator[JobService]:
+        """Create the clients once per process (Lambda: once per container).
+
+        ``limits``: ``INTERACTIVE`` for a process that only answers the API.
+        """
         async with AsyncExitStack() as stack:
-            s3 = await stack.enter_async_context(aws_client("s3", settings.aws))
-            db = await stack.enter_async_context(aws_client("dynamodb", settings.aws))
-            sqs = await stack.enter_async_context(aws_client("sqs", settings.aws))
+            aws = settings.aws
+            s3 = await stack.enter_async_context(aws_client("s3", aws, limits=limits))
+            db = await stack.enter_async_context(aws_client("dynamodb", aws, limits=limits))
+            sqs = await stack.enter_async_context(aws_client("sqs", aws, limits=limits))
             yield cls(settings, s3=s3, dynamodb=db, sqs=sqs)
 
     def now(self) -> dt.datetime:

@@ -26,9 +26,9 @@ import aiohttp
 
 from ..api import run_server
 from ..jobs import JobService
+from ..process import setup_logging
 from ..settings import Settings
 from ..worker import Worker
-from .runtime import setup_logging
 from .samples import Sample, pdf_problems, sample_pdfs
 from .stack import EmbeddedAws, StackNames, describe, provision
 

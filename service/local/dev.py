@@ -14,8 +14,8 @@ import sys
 
 from ..api import run_server
 from ..jobs import JobService
+from ..process import setup_logging, stop_on_signals
 from ..worker import Worker
-from .runtime import setup_logging, stop_on_signals
 from .stack import EmbeddedAws, Provisioned, StackNames, describe, provision
 
 log = logging.getLogger("zipjobs.dev")

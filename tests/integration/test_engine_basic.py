@@ -34,14 +34,8 @@ from service.engine import (
 )
 from service.engine.uploader import content_disposition
 from tests.support.archive_check import verify_archive
-from tests.support.sources import (
-    archive_names,
-    body,
-    download,
-    file_folder_clashes,
-    open_uploads,
-    unsafe_name_reasons,
-)
+from tests.support.names import archive_names, file_folder_clashes, unsafe_name_reasons
+from tests.support.s3_objects import body, download, open_uploads
 
 pytestmark = pytest.mark.integration
 

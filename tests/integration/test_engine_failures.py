@@ -38,8 +38,7 @@ from service.engine import (
 from tests.support.archive_check import verify_archive
 from tests.support.aws_backend import AwsEndpoint
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.s3_objects import unique_bucket_name
-from tests.support.sources import body, download, object_exists, open_uploads
+from tests.support.s3_objects import body, download, object_exists, open_uploads, unique_bucket_name
 
 pytestmark = pytest.mark.integration
 
@@ -197,6 +196,62 @@ async def test_source_changed_mid_job_fails_and_aborts_the_upload(
     methods = writes(proxy)
     assert any(w.startswith("POST") and w.endswith("?uploads") for w in methods), methods
     assert any(w.startswith("DELETE") and "uploadId=" in w for w in methods), methods
+    await assert_nothing_left(s3, bucket)
+
+
+# A server that ignores If-Match (s3rver does): the GET answers themselves are checked.
+IGNORED_IF_MATCH_CHANGES = {
+    "same-size": lambda old: bytes(b ^ 0xFF for b in old),  # new ETag, same Content-Range
+    "shrunk": lambda old: old[:1000],  # the next range starts past the end: InvalidRange
+    "grown": lambda old: old + b"more",  # Content-Range total differs
+    "deleted": lambda old: None,
+}
+
+
+@pytest.mark.parametrize("change", list(IGNORED_IF_MATCH_CHANGES))
+async def test_server_ignoring_if_match_still_fails_a_changed_source(
+    change: str, s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, proxied_s3: Any
+) -> None:
+    """The proxy strips If-Match from every GET, and swaps the victim between its first
+    and second range (when the second range's GET arrives). Without the ETag and
+    Content-Range checks the job would succeed with an entry that matches neither
+    version (or fail with a raw InvalidRange)."""
+    victim = "swap/victim.pdf"
+    old = body(1 * MiB, 77)  # four 256 KiB ranges
+    objects = {f"swap/{i:02d}.pdf": body(200_000, i) for i in range(30)} | {victim: old}
+    await put_objects(objects)
+    new = IGNORED_IF_MATCH_CHANGES[change](old)
+
+    async def swap() -> None:
+        if new is None:
+            await s3.delete_object(Bucket=bucket, Key=victim)
+        else:
+            await s3.put_object(Bucket=bucket, Key=victim, Body=new)
+
+    swapped = proxy.add(
+        Fault(
+            "GET",
+            path_contains=victim,
+            range_from=SMALL.range_size,
+            drop_headers=("If-Match",),
+            before=swap,
+        )
+    )
+    proxy.add(Fault("GET", drop_headers=("If-Match",), times=10**6))
+    with pytest.raises(SourceChangedError) as caught:
+        await build_zip(
+            [SourceObject(bucket, k) for k in objects],
+            Destination(bucket, OUT),
+            s3=proxied_s3,
+            options=SMALL,
+        )
+    assert swapped.hits == 1
+    assert not any("if-match" in r.headers for r in proxy.seen("GET", victim))
+    assert (caught.value.bucket, caught.value.key) == (bucket, victim)
+    assert caught.value.why, "the error must say what differed"
+    assert not any(
+        "uploadId=" in w and w.startswith("POST") and "?uploads" not in w for w in writes(proxy)
+    ), "never completed"
     await assert_nothing_left(s3, bucket)
 
 

@@ -27,7 +27,7 @@ from service.engine import (
 )
 from tests.support.archive_check import verify_archive
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.sources import body, download, open_uploads
+from tests.support.s3_objects import body, download, open_uploads
 
 pytestmark = pytest.mark.integration
 

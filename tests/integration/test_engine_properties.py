@@ -36,14 +36,8 @@ from service.engine import (
 )
 from tests.support.archive_check import verify_archive
 from tests.support.aws_backend import AwsEndpoint
-from tests.support.s3_objects import create_bucket, unique_bucket_name
-from tests.support.sources import (
-    archive_names,
-    download,
-    file_folder_clashes,
-    open_uploads,
-    unsafe_name_reasons,
-)
+from tests.support.names import archive_names, file_folder_clashes, unsafe_name_reasons
+from tests.support.s3_objects import create_bucket, download, open_uploads, unique_bucket_name
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from service.jobs.validation import parse_job_request
 from service.local.stack import Provisioned, StackNames, provision
 from tests.support.aws_backend import AwsEndpoint
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.sources import object_exists, open_uploads
+from tests.support.s3_objects import object_exists, open_uploads
 
 pytestmark = pytest.mark.integration
 

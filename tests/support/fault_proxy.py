@@ -12,7 +12,13 @@ requests matching a ``Fault``:
   then closes the connection (the client sees a short body);
 * ``status=503, code="SlowDown"``: answers with an S3 XML error itself;
 * ``delay_s=T``: holds the request T seconds before forwarding it (to keep a
-  job deterministically busy, e.g. mid-upload, while a test acts).
+  job deterministically busy, e.g. mid-upload, while a test acts);
+* ``drop_headers=("if-match",)``: forwards the request without those headers,
+  like an S3-compatible server that ignores them;
+* ``before=coroutine_function``: awaited before forwarding (e.g. to overwrite
+  the object being read, exactly between two ranges of it).
+
+``range_from=N`` narrows a fault to requests whose ``Range`` starts at byte N.
 
 Every request is recorded (method, path, query, headers, what was done), so a
 test can assert that the retry asked for ``Range: bytes=<where it broke>-``.
@@ -27,12 +33,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
 _CHUNK = 64 * 1024
 _NO_BODY_STATUSES = {204, 304}
+
+
+def error_body(code: str, *, json_protocol: bool) -> tuple[bytes, str]:
+    """An AWS error document (body, content type) in the protocol the client speaks.
+
+    S3 answers XML; DynamoDB and SQS (JSON protocol) answer
+    ``{"__type": ..., "message": ...}``, from which botocore takes the code.
+    """
+    if json_protocol:
+        doc = {"__type": f"com.amazonaws.fault#{code}", "message": "injected by the fault proxy"}
+        return json.dumps(doc).encode(), "application/x-amz-json-1.0"
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>injected by the test fault proxy"
+        "</Message><RequestId>fault-proxy</RequestId></Error>"
+    )
+    return xml.encode(), "application/xml"
 
 
 @dataclass
@@ -47,14 +72,28 @@ class Fault:
     status: int | None = None
     code: str = "InternalError"
     delay_s: float = 0.0
+    drop_headers: tuple[str, ...] = ()
+    before: Callable[[], Awaitable[None]] | None = None
+    range_from: int | None = None
     hits: int = 0
+    # DynamoDB and SQS (JSON protocol) send every call as ``POST /`` and name
+    # the operation in X-Amz-Target ("DynamoDB_20120810.PutItem",
+    # "AmazonSQS.SendMessage"): match on it to break one service's calls.
+    target_contains: str = ""
 
-    def matches(self, method: str, path: str, query: str) -> bool:
+    def matches(
+        self, method: str, path: str, query: str, target: str = "", range_header: str | None = None
+    ) -> bool:
         return (
             self.hits < self.times
             and method == self.method
             and self.path_contains in path
             and self.query_contains in query
+            and self.target_contains in target
+            and (
+                self.range_from is None
+                or (range_header or "").startswith(f"bytes={self.range_from}-")
+            )
         )
 
     def describe(self) -> str:
@@ -62,6 +101,10 @@ class Fault:
             return f"cut after {self.cut_after} bytes"
         if self.status is not None:
             return f"status {self.status} {self.code}"
+        if self.drop_headers:
+            return f"dropped {', '.join(self.drop_headers)}"
+        if self.before is not None:
+            return "acted before forwarding"
         return f"delayed {self.delay_s} s"
 
 
@@ -100,6 +143,15 @@ class _Request:
             if k.lower() == name:
                 return v
         return None
+
+
+def upstream_bytes(request: _Request) -> bytes:
+    """``request`` as sent upstream: on a connection of its own, so its answer ends at EOF."""
+    headers = [(k, v) for k, v in request.headers if k.lower() != "connection"]
+    headers.append(("Connection", "close"))
+    head = f"{request.method} {request.target} {request.version}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    return head.encode("latin-1") + request.body
 
 
 class FaultProxy:
@@ -175,12 +227,27 @@ class FaultProxy:
         path = urllib.parse.unquote(split.path)
         seen = Seen(request.method, path, split.query, {k.lower(): v for k, v in request.headers})
         self.requests.append(seen)
-        fault = next((f for f in self.faults if f.matches(request.method, path, split.query)), None)
+        target = request.header("x-amz-target") or ""
+        range_header = request.header("range")
+        fault = next(
+            (
+                f
+                for f in self.faults
+                if f.matches(request.method, path, split.query, target, range_header)
+            ),
+            None,
+        )
         if fault is not None:
             fault.hits += 1
             seen.fault = fault.describe()
             if fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
+            if fault.before is not None:
+                await fault.before()
+            if fault.drop_headers:
+                dropped = {h.lower() for h in fault.drop_headers}
+                request.headers = [(k, v) for k, v in request.headers if k.lower() not in dropped]
+                seen.headers = {k.lower(): v for k, v in request.headers}  # as forwarded
             if fault.status is not None:
                 await self._answer_error(writer, request, fault, seen)
                 return True
@@ -230,14 +297,12 @@ class FaultProxy:
         self, writer: asyncio.StreamWriter, request: _Request, fault: Fault, seen: Seen
     ) -> None:
         assert fault.status is not None
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{fault.code}</Code><Message>injected by the test fault proxy"
-            "</Message><RequestId>fault-proxy</RequestId></Error>"
-        ).encode()
+        body, content_type = error_body(
+            fault.code, json_protocol=bool(request.header("x-amz-target"))
+        )
         head = (
             f"HTTP/1.1 {fault.status} Injected\r\n"
-            "Content-Type: application/xml\r\n"
+            f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n"
             "\r\n"
         ).encode()
@@ -254,11 +319,7 @@ class FaultProxy:
     ) -> bool:
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         try:
-            headers = [(k, v) for k, v in request.headers if k.lower() != "connection"]
-            headers.append(("Connection", "close"))
-            head = f"{request.method} {request.target} {request.version}\r\n"
-            head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
-            up_writer.write(head.encode("latin-1") + request.body)
+            up_writer.write(upstream_bytes(request))
             await up_writer.drain()
             return await self._relay_response(request, up_reader, writer, fault, seen)
         finally:

@@ -1,4 +1,4 @@
-"""Small S3 chores for tests: unique buckets, seeding objects, fetching archives, cleanup.
+"""Small S3 chores for tests: buckets, test content, seeding and fetching objects, cleanup.
 
 All of it goes over HTTP through an aioboto3 client, the same way the service
 talks to S3; nothing here patches botocore.
@@ -7,9 +7,15 @@ talks to S3; nothing here patches botocore.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from botocore.exceptions import ClientError
+
+from service.units import MiB
 
 
 def unique_bucket_name(prefix: str = "zj-test") -> str:
@@ -64,3 +70,44 @@ async def delete_bucket(s3: Any, bucket: str) -> None:
         if keys:
             await s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
     await s3.delete_bucket(Bucket=bucket)
+
+
+async def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    """Incomplete multipart uploads in ``bucket``: what a failed job must never leave."""
+    resp = await s3.list_multipart_uploads(Bucket=bucket)
+    uploads: list[dict[str, Any]] = resp.get("Uploads", [])
+    return uploads
+
+
+async def object_exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        await s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return False
+        raise
+    return True
+
+
+async def download(s3: Any, bucket: str, key: str, path: Path, chunk_size: int = 4 * MiB) -> int:
+    """Stream an object to ``path``; returns its size.
+
+    Reads ``Body`` itself (aiobotocore's StreamingBody, whose ``read()`` takes a
+    size), not the object ``async with Body`` returns (aiohttp's response).
+    """
+    resp = await s3.get_object(Bucket=bucket, Key=key)
+    stream = resp["Body"]
+    written = 0
+    try:
+        with path.open("wb") as out:
+            while chunk := await stream.read(chunk_size):
+                out.write(chunk)
+                written += len(chunk)
+    finally:
+        stream.close()
+    return written
+
+
+def body(size: int, seed: int) -> bytes:
+    """Deterministic incompressible test content."""
+    return random.Random(seed).randbytes(size)

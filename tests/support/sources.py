@@ -20,10 +20,10 @@ Two levels:
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import hashlib
 import os
-import random
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -263,6 +263,10 @@ class SyntheticObject:
         return f'"{zlib.crc32(self.content.block):08x}-{self.content.size}"'
 
 
+def _crc_b64(crc: int) -> str:
+    return base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
+
+
 class SyntheticS3:
     """The S3 calls ``build_zip`` makes, served from repeated buffers into one file.
 
@@ -279,6 +283,12 @@ class SyntheticS3:
         self.completed = False
         self.aborted = False
         self.calls: list[str] = []
+        # S3's additional checksums, checked as S3 does (zlib over the bytes
+        # received; docs: checking-object-integrity): per part, and the whole
+        # object at completion for ChecksumType FULL_OBJECT.
+        self.part_crcs: dict[int, int] = {}
+        self.object_crc32: int | None = None
+        self.corrupt_part: int | None = None  # flip a byte of this part "in transit"
         self._fd: int | None = None
 
     def add(self, bucket: str, key: str, content: RepeatedContent) -> SourceObject:
@@ -329,13 +339,22 @@ class SyntheticS3:
         obj = self._object(Bucket, Key, "GetObject")
         if IfMatch is not None and IfMatch != obj.etag:
             raise _client_error(412, "PreconditionFailed", "GetObject")
-        first, last = Range.removeprefix("bytes=").split("-")
-        return {"Body": _Body(obj.content.pieces(int(first), int(last) + 1, 256 * 1024))}
+        first_s, last_s = Range.removeprefix("bytes=").split("-")
+        first, last = int(first_s), min(int(last_s), obj.content.size - 1)
+        if first >= obj.content.size:
+            raise _client_error(416, "InvalidRange", "GetObject")
+        # The headers S3 sends with a 206, which the reader checks against its plan.
+        return {
+            "Body": _Body(obj.content.pieces(first, last + 1, 256 * 1024)),
+            "ETag": obj.etag,
+            "ContentRange": f"bytes {first}-{last}/{obj.content.size}",
+            "ContentLength": last - first + 1,
+        }
 
     async def create_multipart_upload(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append("CreateMultipartUpload")
         self.create_kwargs = kwargs
-        self._fd = os.open(self.out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._fd = os.open(self.out_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         return {"UploadId": "synthetic-upload"}
 
     async def upload_part(
@@ -346,6 +365,7 @@ class SyntheticS3:
         UploadId: str,
         PartNumber: int,
         Body: bytes | bytearray,
+        ChecksumCRC32: str | None = None,
     ) -> dict[str, Any]:
         self.calls.append("UploadPart")
         assert self._fd is not None and UploadId == "synthetic-upload"
@@ -357,9 +377,16 @@ class SyntheticS3:
         assert len(Body) <= self.part_size
         offset = (PartNumber - 1) * self.part_size
         size = 0
+        crc = 0
         async for piece in _pieces(Body):
+            if PartNumber == self.corrupt_part and size == 0:
+                piece = bytes([piece[0] ^ 1]) + bytes(piece[1:])
             os.pwrite(self._fd, piece, offset + size)
+            crc = zlib.crc32(piece, crc)
             size += len(piece)
+        if ChecksumCRC32 is not None and _crc_b64(crc) != ChecksumCRC32:
+            raise _client_error(400, "BadDigest", "UploadPart")
+        self.part_crcs[PartNumber] = crc
         self.parts[PartNumber] = size
         return {"ETag": f'"part-{PartNumber}"'}
 
@@ -369,6 +396,14 @@ class SyntheticS3:
         assert numbers == list(range(1, len(numbers) + 1)) == sorted(self.parts)
         sizes = [self.parts[n] for n in numbers]
         assert all(s == sizes[0] for s in sizes[:-1]), "only the last part may differ"
+        if kwargs.get("ChecksumType") == "FULL_OBJECT":
+            assert self._fd is not None
+            whole = 0
+            for n in numbers:  # re-read what was received: independent of the parts' CRCs
+                whole = zlib.crc32(os.pread(self._fd, sizes[n - 1], (n - 1) * sizes[0]), whole)
+            if kwargs.get("ChecksumCRC32") != _crc_b64(whole):
+                raise _client_error(400, "BadDigest", "CompleteMultipartUpload")
+            self.object_crc32 = whole
         self._close()
         self.completed = True
         return {"ETag": f'"synthetic-{len(numbers)}"'}
@@ -381,9 +416,14 @@ class SyntheticS3:
 
     async def put_object(self, *, Body: Any, **kwargs: Any) -> dict[str, Any]:
         self.calls.append("PutObject")
+        crc = 0
         with self.out_path.open("wb") as out:
             async for piece in _pieces(Body):
                 out.write(piece)
+                crc = zlib.crc32(piece, crc)
+        if "ChecksumCRC32" in kwargs and kwargs["ChecksumCRC32"] != _crc_b64(crc):
+            raise _client_error(400, "BadDigest", "PutObject")
+        self.object_crc32 = crc
         self.completed = True
         return {"ETag": '"synthetic-single"'}
 
@@ -425,87 +465,3 @@ def big_file_dir(fallback: Path, needed: int) -> Path:
     if free > needed + GiB and _mem_available() > needed + SHM_HEADROOM:
         return SHM
     return fallback
-
-
-# ------------------------------------------------------------ S3 round trips (integration)
-
-
-async def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
-    """Incomplete multipart uploads in ``bucket``: what a failed job must never leave."""
-    resp = await s3.list_multipart_uploads(Bucket=bucket)
-    uploads: list[dict[str, Any]] = resp.get("Uploads", [])
-    return uploads
-
-
-async def object_exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        await s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as err:
-        if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-            return False
-        raise
-    return True
-
-
-def archive_names(path: Path) -> list[str]:
-    """Entry names in central-directory order (the engine keeps the sources' order)."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as zf:
-        return [i.filename for i in zf.infolist()]
-
-
-_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
-def unsafe_name_reasons(name: str) -> list[str]:
-    """Why ``name`` could escape or confuse an extraction directory (empty: it is safe)."""
-    reasons = []
-    if not name:
-        reasons.append("empty")
-    if name.startswith("/"):
-        reasons.append("absolute")
-    if "\\" in name:
-        reasons.append("backslash")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        reasons.append("control character")
-    segments = name.split("/")
-    if any(s in ("", ".", "..") for s in segments):
-        reasons.append("empty, . or .. segment")
-    if len(segments[0]) >= 2 and segments[0][1] == ":" and segments[0][0] in _ASCII_LETTERS:
-        reasons.append("drive letter")
-    return reasons
-
-
-async def download(s3: Any, bucket: str, key: str, path: Path, chunk_size: int = 4 * MiB) -> int:
-    """Stream an object to ``path``; returns its size.
-
-    Reads ``Body`` itself (aiobotocore's StreamingBody, whose ``read()`` takes a
-    size), not the object ``async with Body`` returns (aiohttp's response).
-    """
-    resp = await s3.get_object(Bucket=bucket, Key=key)
-    stream = resp["Body"]
-    written = 0
-    try:
-        with path.open("wb") as out:
-            while chunk := await stream.read(chunk_size):
-                out.write(chunk)
-                written += len(chunk)
-    finally:
-        stream.close()
-    return written
-
-
-def file_folder_clashes(names: Sequence[str]) -> list[str]:
-    """Names that are also a folder of another name (``docs`` and ``docs/x.pdf``),
-    ignoring case: no extractor can create both."""
-    folders: set[str] = set()
-    for name in names:
-        parts = name.casefold().split("/")[:-1]
-        folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    return [n for n in names if n.casefold() in folders]
-
-
-def body(size: int, seed: int) -> bytes:
-    """Deterministic incompressible test content."""
-    return random.Random(seed).randbytes(size)

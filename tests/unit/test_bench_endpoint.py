@@ -444,3 +444,231 @@ async def test_link_proxy_forwards_bytes_unchanged(bench: Bench) -> None:
     }
     result = await bench.control("POST", "check_copies", spec)
     assert result["ok"] == 1, result
+
+
+# -- S3's additional checksums, enforced as S3 does ------------------------------------
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
+# moto 5 stores a supplied x-amz-checksum-* value without checking it, so these
+# rules are proved here, against the endpoint the benchmark measures with.
+
+
+def b64crc(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+async def open_upload_ids(bench: Bench) -> set[str]:
+    resp = await bench.s3.list_multipart_uploads(Bucket=OUT)
+    return {u["UploadId"] for u in resp.get("Uploads", [])}
+
+
+async def test_wrong_part_and_full_object_crc32_are_refused(bench: Bench) -> None:
+    key = "checksums/raw.bin"
+    parts = [read_content("cs-a", 0, 5 * MiB), read_content("cs-b", 0, 123)]
+    upload_id = (
+        await bench.s3.create_multipart_upload(
+            Bucket=OUT, Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+        )
+    )["UploadId"]
+    with pytest.raises(ClientError, match="BadDigest"):
+        await bench.s3.upload_part(
+            Bucket=OUT,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=1,
+            Body=parts[0],
+            ChecksumCRC32=b64crc(parts[0][:-1] + b"?"),
+        )
+    with pytest.raises(ClientError, match="InvalidRequest"):  # a part without its CRC
+        await bench.s3.upload_part(
+            Bucket=OUT, Key=key, UploadId=upload_id, PartNumber=1, Body=parts[0]
+        )
+    listed = []
+    for number, body in enumerate(parts, start=1):
+        resp = await bench.s3.upload_part(
+            Bucket=OUT,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumCRC32=b64crc(body),
+        )
+        listed.append({"PartNumber": number, "ETag": resp["ETag"], "ChecksumCRC32": b64crc(body)})
+    whole = b"".join(parts)
+    with pytest.raises(ClientError, match="BadDigest"):
+        await bench.s3.complete_multipart_upload(
+            Bucket=OUT,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": listed},
+            ChecksumCRC32=b64crc(whole[::-1]),
+            ChecksumType="FULL_OBJECT",
+        )
+    assert upload_id in await open_upload_ids(bench), "a refused Complete leaves the upload"
+    await bench.s3.complete_multipart_upload(
+        Bucket=OUT,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": listed},
+        ChecksumCRC32=b64crc(whole),
+        ChecksumType="FULL_OBJECT",
+    )
+    report = await bench.verify(key)
+    assert report["checksum"] == "CRC32 FULL_OBJECT verified"
+    assert report["full_crc32"] == f"{zlib.crc32(whole):08x}" == report["crc32"]
+
+
+async def test_put_object_with_a_wrong_crc32_is_refused(bench: Bench) -> None:
+    body = read_content("cs-put", 0, 70_000)
+    with pytest.raises(ClientError, match="BadDigest"):
+        await bench.s3.put_object(
+            Bucket=OUT, Key="checksums/put.bin", Body=body, ChecksumCRC32=b64crc(body + b"x")
+        )
+    await bench.s3.put_object(
+        Bucket=OUT, Key="checksums/put.bin", Body=body, ChecksumCRC32=b64crc(body)
+    )
+    assert (await bench.verify("checksums/put.bin"))["checksum"] == "CRC32 verified"
+
+
+class Corrupting:
+    """An S3 client whose part bodies change after the writer took their CRC
+    (a memory or transit fault), or whose Complete names a wrong archive CRC."""
+
+    def __init__(self, s3: Any, *, flip_part: int = 0, wrong_full: bool = False) -> None:
+        self._s3, self.flip_part, self.wrong_full = s3, flip_part, wrong_full
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    async def upload_part(self, **kwargs: Any) -> Any:
+        if kwargs["PartNumber"] == self.flip_part:
+            view = kwargs["Body"]._view  # the part buffer itself, after its CRC was taken
+            view[100] ^= 0x01
+        return await self._s3.upload_part(**kwargs)
+
+    async def complete_multipart_upload(self, **kwargs: Any) -> Any:
+        if self.wrong_full:
+            kwargs["ChecksumCRC32"] = b64crc(b"not the archive")
+        return await self._s3.complete_multipart_upload(**kwargs)
+
+
+@pytest.mark.parametrize(("flip_part", "wrong_full"), [(2, False), (0, True)])
+async def test_engine_uploads_with_a_bad_crc_are_refused_and_aborted(
+    bench: Bench, flip_part: int, wrong_full: bool
+) -> None:
+    from service.engine.budget import ByteSemaphore
+    from service.engine.models import Destination
+    from service.engine.uploader import PartWriter
+
+    key = f"checksums/engine-{flip_part}-{wrong_full}.zip"
+    before = await open_upload_ids(bench)
+    writer = PartWriter(
+        Corrupting(bench.s3, flip_part=flip_part, wrong_full=wrong_full),
+        Destination(OUT, key),
+        part_size=5 * MiB,
+        budget=ByteSemaphore(15 * MiB),
+        content_type="application/zip",
+        expected_bytes=12 * MiB,
+    )
+    payload = read_content("cs-engine", 0, 12 * MiB)
+    with pytest.raises(ClientError, match="BadDigest"):
+        for start in range(0, len(payload), MiB):
+            await writer.write(payload[start : start + MiB])
+        await writer.finish()
+    await writer.abort()
+    assert await open_upload_ids(bench) == before, "the refused upload was aborted"
+    async with bench.http.get(f"{bench.url}/_bench/verify/{OUT}/{key}") as resp:
+        assert resp.status == 404, "no object was written"
+
+
+async def test_engine_upload_with_good_crcs_is_verified_by_the_endpoint(bench: Bench) -> None:
+    from service.engine.budget import ByteSemaphore
+    from service.engine.models import Destination
+    from service.engine.uploader import PartWriter
+
+    key = "checksums/engine-good.bin"
+    payload = read_content("cs-good", 0, 11 * MiB + 5)
+    writer = PartWriter(
+        bench.s3,
+        Destination(OUT, key),
+        part_size=5 * MiB,
+        budget=ByteSemaphore(15 * MiB),
+        content_type="application/zip",
+        expected_bytes=len(payload),
+    )
+    await writer.write(payload)
+    result = await writer.finish()
+    report = await bench.verify(key)
+    assert report["checksum"] == "CRC32 FULL_OBJECT verified"
+    assert report["full_crc32"] == f"{zlib.crc32(payload):08x}" == f"{result.crc32:08x}"
+
+
+# -- what goes on the wire: precomputed CRC, zero-copy body, signing by scheme ---------
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_parts_go_unframed_zero_copy_and_unsigned_only_over_tls(
+    bench: Bench, scheme: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTPS the payload is not hashed (UNSIGNED-PAYLOAD: the CRC-32 that S3
+    checks and TLS protect it); over HTTP it is signed. Either way botocore
+    computes no checksum of its own, so it sends our PartBody as it is, not
+    re-framed as aws-chunked (which would copy every part)."""
+    import ssl
+
+    import trustme
+
+    from loadtest.bench_endpoint.server import add_tls_port, start_endpoint
+    from service.engine.budget import ByteSemaphore
+    from service.engine.models import Destination
+    from service.engine.uploader import PartBody, PartWriter
+
+    runner, port = await start_endpoint()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        if scheme == "https":
+            ca = trustme.CA()
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ca.issue_cert("127.0.0.1").configure_cert(tls)
+            ca_file = tmp_path / "ca.pem"
+            ca.cert_pem.write_to_path(str(ca_file))
+            monkeypatch.setenv("AWS_CA_BUNDLE", str(ca_file))
+            url = f"https://127.0.0.1:{await add_tls_port(runner, tls)}"
+        settings = AwsSettings(
+            endpoint_url=url, region="us-east-1", access_key_id="b", secret_access_key="b"
+        )
+        seen: list[tuple[dict[str, str], object]] = []
+
+        def capture(request: Any, **_: Any) -> None:
+            headers = {
+                k.lower(): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in request.headers.items()
+            }
+            seen.append((headers, request.body))
+
+        async with aws_client("s3", settings) as s3:
+            await s3.create_bucket(Bucket=OUT)
+            s3.meta.events.register("before-send.s3.UploadPart", capture)
+            writer = PartWriter(
+                s3,
+                Destination(OUT, f"wire/{scheme}.bin"),
+                part_size=5 * MiB,
+                budget=ByteSemaphore(10 * MiB),
+                content_type="application/zip",
+                expected_bytes=6 * MiB,
+            )
+            await writer.write(read_content("wire", 0, 6 * MiB))
+            await writer.finish()
+        assert len(seen) == 2
+        for headers, body in seen:
+            assert isinstance(body, PartBody), type(body)
+            assert "aws-chunked" not in headers.get("content-encoding", "")
+            assert "x-amz-checksum-crc32" in headers
+            signed = headers["x-amz-content-sha256"]
+            if scheme == "https":
+                assert signed == "UNSIGNED-PAYLOAD"
+            else:
+                assert len(signed) == 64 and signed != "UNSIGNED-PAYLOAD"
+    finally:
+        await runner.cleanup()

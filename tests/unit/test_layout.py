@@ -116,7 +116,10 @@ def test_split_budget_minimum_message_names_what_is_needed() -> None:
     ("budget", "concurrency", "buffers", "window"),
     [
         (12 * MiB, 4, 1, 4 * MiB),  # the bare minimum: one part, one range
-        (64 * MiB, 4, 4, 32 * MiB),  # uploads get half
+        # The default: 4 uploading while one fills (the old "half" gave 4
+        # buffers, so only 3 parts were ever in flight), 6 ranges ahead.
+        (64 * MiB, 4, 5, 24 * MiB),
+        (32 * MiB, 4, 3, 8 * MiB),  # 8 + 24 x (9.6 / 15.2) = 23 MiB of parts
         (256 * MiB, 4, 5, 216 * MiB),  # capped at concurrency + 1
         (20 * MiB, 0, 1, 12 * MiB),
     ],
@@ -147,8 +150,18 @@ def test_split_budget_properties(budget: int, part: int, rng: int, conc: int, si
     assert 1 <= shares.part_buffers <= max(1, conc + 1)
     if single:
         assert shares.part_buffers == 1
-    elif shares.part_buffers > 1:
-        assert shares.part_buffers * part <= budget // 2, "uploads take at most half"
+
+
+@given(budgets, part_sizes, range_sizes, concurrencies)
+def test_split_budget_more_budget_never_means_fewer_uploads(
+    budget: int, part: int, rng: int, conc: int
+) -> None:
+    if budget < part + rng:
+        return
+    less = split_budget(budget, part, rng, conc)
+    more = split_budget(budget + part, part, rng, conc)
+    assert more.part_buffers >= less.part_buffers
+    assert more.read_window >= rng
 
 
 def test_archives_over_five_tib_are_refused_before_any_upload() -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import urllib.parse
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from service.engine.budget import ByteSemaphore
 from service.engine.models import Destination, LengthMismatchError
@@ -119,6 +121,16 @@ async def test_parts_arrive_whole_and_in_order(tmp_path: Path) -> None:
     assert s3.create_kwargs["ContentType"] == "application/zip"
     assert s3.create_kwargs["ContentDisposition"] == content_disposition("archive.zip")
     assert budget.in_use == 0 and budget.peak <= budget.capacity
+    # Checksums S3 checks (checking-object-integrity): SyntheticS3 checks each
+    # part's CRC-32 against the bytes it received, and at completion
+    # (FULL_OBJECT) the CRC-32 of the whole object re-read from what it stored.
+    assert s3.create_kwargs["ChecksumAlgorithm"] == "CRC32"
+    assert s3.create_kwargs["ChecksumType"] == "FULL_OBJECT"
+    assert s3.object_crc32 == result.crc32 == zlib.crc32(payload)
+    for p in w.uploaded_parts:  # what a resumed upload would checkpoint
+        start = (p.number - 1) * PART
+        assert p.crc32 == zlib.crc32(payload[start : start + p.length]) == s3.part_crcs[p.number]
+    assert [p.number for p in w.uploaded_parts] == [1, 2, 3, 4]
 
 
 async def test_unknown_length_archive_is_uploaded_exactly(tmp_path: Path) -> None:
@@ -142,6 +154,7 @@ async def test_archive_up_to_one_part_is_one_put_object(tmp_path: Path, size: in
     assert (tmp_path / "out.zip").read_bytes() == payload
     assert result.parts == 1
     assert s3.calls == ["PutObject"], s3.calls
+    assert s3.object_crc32 == result.crc32 == zlib.crc32(payload)  # checked like S3 does
 
 
 async def test_wrong_length_is_never_completed(tmp_path: Path) -> None:
@@ -211,3 +224,22 @@ async def test_part_buffers_are_bounded_by_the_budget(tmp_path: Path) -> None:
     await w.finish()
     assert budget.peak <= 2 * PART
     assert (tmp_path / "out.zip").read_bytes() == payload
+
+
+# ------------------------------------------------------------ checksums checked by S3
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
+# SyntheticS3 checks them as S3 does (see test_parts_arrive_whole_and_in_order).
+
+
+async def test_a_part_corrupted_in_transit_is_refused_and_the_upload_aborted(
+    tmp_path: Path,
+) -> None:
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    s3.corrupt_part = 2
+    w, budget = writer(s3, expected=3 * PART)
+    with pytest.raises(ClientError, match="BadDigest"):
+        await write_in_chunks(w, data(3 * PART))
+        await w.finish()
+    await w.abort()
+    assert s3.aborted and not s3.completed
+    assert budget.in_use == 0

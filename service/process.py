@@ -1,4 +1,9 @@
-"""Process plumbing shared by ``zipjobs serve|worker|dev|demo``: logging and signals."""
+"""Process plumbing for every long-running command (``zipjobs serve|worker|dev|demo``).
+
+Logging set-up and SIGINT/SIGTERM handling. It lives at the top of the
+package, not under ``local/``, because the production ``serve`` and
+``worker`` commands use it as much as the local ones.
+"""
 
 from __future__ import annotations
 
