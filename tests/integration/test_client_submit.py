@@ -6,11 +6,8 @@ would want); the client processes get only the URLs the dev command prints.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import pytest
 
 from service.local.samples import pdf_problems
 from tests.support.archive_check import verify_archive
+from tests.support.dev_process import DevProcess, clean_env, running_dev
 
 pytestmark = pytest.mark.integration
 
@@ -26,16 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "t0ken-for-the-client-test"
 
 
-class Dev:
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-
-    def value(self, label: str) -> str:
-        for line in self.lines:
-            if line.startswith(label):
-                return line[len(label) :].split()[0]
-        raise AssertionError(f"{label!r} not in:\n" + "\n".join(self.lines))
-
+class Dev(DevProcess):
     @property
     def api(self) -> str:
         return self.value("zipjobs dev: ready at ")
@@ -49,35 +38,10 @@ class Dev:
         return self.value("source bucket").removeprefix("s3://")
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZIPJOBS_", "AWS_"))}
-    return {**env, **extra}
-
-
 @pytest.fixture(scope="module")
 def dev() -> Iterator[Dev]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "dev", "--port", "0", "--poll-seconds", "1"],
-        cwd=REPO, env=_clean_env(ZIPJOBS_API_TOKEN=TOKEN),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 90
-        while not any(line.startswith("zipjobs dev: ready at ") for line in lines):
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, "zipjobs dev exited:\n" + "".join(lines)
-            lines.append(line.rstrip("\n"))
-            assert time.monotonic() < deadline, "zipjobs dev did not get ready in 90 s"
-        yield Dev(lines)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_dev(clean_env(ZIPJOBS_API_TOKEN=TOKEN)) as process:
+        yield Dev(process.proc, process.lines)
 
 
 def zipjobs(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -88,7 +52,7 @@ def zipjobs(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
 
 
 def _aws_env(dev: Dev) -> dict[str, str]:
-    return _clean_env(
+    return clean_env(
         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
     )
 
@@ -111,7 +75,7 @@ def test_upload_samples_then_submit_downloads_a_checked_archive(dev: Dev, tmp_pa
     out = tmp_path / "mine.zip"
     run = zipjobs(
         "submit", "--api", dev.api, "--prefix", "client/", "-o", str(out), "--poll", "0.5",
-        env=_clean_env(ZIPJOBS_API_TOKEN=TOKEN), cwd=tmp_path,
+        env=clean_env(ZIPJOBS_API_TOKEN=TOKEN), cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "100%" in run.stderr and "READY" in run.stderr  # the progress lines
@@ -132,7 +96,7 @@ def test_submit_keys_file_with_the_token_flag(dev: Dev, tmp_path: Path) -> None:
     keys.write_text("# the job\n" + "\n".join(docs) + "\n\n")
     run = zipjobs(
         "submit", "--api", dev.api, "--keys-file", str(keys), "--token", TOKEN,
-        "--name", "named.zip", "-q", env=_clean_env(), cwd=tmp_path,
+        "--name", "named.zip", "-q", env=clean_env(), cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "[" not in run.stderr  # -q: no progress bar
@@ -142,14 +106,14 @@ def test_submit_keys_file_with_the_token_flag(dev: Dev, tmp_path: Path) -> None:
 def test_a_wrong_token_or_a_failed_job_exits_1_and_says_why(dev: Dev, tmp_path: Path) -> None:
     refused = zipjobs(
         "submit", "--api", dev.api, "--keys", "a.pdf", "--token", "wrong",
-        env=_clean_env(), cwd=tmp_path,
+        env=clean_env(), cwd=tmp_path,
     )  # fmt: skip
     assert refused.returncode == 1
     assert "HTTP 401" in refused.stderr and "wrong" not in refused.stderr
 
     failed = zipjobs(
         "submit", "--api", dev.api, "--keys", "no/such/key.pdf", "-q",
-        env=_clean_env(ZIPJOBS_API_TOKEN=TOKEN), cwd=tmp_path,
+        env=clean_env(ZIPJOBS_API_TOKEN=TOKEN), cwd=tmp_path,
     )  # fmt: skip
     assert failed.returncode == 1
     assert "FAILED" in failed.stderr and "no/such/key.pdf" in failed.stderr
