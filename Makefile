@@ -1,6 +1,6 @@
 # The README's two commands, and their helpers.
 #
-#   make test    lint + unit + integration tests (tox), bootstrapping .venv first
+#   make test    every tox env in TOX_ENVS (lint, tests, terraform, smokes), bootstrapping .venv first
 #   make demo    the whole service end to end on an embedded local AWS
 #
 # PYTHON picks the interpreter (>= 3.11), e.g. `make test PYTHON=python3.12`.
@@ -19,7 +19,7 @@ PY_CHECK := import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
 .PHONY: help check-python venv test lint demo clean distclean
 
 help:
-	@echo "make test      lint, unit and integration tests (tox envs: $(TOX_ENVS))"
+	@echo "make test      the whole suite: tox envs $(TOX_ENVS)"
 	@echo "make demo      run the service end to end locally (zipjobs demo)"
 	@echo "make lint      ruff + mypy only"
 	@echo "make venv      create $(VENV) with tox in it"

@@ -3,6 +3,9 @@
 - ``enqueue``: API Gateway HTTP API, ``POST /zip-jobs``
 - ``status``:  API Gateway HTTP API, ``GET`` and ``DELETE /zip-jobs/{id}``
 - ``zipper``:  SQS event source mapping with ``ReportBatchItemFailures``
+- ``sweeper``: an EventBridge schedule (sweep the table for stuck jobs) and an
+  SQS event source on the dead-letter queue (FAIL each dead-lettered job);
+  see service/jobs/sweeper.py and docs/lifecycle.md
 
 All three share the container state in ``runtime`` (loop, clients, budget)
 and the same ``service.jobs`` functions as the aiohttp service and worker.
@@ -16,6 +19,7 @@ from typing import Any
 
 from service.aws import INTERACTIVE
 from service.jobs import handle
+from service.jobs.sweeper import handle_dead_letter, sweep
 
 from . import apigw
 from .integrity import cold_start_report
@@ -80,5 +84,27 @@ def zipper(event: dict[str, Any], context: Any) -> dict[str, Any]:
             owner=owner,
             seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
         )
+
+    return container().run(go())
+
+
+@logger.inject_lambda_context(log_event=False)
+def sweeper(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    records = event.get("Records")
+
+    async def go() -> dict[str, Any]:
+        svc = await container().service()
+        if records is None:  # the schedule
+            return {"swept": dict(await sweep(svc))}
+        failures = []
+        for record in records:  # dead letters; one failing does not redo the others
+            try:
+                done = await handle_dead_letter(svc, record.get("body", ""), record["messageId"])
+            except Exception as err:
+                logger.warning("dead letter %s: %s", record["messageId"], err)
+                done = False
+            if not done:
+                failures.append({"itemIdentifier": record["messageId"]})
+        return {"batchItemFailures": failures}
 
     return container().run(go())

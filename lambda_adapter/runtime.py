@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
 import os
 from collections.abc import Coroutine
@@ -21,18 +22,14 @@ from aws_lambda_powertools import Logger
 from service.aws import BACKGROUND, CallLimits
 from service.engine import Budget, MiB
 from service.jobs import JobService
-from service.settings import Settings
+from service.memory import budget_for_memory_mib
+from service.settings import MIN_JOB_BUDGET_MB, Settings
 
 T = TypeVar("T")
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "zipjobs")
 # The job a log line is about; set per SQS record, read by the log filter.
 current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
-
-# Below this the interpreter, botocore's models and the job metadata alone
-# would not fit (measured RSS of an idle handler is about 100-130 MiB).
-_RUNTIME_OVERHEAD_MB = 160
-_MIN_BUDGET_MB = 32
 
 
 class _JobIdFilter(logging.Filter):
@@ -61,22 +58,30 @@ def configure_logging() -> Logger:
     return logger
 
 
-def default_budget_mb(function_memory_mb: int) -> int:
-    """A safe share of the function's memory for the engine's buffers.
+def default_budget_mb(function_memory_mb: int, files: int) -> int:
+    """The largest budget the memory model (service/memory.py) fits in the function.
 
-    RSS runs at about 1.2-1.5x the budget plus the runtime (FIELD_NOTES), so
-    the budget gets what is left after the runtime, divided by 1.5.
+    ``files``: entries of the jobs that may run at once (max keys x batch
+    size). Never below the smallest budget a job can run with; a function too
+    small for that is refused by Terraform's precondition before it exists.
     """
-    return max(_MIN_BUDGET_MB, int((function_memory_mb - _RUNTIME_OVERHEAD_MB) / 1.5))
+    return max(MIN_JOB_BUDGET_MB, budget_for_memory_mib(function_memory_mb, files))
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     """Settings, with the budget defaulting to a share of the function memory."""
     env = dict(os.environ if env is None else env)
     if "ZIPJOBS_BUDGET_MB" not in env and "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" in env:
-        env["ZIPJOBS_BUDGET_MB"] = str(
-            default_budget_mb(int(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]))
-        )
+        # Each job of a batch may hold max_keys entries' metadata at once.
+        default = {f.name: f.default for f in dataclasses.fields(Settings)}
+        try:
+            keys = int(env.get("ZIPJOBS_MAX_KEYS", str(default["max_keys"])))
+            batch = int(env.get("ZIPJOBS_WORKER_CONCURRENCY", str(default["worker_concurrency"])))
+        except ValueError:  # Settings.from_env below says what is wrong
+            keys = batch = 1
+        memory = int(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"])
+        budget = max(default_budget_mb(memory, keys * batch), MIN_JOB_BUDGET_MB * batch)
+        env["ZIPJOBS_BUDGET_MB"] = str(budget)
     return Settings.from_env(env)
 
 

@@ -3,7 +3,8 @@
 With ``ReportBatchItemFailures`` the event source mapping deletes every
 message not named in ``batchItemFailures`` and returns the named ones; any
 other answer shape would mark the whole batch done and lose messages
-(FIELD_NOTES), so this module always answers in that shape, whatever fails.
+(docs/DESIGN.md, "AWS limits"), so this module always answers in that shape,
+whatever fails.
 
 Lambda's hard time limit is the failure this module exists for: a job that
 cannot finish before it is stopped by our own deadline (remaining time minus
@@ -33,6 +34,7 @@ from service.jobs import (
 )
 from service.jobs.queue import settle
 from service.jobs.runner import fail_on_last_receive
+from service.jobs.visibility import keep_invisible, visibility_window
 
 from .runtime import current_job
 
@@ -97,9 +99,24 @@ async def _process(
     deadline = seconds_left() - SAFETY_SECONDS
     if deadline <= 0:  # not even time to start: same decision as running out mid-job
         return await _out_of_time(svc, rec, msg)
+    # The queue's visibility timeout is 6x the function timeout (90 minutes);
+    # a short window extended while the job runs here makes a crashed
+    # attempt come back within a minute instead (service/jobs/visibility.py).
+    keeper = asyncio.create_task(
+        keep_invisible(
+            svc.sqs,
+            svc.settings.queue_url,
+            rec.receipt_handle,
+            visibility_window(svc.settings.lease_seconds),
+        )
+    )
     try:
-        async with asyncio.timeout(deadline):
-            outcome = await run_job_message(svc, msg, owner=owner, budget=budget)
+        try:
+            async with asyncio.timeout(deadline):
+                outcome = await run_job_message(svc, msg, owner=owner, budget=budget)
+        finally:  # stopped before the outcome sets the message's visibility
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
     except TimeoutError:
         return await _out_of_time(svc, rec, msg)
     return await _act(svc, rec, outcome)

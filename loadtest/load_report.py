@@ -167,8 +167,12 @@ def markdown(results: Sequence[BudgetResult], meta: dict[str, Any]) -> str:
         "",
         f"- when: {meta['when']}  host: {meta['host']} ({meta['cpus']} CPUs, shared)",
         f"- command: `{meta['command']}`",
-        f"- ceiling = budget + {meta['allowance_mb']:.0f} MiB allowance "
-        "(interpreter, libraries, job metadata, allocator slack)",
+        (
+            "- ceiling = the memory model, service/memory.py (runtime + 1.25 x budget + job "
+            "metadata)"
+            if meta["allowance_mb"] is None
+            else f"- ceiling = budget + {meta['allowance_mb']:.0f} MiB allowance"
+        ),
         "- MiB/s = source bytes of READY+verified jobs / load-phase seconds (moto-bound);"
         " per-job MiB/s uses the job's startedAt..finishedAt",
         "",

@@ -9,7 +9,8 @@ worker`, each its own process), seeds the source bucket, measures the idle
 worker, runs Locust headless for a bounded time, and samples the RSS of every
 process at 5 Hz. It exits non-zero, with one line per reason, when any
 response was a 5xx, a job ended FAILED that should not have, an archive was
-invalid, or the worker's peak RSS went over budget + allowance.
+invalid, or the worker's peak RSS went over the memory model's ceiling
+(service/memory.py; ``--allowance-mb M`` makes it budget + M instead).
 
 Reports: loadtest/results/load_report.{json,md} and load_rss.png
 (load_quick_* for --quick, so CI never overwrites the long run's figures).
@@ -48,6 +49,7 @@ from loadtest.load_report import (
 from loadtest.load_sampler import RssSampler, peak_rss
 from loadtest.load_seed import FULL_SHAPES, QUICK_SHAPES
 from loadtest.load_stack import (
+    MAX_KEYS,
     REPO,
     SRC_BUCKET,
     VENV_BIN,
@@ -58,17 +60,21 @@ from loadtest.load_stack import (
     running_stack,
 )
 from loadtest.load_verify import verify_kept
+from service.memory import process_ceiling_mib
 from service.units import MiB
 
 RESULTS = REPO / "loadtest" / "results"
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
-# The worker's RSS beyond its byte budget, measured here (LOAD.md): the idle worker is
-# 80 MiB (interpreter ~30 + aioboto3/botocore/aiohttp and their service models ~50), and
-# under load another 45-60 MiB sits outside the engine's byte accounting (HTTP and socket
-# buffers, transient copies of bodies, allocator slack): peak - budget was 125-142 MiB at
-# budgets 32/64/128. 80 + 80 = 160. A fixed number, not the measured idle, so a heavier
-# idle worker or a new unaccounted buffer fails the run instead of moving the ceiling.
-DEFAULT_ALLOWANCE_MB = 160
+
+
+def worker_ceiling_mib(budget_mib: float, concurrency: int) -> int:
+    """The memory model's ceiling (service/memory.py) for the load worker.
+
+    Each of its ``concurrency`` jobs may hold up to the stack's MAX_KEYS
+    entries. A fixed formula, not the measured idle, so a heavier idle worker
+    or a new unaccounted buffer fails the run instead of moving the ceiling.
+    """
+    return process_ceiling_mib(budget_mib, files=MAX_KEYS * concurrency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,7 @@ class RunOptions:
     duration: int
     users: int
     spawn_rate: float
-    allowance_mb: float
+    allowance_mb: float | None
     concurrency: int
     idle_seconds: float
     quick: bool
@@ -95,8 +101,8 @@ def parse_args(argv: list[str] | None = None) -> RunOptions:
     p.add_argument(
         "--allowance-mb",
         type=float,
-        default=DEFAULT_ALLOWANCE_MB,
-        help="worker ceiling = budget + this (default %(default)s)",
+        default=None,
+        help="worker ceiling = budget + this (default: the memory model, service/memory.py)",
     )
     p.add_argument("--concurrency", type=int, default=2, help="ZIPJOBS_WORKER_CONCURRENCY")
     p.add_argument(
@@ -274,7 +280,11 @@ def _judge(
     names = ("worker", "api", "moto", "locust")
     rss = {n: rss_stats(s.rss for s in sampler.samples if s.name == n) for n in names}
     tput = throughput(summary["jobs"], seconds)
-    ceiling = budget + opts.allowance_mb
+    ceiling = (
+        budget + opts.allowance_mb
+        if opts.allowance_mb is not None
+        else worker_ceiling_mib(budget, opts.concurrency)
+    )
     # Judge on the kernel's exact high-water mark when there is one: 5 Hz samples
     # can miss a short spike.
     worker_hwm = hwm / MiB if hwm is not None else math.nan
@@ -287,7 +297,7 @@ def _judge(
     result = BudgetResult(
         budget_mb=budget,
         ceiling_mb=ceiling,
-        allowance_mb=opts.allowance_mb,
+        allowance_mb=ceiling - budget,
         worker_concurrency=opts.concurrency,
         users=opts.users,
         duration_s=seconds,
@@ -321,7 +331,7 @@ def write_reports(opts: RunOptions, results: list[BudgetResult], panels: list[Pa
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "command": shlex.join(["python", "-m", "loadtest.load_run", *sys.argv[1:]]),
-        "allowance_mb": opts.allowance_mb,
+        "allowance_mb": opts.allowance_mb,  # None: the memory model
         "python": platform.python_version(),
     }
     opts.results.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,10 @@ Variables (required ones first):
     ZIPJOBS_BUDGET_MB            worker memory budget shared by its jobs (128)
     ZIPJOBS_WORKER_CONCURRENCY   jobs at a time per worker (2; each gets BUDGET/CONCURRENCY)
     ZIPJOBS_LEASE_SECONDS        job lease; a dead worker's job is taken over after it (30)
+    ZIPJOBS_SWEEP_INTERVAL_SECONDS  how often a worker sweeps for stuck jobs (60; 0 = never)
+    ZIPJOBS_RESEND_AFTER_SECONDS    a job untouched this long past its due time is re-sent (60)
+    ZIPJOBS_MAX_RESENDS             re-sends of one job before it is FAILED (5)
+    ZIPJOBS_DLQ_URL              dead-letter queue (default: from the queue's redrive policy)
     ZIPJOBS_MANIFEST_BUCKET      bucket for key manifests of big jobs (default: DST bucket)
     ZIPJOBS_MANIFEST_PREFIX      their key prefix (manifests/)
     ZIPJOBS_API_TOKEN            if set, the API requires ``Authorization: Bearer <token>``
@@ -73,6 +77,12 @@ class Settings:
     budget_mb: int = 128
     worker_concurrency: int = 2
     lease_seconds: int = 30
+    # The sweeper (docs/lifecycle.md): a lost send is re-sent within
+    # resend_after + sweep_interval seconds (2 minutes by default).
+    sweep_interval_seconds: int = 60
+    resend_after_seconds: int = 60
+    max_resends: int = 5
+    dlq_url: str | None = None
     manifest_bucket: str = ""
     manifest_prefix: str = "manifests/"
     api_token: str | None = field(default=None, repr=False)
@@ -222,6 +232,10 @@ class _Reader:
             budget_mb=budget_mb,
             worker_concurrency=concurrency,
             lease_seconds=self.number("ZIPJOBS_LEASE_SECONDS", 30, 3, 3600),
+            sweep_interval_seconds=self.number("ZIPJOBS_SWEEP_INTERVAL_SECONDS", 60, 0, 86_400),
+            resend_after_seconds=self.number("ZIPJOBS_RESEND_AFTER_SECONDS", 60, 1, 86_400),
+            max_resends=self.number("ZIPJOBS_MAX_RESENDS", 5, 0, 100),
+            dlq_url=self.optional("ZIPJOBS_DLQ_URL", str),
             manifest_bucket=manifest_bucket,
             manifest_prefix=manifest_prefix,
             api_token=self.token("ZIPJOBS_API_TOKEN"),

@@ -9,6 +9,10 @@
   what it brings is returned at once); running jobs get ``grace`` seconds
   to finish, then are cancelled, which releases their lease and makes their
   message visible again for another worker.
+- Every ``ZIPJOBS_SWEEP_INTERVAL_SECONDS`` it also sweeps the table for stuck
+  jobs and handles the dead-letter queue (``jobs/sweeper.py``), so a
+  deployment of workers alone keeps the "every job ends" promise; several
+  workers sweeping at once is safe (conditional writes).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from .engine import Budget, MiB
 from .jobs import Action, JobService, Outcome, parse_message, run_job_message
 from .jobs.queue import settle
+from .jobs.sweeper import drain_dead_letters, sweep
+from .jobs.visibility import keep_invisible, visibility_window
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
@@ -57,7 +63,7 @@ class Worker:
         self.owner = owner or worker_id()
         # While a job runs its message stays hidden this long past each extension;
         # at least the lease, so a redelivery after a crash finds the lease expired.
-        self.visibility_seconds = max(2 * settings.lease_seconds, 6)
+        self.visibility_seconds = visibility_window(settings.lease_seconds)
         self._slots = asyncio.Semaphore(self.concurrency)
         self._jobs: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -77,6 +83,27 @@ class Worker:
             self.svc.settings.queue_url,
         )
         await self.svc.max_receives()
+        sweeper = asyncio.create_task(self._sweep_periodically())
+        try:
+            await self._receive_until_stopped()
+        finally:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+
+    async def _sweep_periodically(self) -> None:
+        """Sweep now, then every interval, until stopped; a failed sweep is only logged."""
+        interval = self.svc.settings.sweep_interval_seconds
+        if interval <= 0:
+            return
+        while not self._stopping.is_set():
+            try:
+                await sweep(self.svc)
+                await drain_dead_letters(self.svc)
+            except Exception as err:
+                log.warning("sweep failed: %s", err)
+            await self._sleep_unless_stopping(interval)
+
+    async def _receive_until_stopped(self) -> None:
         while not self._stopping.is_set():
             if not await self._acquire_slot():
                 break
@@ -173,7 +200,11 @@ class Worker:
             poison = Outcome(Action.DELETE, "not a job message")
             await settle(self.svc.sqs, self.svc.settings.queue_url, receipt, poison, delete=True)
             return
-        keeper = asyncio.create_task(self._keep_invisible(receipt))
+        keeper = asyncio.create_task(
+            keep_invisible(
+                self.svc.sqs, self.svc.settings.queue_url, receipt, self.visibility_seconds
+            )
+        )
         job = asyncio.create_task(
             run_job_message(self.svc, msg, owner=self.owner, budget=self.budget)
         )
@@ -193,20 +224,6 @@ class Worker:
     async def _settle(self, receipt: str, outcome: Outcome) -> None:
         if await settle(self.svc.sqs, self.svc.settings.queue_url, receipt, outcome, delete=True):
             self.completed += 1
-
-    async def _keep_invisible(self, receipt: str) -> None:
-        """Extend the message's visibility while its job runs."""
-        every = self.visibility_seconds / 3
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.svc.sqs.change_message_visibility(
-                    QueueUrl=self.svc.settings.queue_url,
-                    ReceiptHandle=receipt,
-                    VisibilityTimeout=self.visibility_seconds,
-                )
-            except Exception as err:
-                log.warning("could not extend message visibility: %s", err)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -58,9 +58,11 @@ resource "aws_lambda_function" "fn" {
       error_message = "${local.lambda_manifest_path} does not describe ${var.lambda_package_path} (its package_sha256_base64 differs): the manifest is from another build; run `make build` again."
     }
     precondition {
-      # FIELD_NOTES: RSS is about 1.2-1.5x the budget plus the runtime (~160 MB).
-      condition     = each.key != "zipper" || var.zipper_budget_mb * 1.5 + 160 <= var.zipper_memory_mb
-      error_message = "zipper_memory_mb must be at least 1.5 x zipper_budget_mb + 160 (lambda_adapter.runtime: about 160 MB of runtime overhead)."
+      # The memory model of service/memory.py (docs/DESIGN.md, "Memory"): runtime
+      # + 1.25 x budget + 1,280 bytes per entry of each job of a batch at max_keys.
+      # tests/unit/test_memory_model.py checks this states the same formula.
+      condition     = each.key != "zipper" || 128 + 1.25 * var.zipper_budget_mb + var.max_keys * var.zipper_batch_size * 1280 / 1048576 <= var.zipper_memory_mb
+      error_message = "zipper_memory_mb must be at least 128 + 1.25 x zipper_budget_mb + 1,280 bytes x max_keys x zipper_batch_size (service/memory.py, docs/DESIGN.md)."
     }
     precondition {
       condition     = each.key != "zipper" || var.zipper_budget_mb / var.zipper_batch_size >= 16

@@ -36,7 +36,7 @@ locals {
     values   = [for p in var.src_prefixes : "${p}*"]
   }]
 
-  # --- the three functions -----------------------------------------------------------
+  # --- the four functions -----------------------------------------------------------
   common_env = {
     ZIPJOBS_TABLE               = local.table_name
     ZIPJOBS_QUEUE_URL           = aws_sqs_queue.jobs.url
@@ -65,6 +65,18 @@ locals {
       memory  = var.api_memory_mb
       timeout = var.api_timeout_seconds
       env     = {}
+    }
+    # Sweeps for stuck jobs on a schedule and FAILs dead-lettered ones
+    # (service/jobs/sweeper.py, terraform/sweeper.tf, docs/lifecycle.md).
+    sweeper = {
+      handler = "lambda_adapter.handlers.sweeper"
+      memory  = var.api_memory_mb
+      timeout = var.sweeper_timeout_seconds
+      env = {
+        ZIPJOBS_RESEND_AFTER_SECONDS = tostring(var.resend_after_seconds)
+        ZIPJOBS_MAX_RESENDS          = tostring(var.max_resends)
+        ZIPJOBS_DLQ_URL              = aws_sqs_queue.dlq.url
+      }
     }
     zipper = {
       handler = "lambda_adapter.handlers.zipper"
@@ -95,14 +107,29 @@ locals {
   #    may s3:GetObject the archive.
   #  * Logs: CreateLogStream/PutLogEvents on the function's own log group only.
   iam_actions = {
+    # Every path that ends a job FAILED or CANCELLED aborts its uploads and
+    # deletes its archive (service/jobs/ending.py): hence the dst grants on
+    # enqueue (a failed send), status (cancel) and sweeper.
     enqueue = {
       dynamodb_table  = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
       sqs_queue       = ["sqs:SendMessage"]
       manifest_object = ["s3:DeleteObject", "s3:PutObject"]
+      dst_object      = ["s3:AbortMultipartUpload", "s3:DeleteObject"]
+      dst_bucket      = ["s3:ListBucketMultipartUploads"]
     }
     status = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-      dst_object     = ["s3:GetObject"]
+      dst_object     = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject"]
+      dst_bucket     = ["s3:ListBucketMultipartUploads"]
+    }
+    sweeper = {
+      dynamodb_table = ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"]
+      # Re-sends a lost job message; reads the queue's maxReceiveCount.
+      sqs_queue = ["sqs:GetQueueAttributes", "sqs:SendMessage"]
+      # The DLQ event source mapping polls and deletes with the function's role.
+      sqs_dlq    = ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+      dst_object = ["s3:AbortMultipartUpload", "s3:DeleteObject"]
+      dst_bucket = ["s3:ListBucketMultipartUploads"]
     }
     zipper = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
@@ -120,6 +147,7 @@ locals {
   iam_resources = {
     dynamodb_table  = { arns = [aws_dynamodb_table.jobs.arn], conditions = [] }
     sqs_queue       = { arns = [aws_sqs_queue.jobs.arn], conditions = [] }
+    sqs_dlq         = { arns = [aws_sqs_queue.dlq.arn], conditions = [] }
     src_object      = { arns = local.src_object_arns, conditions = [] }
     src_bucket      = { arns = local.src_bucket_arns, conditions = local.src_list_conditions }
     dst_object      = { arns = local.dst_object_arns, conditions = [] }

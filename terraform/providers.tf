@@ -19,6 +19,7 @@ provider "aws" {
       apigatewayv2   = lookup(endpoints.value, "apigatewayv2", null)
       cloudwatchlogs = lookup(endpoints.value, "logs", null)
       dynamodb       = lookup(endpoints.value, "dynamodb", null)
+      events         = lookup(endpoints.value, "events", null)
       iam            = lookup(endpoints.value, "iam", null)
       lambda         = lookup(endpoints.value, "lambda", null)
       s3             = lookup(endpoints.value, "s3", null)

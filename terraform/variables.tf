@@ -32,7 +32,7 @@ variable "tags" {
 variable "aws_endpoint_overrides" {
   description = <<-EOT
     Local testing only. Service name -> endpoint URL of an emulator (moto server,
-    LocalStack). Keys: apigatewayv2, dynamodb, iam, lambda, logs, s3, sqs, sts.
+    LocalStack). Keys: apigatewayv2, dynamodb, events, iam, lambda, logs, s3, sqs, sts.
     Non-empty also turns on skip_credentials_validation, skip_requesting_account_id,
     skip_metadata_api_check and s3_use_path_style. Leave empty for real AWS.
   EOT
@@ -42,9 +42,9 @@ variable "aws_endpoint_overrides" {
   validation {
     condition = alltrue([
       for k in keys(var.aws_endpoint_overrides) :
-      contains(["apigatewayv2", "dynamodb", "iam", "lambda", "logs", "s3", "sqs", "sts"], k)
+      contains(["apigatewayv2", "dynamodb", "events", "iam", "lambda", "logs", "s3", "sqs", "sts"], k)
     ])
-    error_message = "aws_endpoint_overrides keys must be among apigatewayv2, dynamodb, iam, lambda, logs, s3, sqs, sts."
+    error_message = "aws_endpoint_overrides keys must be among apigatewayv2, dynamodb, events, iam, lambda, logs, s3, sqs, sts."
   }
 }
 
@@ -259,7 +259,7 @@ variable "zipper_timeout_seconds" {
 }
 
 variable "zipper_budget_mb" {
-  description = "Byte budget of all the zipper's buffers (ZIPJOBS_BUDGET_MB). Must leave room in zipper_memory_mb for the interpreter and heap fragmentation (1.5x budget + 160 MB, as lambda_adapter.runtime assumes)."
+  description = "Byte budget of all the zipper's buffers (ZIPJOBS_BUDGET_MB). Must leave room in zipper_memory_mb for the runtime, fragmentation and job metadata (128 + 1.25 x budget + 1,280 bytes per key of each job of a batch, service/memory.py)."
   type        = number
   default     = 1024
 
@@ -303,13 +303,59 @@ variable "zipper_reserved_concurrency" {
 }
 
 variable "queue_max_receive_count" {
-  description = "Attempts per job before SQS moves its message to the dead-letter queue."
+  description = "Attempts per job before SQS moves its message to the dead-letter queue (and the sweeper FAILs the job). AWS advises at least 5 for a Lambda event source: throttled receives count too."
   type        = number
-  default     = 3
+  default     = 5
 
   validation {
-    condition     = var.queue_max_receive_count >= 1 && var.queue_max_receive_count <= 1000
-    error_message = "queue_max_receive_count must be between 1 and 1000."
+    condition     = var.queue_max_receive_count >= 5 && var.queue_max_receive_count <= 1000
+    error_message = "queue_max_receive_count must be between 5 and 1000 (throttled Lambda receives count as attempts)."
+  }
+}
+
+# --- the sweeper (docs/lifecycle.md) ----------------------------------------------
+
+variable "sweep_interval_minutes" {
+  description = "How often the sweeper function looks for stuck jobs (EventBridge rate, minutes). A lost send is re-sent within resend_after_seconds + this."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.sweep_interval_minutes >= 1 && var.sweep_interval_minutes <= 60
+    error_message = "sweep_interval_minutes must be between 1 and 60."
+  }
+}
+
+variable "resend_after_seconds" {
+  description = "A job that has not moved this long past its due time gets its message re-sent (ZIPJOBS_RESEND_AFTER_SECONDS); re-sends back off exponentially."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.resend_after_seconds >= 1 && var.resend_after_seconds <= 86400
+    error_message = "resend_after_seconds must be between 1 and 86400."
+  }
+}
+
+variable "max_resends" {
+  description = "Re-sends of one job's message before the sweeper FAILs it (ZIPJOBS_MAX_RESENDS)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.max_resends >= 0 && var.max_resends <= 100
+    error_message = "max_resends must be between 0 and 100."
+  }
+}
+
+variable "sweeper_timeout_seconds" {
+  description = "Timeout of the sweeper function (one scan of the unfinished jobs, or one batch of dead letters)."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.sweeper_timeout_seconds >= 10 && var.sweeper_timeout_seconds <= 900
+    error_message = "sweeper_timeout_seconds must be between 10 and 900."
   }
 }
 

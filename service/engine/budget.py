@@ -3,7 +3,8 @@
 Why our own code: asyncio.Semaphore counts permits, not bytes, and grants
 them in no guaranteed order for unequal requests. We need both: bytes, and
 strict FIFO, because read-ahead must be granted in archive order (a later
-range holding budget while an earlier one waits is a deadlock; FIELD_NOTES).
+range holding budget while an earlier one waits is a deadlock; docs/DESIGN.md,
+"The engine, stage by stage").
 
 Two levels:
 - ``Budget`` is process-wide. A job takes one ``Lease`` of a fixed size at

@@ -119,10 +119,38 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass(frozen=True, slots=True)
 class ZipOptions:
-    """Tuning knobs. Defaults suit S3 from a Lambda or a small container.
+    """Configuration for one ``build_zip`` job. Defaults suit S3 from a Lambda or a small container.
 
-    ``budget_bytes`` bounds every buffer the job holds at once: read-ahead,
-    the part being filled and the parts in flight.
+    :param budget_bytes: The most bytes of buffers the job holds at once:
+        read-ahead ranges, the part being filled and the parts in flight. Up
+        to half goes to part buffers, the rest to read-ahead. The smallest
+        that works is one part plus one range (else ``BudgetTooSmallError``
+        says how much is needed). The process's RSS follows
+        ``service/memory.py``, not this figure alone.
+    :param compression: ``STORED`` (default: PDFs are compressed already, and
+        the exact archive length is known up front) or ``DEFLATE`` (about
+        44 MiB/s per core, run on a worker thread).
+    :param missing: ``FAIL`` (default) fails the job before any upload,
+        naming every missing or unreadable source; ``SKIP`` leaves them out
+        and reports them in ``ZipResult.skipped``.
+    :param head_concurrency: The maximum number of HEAD requests in flight
+        while planning.
+    :param read_concurrency: The maximum number of ranged GETs in flight.
+        The read-ahead budget, not this, is usually the limit.
+    :param upload_concurrency: The maximum number of UploadPart requests in
+        flight; each holds one part buffer from the budget.
+    :param range_size: The size of each ranged GET; a smaller object is one
+        range. A broken range is resumed from the byte where it broke.
+    :param min_part_size: The smallest multipart part (S3's floor is 5 MiB).
+        Parts grow with the archive so it fits in 9,000 parts; an archive
+        smaller than one part buffer is a single PutObject.
+    :param read_attempts: The maximum number of tries for one range before
+        the job fails with the transient ``ReadFailedError``.
+    :param progress_interval_s: The least time between two progress
+        callbacks (the last one, at the end, always fires).
+    :param content_type: The archive object's Content-Type.
+
+    Why each default: docs/DESIGN.md, "Knobs and why they have their defaults".
     """
 
     budget_bytes: int = 64 * MiB

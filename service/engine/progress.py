@@ -2,8 +2,9 @@
 
 Counting is free (the pump already knows bytes pulled and entries finished);
 what costs is the callback, which in a worker is a DynamoDB write. So the
-callback fires when a file completes or the interval passed, and always once
-at the end, never more often than that.
+callback fires when ``interval_s`` has passed since it last fired, and once
+when the last file completes (``finish()`` sends that one if the last update
+did not); a file completing in between does not fire it by itself.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The zip stream writes into a part buffer; a full buffer goes up as one
 UploadPart while the next one fills. Buffers come from the job's part budget
-and are reused (allocating 8+ MiB per part fragments the heap; FIELD_NOTES),
+and are reused (allocating 8+ MiB per part fragments the heap; docs/DESIGN.md,
+"Memory"),
 so the number of parts in flight is exactly what the budget allows.
 
 The multipart upload is created lazily when the first part is full: an

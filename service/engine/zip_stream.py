@@ -15,8 +15,8 @@ entry or offset needs it, the central directory). Two things are ours:
    step cannot block (the current entry's next piece is already buffered, or
    the entry is complete), a bounded number of steps per turn. In STORED mode
    a step is a CRC-32 over at most 1 MiB (~0.3 ms) and a memcpy, so stepping
-   on the loop beats a thread hand-off (FIELD_NOTES: ~1 GiB/s vs 640 MiB/s
-   with a thread, 56 MiB/s with one to_thread per chunk). Deflate is CPU
+   on the loop beats a thread hand-off (~1 GiB/s vs 640 MiB/s with a thread,
+   56 MiB/s with one to_thread per chunk; docs/DESIGN.md, "zipstream-ng"). Deflate is CPU
    bound (~44 MiB/s), so there the same step runs on one worker thread.
 """
 
@@ -229,6 +229,12 @@ class ZipPump:
                 for chunk in chunks:
                     await self._sink.write(chunk)
                     self.archive_bytes += len(chunk)
+                    if isinstance(chunk, memoryview):
+                        # The sink has copied it. zipstream-ng's generator frames
+                        # still hold the last chunk they yielded until the next
+                        # step; releasing the view lets its range buffer go when
+                        # the budget does, not one range later.
+                        chunk.release()
                 self._release_drained()
                 self._on_step(self._cursor.bytes_pulled, self._cursor.entry)
                 if finished:

@@ -13,6 +13,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from ..engine import Compression, MissingPolicy, Progress
+from .bounds import cap_keys, cap_message
 from .models import FailureReason, JobRecord, JobRequest, JobStatus, Manifest
 
 HASH_KEY = "jobId"
@@ -84,10 +85,25 @@ def encode(record: JobRecord) -> dict[str, Any]:
 
 
 def error_item(error: FailureReason) -> dict[str, Any]:
-    out: dict[str, Any] = {"code": error.code, "message": error.message}
-    if error.missing_keys:
-        out["missingKeys"] = list(error.missing_keys)
+    """The stored error, bounded in bytes whatever the caller passed (bounds.py)."""
+    keys, omitted = cap_keys(error.missing_keys)
+    out: dict[str, Any] = {"code": error.code, "message": cap_message(error.message)}
+    if keys:
+        out["missingKeys"] = list(keys)
+    if omitted + error.missing_keys_omitted:
+        out["missingKeysOmitted"] = omitted + error.missing_keys_omitted
     return out
+
+
+def decode_error(value: dict[str, Any] | None) -> FailureReason | None:
+    if not value:
+        return None
+    return FailureReason(
+        value["code"],
+        value["message"],
+        tuple(value.get("missingKeys", ())),
+        int(value.get("missingKeysOmitted", 0)),
+    )
 
 
 def decode(item: dict[str, Any]) -> JobRecord:
@@ -107,7 +123,6 @@ def decode(item: dict[str, Any]) -> JobRecord:
         missing=MissingPolicy(d["missing"]),
         compression=Compression(d["compression"]),
     )
-    error = d.get("error")
     return JobRecord(
         job_id=d[HASH_KEY],
         status=JobStatus(d["status"]),
@@ -127,15 +142,16 @@ def decode(item: dict[str, Any]) -> JobRecord:
         ),
         started_at=parse_iso(d["startedAt"]) if "startedAt" in d else None,
         finished_at=parse_iso(d["finishedAt"]) if "finishedAt" in d else None,
-        error=(
-            FailureReason(error["code"], error["message"], tuple(error.get("missingKeys", ())))
-            if error
-            else None
-        ),
+        error=decode_error(d.get("error")),
         lease_owner=d.get("leaseOwner"),
         lease_expires_at=float(d["leaseExpiresAt"]) if "leaseExpiresAt" in d else None,
         message_id=d.get("messageId"),
         attempts=int(d.get("attempts", 0)),
         archive_bytes=int(d["archiveBytes"]) if "archiveBytes" in d else None,
         skipped_keys=tuple(d.get("skippedKeys", ())),
+        skipped_keys_omitted=int(d.get("skippedKeysOmitted", 0)),
+        last_error=decode_error(d.get("lastError")),
+        next_attempt_at=parse_iso(d["nextAttemptAt"]) if "nextAttemptAt" in d else None,
+        max_attempts=int(d.get("maxAttempts", 0)),
+        resends=int(d.get("resends", 0)),
     )

@@ -16,10 +16,16 @@ from ..engine import Compression, MissingPolicy, Progress
 
 
 class JobStatus(StrEnum):
-    """Only forward: PENDING -> RUNNING -> one of the three final states."""
+    """PENDING -> RUNNING <-> WAITING -> one of the three final states (docs/lifecycle.md).
+
+    WAITING is a job whose attempt ended without finishing it (a transient
+    error, a shutdown, a lease that expired) and that waits for its next
+    attempt; it never goes back to PENDING, and the final states are final.
+    """
 
     PENDING = "PENDING"
     RUNNING = "RUNNING"
+    WAITING = "WAITING"
     READY = "READY"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -54,16 +60,23 @@ class JobRequest:
 
 @dataclass(frozen=True, slots=True)
 class FailureReason:
-    """Why a job FAILED, as the client sees it. ``missing_keys`` names every missing source."""
+    """Why a job FAILED (or why its last attempt did), as the client sees it.
+
+    ``missing_keys`` names the missing sources up to a size bound
+    (``bounds.REPORTED_KEYS_BYTES``); ``missing_keys_omitted`` counts the rest.
+    """
 
     code: str
     message: str
     missing_keys: tuple[str, ...] = ()
+    missing_keys_omitted: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.missing_keys:
             out["missingKeys"] = list(self.missing_keys)
+        if self.missing_keys_omitted:
+            out["missingKeysOmitted"] = self.missing_keys_omitted
         return out
 
 
@@ -100,6 +113,13 @@ class JobRecord:
     attempts: int = 0
     archive_bytes: int | None = None
     skipped_keys: tuple[str, ...] = ()
+    skipped_keys_omitted: int = 0
+    # Set while WAITING: why the last attempt ended, when the next one is due
+    # and how many attempts the queue allows in all (its maxReceiveCount).
+    last_error: FailureReason | None = None
+    next_attempt_at: dt.datetime | None = None
+    max_attempts: int = 0
+    resends: int = 0  # messages re-sent by the sweeper (docs/lifecycle.md)
 
     def lease_live(self, now: float) -> bool:
         return (

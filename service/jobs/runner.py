@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..engine import (
     Budget,
@@ -33,18 +33,15 @@ from ..engine import (
     build_zip,
     list_prefix,
 )
+from ..engine.cleanup import abort_uploads
+from .ending import discard_output, fail_job
 from .manifest import read_manifest
 from .models import FailureReason, JobRecord, JobStatus
 from .service import JobService
 
-if TYPE_CHECKING:
-    from types_aiobotocore_s3 import S3Client
-
-
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
-MAX_REPORTED_KEYS = 1000  # keeps a FAILED/READY record far below DynamoDB's 400 KB
 
 
 class Action(StrEnum):
@@ -82,8 +79,8 @@ def parse_message(body: str, message_id: str, receive_count: int) -> JobMessage 
 def classify(err: BaseException) -> tuple[bool, FailureReason]:
     """(permanent?, the error the client sees). Permanent errors are never retried."""
     if isinstance(err, MissingSourcesError):
-        keys = [p.key for p in err.problems]
-        return True, FailureReason(err.code, str(err), tuple(keys[:MAX_REPORTED_KEYS]))
+        # Every key here; the store keeps as many as fit its byte bound (bounds.py).
+        return True, FailureReason(err.code, str(err), tuple(p.key for p in err.problems))
     if isinstance(err, ZipJobError) and err.permanent:
         return True, FailureReason(err.code, str(err))
     return False, FailureReason("Transient", f"{type(err).__name__}: {err}")
@@ -126,10 +123,40 @@ async def run_job_message(
         return Outcome(Action.DELETE, "no such job")
     if record.status.final:
         return Outcome(Action.DELETE, f"job already {record.status.value}")
-    claimed = await svc.store.claim(msg.job_id, owner, svc.settings.lease_seconds, msg.message_id)
+    claimed = await _claim(svc, msg, owner)
     if claimed is None:
         return await _not_claimed(svc, msg)
     return await _run_claimed(svc, claimed, msg, owner=owner, budget=budget)
+
+
+async def _claim(svc: JobService, msg: JobMessage, owner: str) -> JobRecord | None:
+    """``store.claim``, safe against our own cancellation while the call is in flight.
+
+    Cancelled mid-call, DynamoDB may still have applied the claim: the job
+    would then be RUNNING under a lease nobody holds until it expires. So
+    the call runs on as its own task; if we are cancelled we wait for its
+    answer and, if the claim did land, hand the job back (WAITING) before
+    passing the cancellation on.
+    """
+    call = asyncio.ensure_future(
+        svc.store.claim(msg.job_id, owner, svc.settings.lease_seconds, msg.message_id)
+    )
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.shield(_release_if_claimed(svc, call, owner))
+        raise
+
+
+async def _release_if_claimed(
+    svc: JobService, call: asyncio.Future[JobRecord | None], owner: str
+) -> None:
+    try:
+        claimed = await call
+    except Exception:  # the claim failed: nothing is held
+        return
+    if claimed is not None:
+        await svc.store.release(claimed.job_id, owner)
 
 
 async def _not_claimed(svc: JobService, msg: JobMessage) -> Outcome:
@@ -171,7 +198,7 @@ async def _run_claimed(
 async def _succeeded(
     svc: JobService, record: JobRecord, owner: str, tracker: _Tracker, result: ZipResult
 ) -> Outcome:
-    skipped = [p.key for p in result.skipped][:MAX_REPORTED_KEYS]
+    skipped = [p.key for p in result.skipped]  # capped in bytes by the store
     done = Progress(result.source_bytes, result.source_bytes, result.files, result.files)
     if await svc.store.mark_ready(record.job_id, owner, done, result.archive_bytes, skipped):
         log.info(
@@ -185,7 +212,7 @@ async def _succeeded(
     current = await svc.store.get(record.job_id)
     if current is not None and current.status is JobStatus.CANCELLED:
         # Cancelled in the last second: the client must not find an archive later.
-        await svc.s3.delete_object(Bucket=record.dst_bucket, Key=record.dst_key)
+        await discard_output(svc.s3, record)
         return Outcome(Action.DELETE, "job cancelled as it finished")
     return Outcome(Action.LEAVE, "lease lost before the job could be marked READY")
 
@@ -195,33 +222,59 @@ async def _failed(
 ) -> Outcome:
     permanent, error = classify(err)
     if permanent:
-        log.info("job %s: FAILED (%s)", record.job_id, error.code)
-        await svc.store.mark_failed(record.job_id, error, owner)
+        await fail_job(svc, record, error, owner=owner)
         return Outcome(Action.DELETE, f"job FAILED: {error.code}")
-    log.warning("job %s: attempt %d failed: %s", record.job_id, msg.receive_count, error.message)
-    final = FailureReason(
-        "RetriesExhausted",
-        f"gave up after {msg.receive_count} attempts; last error: {error.message}",
+    max_receives = await svc.max_receives()
+    # The job's own count too: a re-sent message (sweeper) starts its receive
+    # count afresh, but the job's attempts stay bounded by the same limit.
+    attempt = max(msg.receive_count, record.attempts)
+    log.warning(
+        "job %s: attempt %d of %d failed: %s", record.job_id, attempt, max_receives, error.message
     )
-    if last := await fail_on_last_receive(svc, msg, final, owner):
+    final = retries_exhausted(attempt, error)
+    if last := await fail_on_last_receive(svc, msg, final, owner, attempt=attempt):
         return last
-    await svc.store.release(record.job_id, owner)
-    return Outcome(Action.RETRY, "transient failure", delay=retry_delay(msg.receive_count))
+    delay = retry_delay(msg.receive_count)
+    await svc.store.release(
+        record.job_id, owner, retry_in=delay, error=error, max_attempts=max_receives
+    )
+    return Outcome(Action.RETRY, "transient failure", delay=delay)
+
+
+def retries_exhausted(attempts: int, last_error: FailureReason | None) -> FailureReason:
+    """The FAILED reason once no attempt is left: how many there were and the last error."""
+    why = (
+        f"{last_error.code}: {last_error.message}"
+        if last_error is not None
+        else "none recorded (the attempt's process stopped without reporting one: "
+        "killed, out of memory or out of time)"
+    )
+    return FailureReason(
+        "RetriesExhausted", f"gave up after {attempts} attempt(s); last error: {why}"
+    )
 
 
 async def fail_on_last_receive(
-    svc: JobService, msg: JobMessage, reason: FailureReason, owner: str | None = None
+    svc: JobService,
+    msg: JobMessage,
+    reason: FailureReason,
+    owner: str | None = None,
+    *,
+    attempt: int | None = None,
 ) -> Outcome | None:
     """The out-of-receives rule, for every path that gives up on an attempt.
 
-    On the queue's last receive the job is FAILED with ``reason`` and the
-    message is returned once more, so SQS moves it to the dead-letter queue.
-    Before that: None, and the caller returns the message for a retry.
+    On the queue's last receive (or the job's last attempt, ``attempt``) the
+    job is FAILED with ``reason``, its output discarded, and the message is
+    returned once more, so SQS moves it to the dead-letter queue. Before
+    that: None, and the caller returns the message for a retry.
     """
     max_receives = await svc.max_receives()
-    if msg.receive_count < max_receives:
+    if max(msg.receive_count, attempt or 0) < max_receives:
         return None
-    await svc.store.mark_failed(msg.job_id, reason, owner)
+    record = await svc.store.get(msg.job_id)
+    if record is not None:
+        await fail_job(svc, record, reason, owner=owner)
     log.error("job %s: FAILED on receive %d of %d", msg.job_id, msg.receive_count, max_receives)
     return Outcome(Action.RETRY, f"job FAILED ({reason.code}); on to the dead-letter queue")
 
@@ -237,25 +290,12 @@ async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     return [SourceObject(req.bucket, key) for key in keys or ()]
 
 
-async def abort_leftover_uploads(s3: S3Client, bucket: str, key: str) -> int:
-    """Abort multipart uploads a dead worker left for this job's archive key.
-
-    The key contains the job id, so every upload under it belongs to this job.
-    """
-    aborted = 0
-    resp = await s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
-    for upload in resp.get("Uploads", []):
-        if upload["Key"] == key:
-            await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
-            aborted += 1
-    return aborted
-
-
 async def _build(
     svc: JobService, record: JobRecord, budget: Budget, tracker: _Tracker
 ) -> ZipResult:
     if record.attempts > 1:
-        n = await abort_leftover_uploads(svc.s3, record.dst_bucket, record.dst_key)
+        # An earlier attempt that died left its upload behind (docs/lifecycle.md).
+        n = await abort_uploads(svc.s3, record.dst_bucket, record.dst_key)
         if n:
             log.info("job %s: aborted %d upload(s) left by an earlier attempt", record.job_id, n)
     sources = await _sources(svc, record)
@@ -277,7 +317,29 @@ async def _build(
 async def _heartbeat(
     svc: JobService, job_id: str, owner: str, tracker: _Tracker, build: asyncio.Task[Any]
 ) -> None:
-    """Once a second: write progress and renew the lease; stop the build if either is refused."""
+    """Once a second: write progress and renew the lease; stop the build if it cannot.
+
+    Whatever goes wrong here ends in ``build.cancel()``: a heartbeat that
+    died quietly would leave the build running without a lease, while
+    another worker takes the job over (two writers on one archive key).
+    """
+    try:
+        tracker.stop_reason = await _beat_until_refused(svc, job_id, owner, tracker, build)
+    except Exception as err:  # belt and braces: _beat_until_refused catches its calls
+        log.error("job %s: heartbeat crashed: %s", job_id, err)
+        tracker.stop_reason = "lease lost"
+    if tracker.stop_reason is not None:
+        build.cancel()
+
+
+async def _beat_until_refused(
+    svc: JobService, job_id: str, owner: str, tracker: _Tracker, build: asyncio.Task[Any]
+) -> str | None:
+    """Renew until the build ends (None) or the lease is gone ("cancelled" / "lease lost").
+
+    A renewal that raises is retried while the lease we hold lasts, minus a
+    second of margin; past that we can no longer know we hold it, so we stop.
+    """
     lease = svc.settings.lease_seconds
     last_ok = time.monotonic()
     while not build.done():
@@ -286,17 +348,25 @@ async def _heartbeat(
             ok = await svc.store.heartbeat(job_id, owner, tracker.progress, lease)
         except Exception as err:  # DynamoDB hiccup: keep building while the lease lasts
             log.warning("job %s: heartbeat failed: %s", job_id, err)
-            if time.monotonic() - last_ok < lease:
+            if time.monotonic() - last_ok < lease - HEARTBEAT_SECONDS:
                 continue
-            ok = False
+            log.error("job %s: lease not renewed for %.0f s; stopping", job_id, lease)
+            return "lease lost"
         if ok:
             now = time.monotonic()
             if now - last_ok > lease / 2:  # a starved loop risks losing the lease
                 log.warning("job %s: heartbeat %.1f s after the last one", job_id, now - last_ok)
             last_ok = now
             continue
+        return "cancelled" if await _was_cancelled(svc, job_id) else "lease lost"
+    return None
+
+
+async def _was_cancelled(svc: JobService, job_id: str) -> bool:
+    """Why the heartbeat was refused; an unreadable record counts as a lost lease."""
+    try:
         current = await svc.store.get(job_id)
-        cancelled = current is not None and current.status is JobStatus.CANCELLED
-        tracker.stop_reason = "cancelled" if cancelled else "lease lost"
-        build.cancel()
-        return
+    except Exception as err:
+        log.warning("job %s: could not read the job after a refused heartbeat: %s", job_id, err)
+        return False
+    return current is not None and current.status is JobStatus.CANCELLED

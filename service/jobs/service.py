@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..aws import BACKGROUND, CallLimits, aws_client
 from ..engine import content_disposition
 from ..settings import Settings
+from .ending import cancel_job, fail_job
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
 from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .problems import ApiError, not_found
@@ -76,6 +77,7 @@ class JobService:
         self.store = JobStore(dynamodb, settings.table, clock)
         self._clock = clock
         self._max_receives: int | None = None
+        self._dlq_arn: str | None = None
 
     @classmethod
     @asynccontextmanager
@@ -130,7 +132,7 @@ class JobService:
             if record.manifest is not None:
                 await delete_manifest(self.s3, record.manifest)
             return await self._replayed(created.job_id)
-        await self._enqueue_or_fail(job_id)
+        await self._enqueue_or_fail(record)
         return Submitted(job_id, JobStatus.PENDING, new=True)
 
     async def _new_record(self, job_id: str, request: JobRequest) -> JobRecord:
@@ -169,18 +171,24 @@ class JobService:
         if record is None:
             raise _retry_the_request()
         if record.status is JobStatus.PENDING:
-            await self._enqueue_or_fail(job_id)
+            await self._enqueue_or_fail(record)
         return Submitted(job_id, record.status, new=False)
 
-    async def _enqueue_or_fail(self, job_id: str) -> None:
+    async def send(self, job_id: str) -> None:
+        """Queue one message for the job (also the sweeper's re-send)."""
+        await self.sqs.send_message(
+            QueueUrl=self.settings.queue_url, MessageBody=job_message(job_id)
+        )
+
+    async def _enqueue_or_fail(self, record: JobRecord) -> None:
+        job_id = record.job_id
         try:
-            await self.sqs.send_message(
-                QueueUrl=self.settings.queue_url, MessageBody=job_message(job_id)
-            )
+            await self.send(job_id)
         except Exception as err:
             log.error("job %s: enqueue failed (%s); marking it FAILED", job_id, type(err).__name__)
-            await self.store.mark_failed(
-                job_id,
+            await fail_job(
+                self,
+                record,
                 FailureReason("EnqueueFailed", "the job could not be queued; submit it again"),
             )
             raise ApiError(
@@ -223,14 +231,14 @@ class JobService:
     # --- cancel ---------------------------------------------------------------
 
     async def cancel_job(self, job_id: str, *, base_path: str = "") -> dict[str, Any]:
-        """PENDING or RUNNING -> CANCELLED; a running worker notices within seconds.
+        """PENDING, RUNNING or WAITING -> CANCELLED; a running worker notices within seconds.
 
         The worker's next heartbeat (a conditional write on RUNNING) fails, it
         cancels the build, and the engine aborts the multipart upload.
         """
         if not is_job_id(job_id):
             raise not_found(job_id)
-        record = await self.store.cancel(job_id)
+        record = await cancel_job(self, job_id)
         if record is not None:
             return job_view(record, base_path=base_path)
         current = await self.store.get(job_id)
@@ -255,10 +263,28 @@ class JobService:
                 )
                 policy = resp.get("Attributes", {}).get("RedrivePolicy")
                 if policy:
-                    self._max_receives = int(json.loads(policy)["maxReceiveCount"])
+                    doc = json.loads(policy)
+                    self._max_receives = int(doc["maxReceiveCount"])
+                    self._dlq_arn = doc.get("deadLetterTargetArn")
             except Exception as err:  # a missing permission must not stop the worker
                 log.warning("could not read the queue's redrive policy: %s", err)
         return self._max_receives
+
+    async def dead_letter_queue_url(self) -> str | None:
+        """ZIPJOBS_DLQ_URL, else the queue named by the job queue's redrive policy."""
+        if self.settings.dlq_url:
+            return self.settings.dlq_url
+        await self.max_receives()
+        if not self._dlq_arn:
+            return None
+        *_, account, name = self._dlq_arn.split(":")
+        try:
+            resp = await self.sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
+        except Exception as err:
+            log.warning("could not find the dead-letter queue %s: %s", name, err)
+            return None
+        url: str = resp["QueueUrl"]
+        return url
 
 
 def _retry_the_request() -> ApiError:

@@ -1,9 +1,10 @@
 """The job table: every status change is a conditional write.
 
-A job only moves forward (PENDING -> RUNNING -> READY | FAILED | CANCELLED),
-and only the holder of a live lease may write a RUNNING job's progress or
-finish it. DynamoDB evaluates each condition atomically, so two workers that
-received the same message, or a worker and a DELETE, cannot both win.
+A job moves PENDING -> RUNNING <-> WAITING -> READY | FAILED | CANCELLED
+(docs/lifecycle.md), and only the holder of a live lease may write a
+RUNNING job's progress, finish it or hand it back (WAITING). DynamoDB
+evaluates each condition atomically, so two workers that received the same
+message, or a worker and a DELETE, cannot both win.
 Each method returns whether its condition held instead of raising: losing a
 race is a normal outcome that the caller decides about.
 """
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from ..engine import Progress
+from .bounds import cap_keys
 from .codec import (
     HASH_KEY,
     TTL_ATTRIBUTE,
@@ -40,7 +42,8 @@ if TYPE_CHECKING:
 
 _IDEM_PREFIX = "idem#"
 # Placeholders for attribute names that are DynamoDB reserved words (or the key).
-_NAMES = {"#s": "status", "#k": HASH_KEY, "#e": "error"}
+_NAMES = {"#s": "status", "#k": HASH_KEY, "#e": "error", "#kind": "kind"}
+_UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.WAITING)
 
 
 def _failed_condition(err: ClientError) -> bool:
@@ -172,17 +175,19 @@ class JobStore:
     async def claim(
         self, job_id: str, owner: str, lease_seconds: float, message_id: str
     ) -> JobRecord | None:
-        """PENDING -> RUNNING, or take over a RUNNING job whose lease expired."""
+        """PENDING or WAITING -> RUNNING, or take over a RUNNING job whose lease expired."""
         now, stamp = self._now()
         result = await self._update(
             job_id,
             "SET #s = :running, leaseOwner = :owner, leaseExpiresAt = :exp, messageId = :mid, "
             "updatedAt = :stamp, startedAt = if_not_exists(startedAt, :stamp) "
-            "ADD attempts :one",
-            "attribute_exists(#k) AND (#s = :pending OR (#s = :running AND leaseExpiresAt < :now))",
+            "ADD attempts :one REMOVE nextAttemptAt",
+            "attribute_exists(#k) AND (#s IN (:pending, :waiting) "
+            "OR (#s = :running AND leaseExpiresAt < :now))",
             {
                 ":running": JobStatus.RUNNING.value,
                 ":pending": JobStatus.PENDING.value,
+                ":waiting": JobStatus.WAITING.value,
                 ":owner": owner,
                 ":exp": now + lease_seconds,
                 ":mid": message_id,
@@ -227,20 +232,24 @@ class JobStore:
         archive_bytes: int,
         skipped_keys: list[str],
     ) -> bool:
+        """RUNNING -> READY under our lease; the skipped keys are capped in bytes (bounds.py)."""
         _, stamp = self._now()
         p = progress_json(progress)
+        skipped, omitted = cap_keys(skipped_keys)
         return bool(
             await self._update(
                 job_id,
                 "SET #s = :ready, finishedAt = :stamp, updatedAt = :stamp, "
-                "archiveBytes = :ab, skippedKeys = :sk, bytesDone = :bd, bytesTotal = :bt, "
+                "archiveBytes = :ab, skippedKeys = :sk, skippedKeysOmitted = :so, "
+                "bytesDone = :bd, bytesTotal = :bt, "
                 "filesDone = :fd, filesTotal = :ft REMOVE leaseOwner, leaseExpiresAt",
                 "#s = :running AND leaseOwner = :owner",
                 {
                     ":ready": JobStatus.READY.value,
                     ":stamp": stamp,
                     ":ab": archive_bytes,
-                    ":sk": skipped_keys,
+                    ":sk": list(skipped),
+                    ":so": omitted,
                     ":bd": p["bytesDone"],
                     ":bt": p["bytesTotal"],
                     ":fd": p["filesDone"],
@@ -252,10 +261,19 @@ class JobStore:
         )
 
     async def mark_failed(
-        self, job_id: str, error: FailureReason, owner: str | None = None
+        self,
+        job_id: str,
+        error: FailureReason,
+        owner: str | None = None,
+        *,
+        unless_leased: bool = False,
     ) -> bool:
-        """FAILED from RUNNING under ``owner``'s lease, or (owner None) from PENDING/RUNNING."""
-        _, stamp = self._now()
+        """FAILED from RUNNING under ``owner``'s lease, or (owner None) from any unfinished state.
+
+        ``unless_leased``: only if no live lease protects the job (the sweeper
+        and the dead-letter handler must not fail a job a worker is running).
+        """
+        now, stamp = self._now()
         values: dict[str, Any] = {
             ":failed": JobStatus.FAILED.value,
             ":stamp": stamp,
@@ -263,8 +281,15 @@ class JobStore:
             ":running": JobStatus.RUNNING.value,
         }
         if owner is None:
-            condition = "#s IN (:pending, :running)"
+            condition = "#s IN (:pending, :running, :waiting)"
             values[":pending"] = JobStatus.PENDING.value
+            values[":waiting"] = JobStatus.WAITING.value
+            if unless_leased:
+                condition += (
+                    " AND (#s <> :running OR attribute_not_exists(leaseExpiresAt) "
+                    "OR leaseExpiresAt < :now)"
+                )
+                values[":now"] = now
         else:
             condition = "#s = :running AND leaseOwner = :owner"
             values[":owner"] = owner
@@ -272,36 +297,112 @@ class JobStore:
             await self._update(
                 job_id,
                 "SET #s = :failed, finishedAt = :stamp, updatedAt = :stamp, #e = :err "
-                "REMOVE leaseOwner, leaseExpiresAt",
+                "REMOVE leaseOwner, leaseExpiresAt, nextAttemptAt",
                 condition,
                 values,
             )
         )
 
     async def cancel(self, job_id: str) -> JobRecord | None:
-        """PENDING or RUNNING -> CANCELLED; None if the job is unknown or already final."""
+        """PENDING, RUNNING or WAITING -> CANCELLED; None if unknown or already final."""
         _, stamp = self._now()
         result = await self._update(
             job_id,
-            "SET #s = :cancelled, finishedAt = :stamp, updatedAt = :stamp",
-            "attribute_exists(#k) AND #s IN (:pending, :running)",
+            "SET #s = :cancelled, finishedAt = :stamp, updatedAt = :stamp REMOVE nextAttemptAt",
+            "attribute_exists(#k) AND #s IN (:pending, :running, :waiting)",
             {
                 ":cancelled": JobStatus.CANCELLED.value,
                 ":stamp": stamp,
                 ":pending": JobStatus.PENDING.value,
                 ":running": JobStatus.RUNNING.value,
+                ":waiting": JobStatus.WAITING.value,
             },
             return_new=True,
         )
         return result if isinstance(result, JobRecord) else None
 
-    async def release(self, job_id: str, owner: str) -> bool:
-        """Expire our lease now, so the next delivery of the message can take the job over."""
+    async def release(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        retry_in: float = 0,
+        error: FailureReason | None = None,
+        max_attempts: int = 0,
+    ) -> bool:
+        """RUNNING -> WAITING under our lease: the next delivery of the message may claim it.
+
+        Records why this attempt ended (``error``, None for a shutdown), when
+        the next attempt is due and how many the queue allows, so a client
+        sees "attempt n of N, next at ..." instead of a RUNNING job that
+        nobody runs, and the dead-letter handler can name the last error.
+        """
+        now, stamp = self._now()
+        update = "SET #s = :waiting, updatedAt = :stamp, nextAttemptAt = :next, maxAttempts = :max"
+        values: dict[str, Any] = {
+            ":waiting": JobStatus.WAITING.value,
+            ":stamp": stamp,
+            ":next": iso(dt.datetime.fromtimestamp(now + retry_in, dt.UTC)),
+            ":max": max_attempts,
+            ":running": JobStatus.RUNNING.value,
+            ":owner": owner,
+        }
+        if error is not None:
+            update += ", lastError = :err"
+            values[":err"] = error_item(error)
         return bool(
             await self._update(
                 job_id,
-                "SET leaseExpiresAt = :zero",
+                update + " REMOVE leaseOwner, leaseExpiresAt",
                 "#s = :running AND leaseOwner = :owner",
-                {":zero": 0, ":running": JobStatus.RUNNING.value, ":owner": owner},
+                values,
             )
         )
+
+    async def record_resend(self, record: JobRecord, retry_in: float = 0) -> bool:
+        """The sweeper's claim on re-sending a job's message: True for exactly one sweeper.
+
+        Conditional on the record being unchanged since the sweeper read it
+        (same status, same ``updatedAt``), so of several workers sweeping at
+        once only one re-sends. A RUNNING job (its lease long expired) moves
+        to WAITING here; a PENDING job stays PENDING with a newer ``updatedAt``.
+        """
+        now, stamp = self._now()
+        status = JobStatus.PENDING if record.status is JobStatus.PENDING else JobStatus.WAITING
+        return bool(
+            await self._update(
+                record.job_id,
+                "SET #s = :new, updatedAt = :stamp, nextAttemptAt = :next "
+                "ADD resends :one REMOVE leaseOwner, leaseExpiresAt",
+                "#s = :seen AND updatedAt = :seen_at",
+                {
+                    ":new": status.value,
+                    ":stamp": stamp,
+                    ":next": iso(dt.datetime.fromtimestamp(now + retry_in, dt.UTC)),
+                    ":one": 1,
+                    ":seen": record.status.value,
+                    ":seen_at": iso(record.updated_at),
+                },
+            )
+        )
+
+    async def unfinished(self) -> list[JobRecord]:
+        """Every job not yet final (a filtered Scan; see docs/lifecycle.md for its cost)."""
+        out: list[JobRecord] = []
+        args: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "#kind = :job AND #s IN (:pending, :running, :waiting)",
+            "ExpressionAttributeNames": {"#kind": "kind", "#s": "status"},
+            "ExpressionAttributeValues": {
+                ":job": {"S": "job"},
+                **{f":{st.value.lower()}": {"S": st.value} for st in _UNFINISHED},
+            },
+            "ConsistentRead": True,
+        }
+        while True:
+            resp = await self._db.scan(**args)
+            out.extend(decode(item) for item in resp.get("Items", []))
+            last = resp.get("LastEvaluatedKey")
+            if not last:
+                return out
+            args["ExclusiveStartKey"] = last

@@ -47,12 +47,28 @@ def job_view(
         out["finishedAt"] = iso(record.finished_at)
     if record.status is JobStatus.FAILED and record.error is not None:
         out["error"] = record.error.to_json()
+    if record.status is JobStatus.WAITING:
+        out["retry"] = retry_view(record)
     if record.status is JobStatus.READY:
         if record.archive_bytes is not None:
             out["archiveBytes"] = record.archive_bytes
         if record.skipped_keys:
             out["skippedKeys"] = list(record.skipped_keys)
+        if record.skipped_keys_omitted:
+            out["skippedKeysOmitted"] = record.skipped_keys_omitted
         if download_url is not None and url_expires_at is not None:
             out["downloadUrl"] = download_url
             out["expiresAt"] = iso(url_expires_at)
+    return out
+
+
+def retry_view(record: JobRecord) -> dict[str, Any]:
+    """A WAITING job: attempts made, how many the queue allows, when the next is due, why."""
+    out: dict[str, Any] = {"attemptsMade": record.attempts}
+    if record.max_attempts:
+        out["maxAttempts"] = record.max_attempts
+    if record.next_attempt_at is not None:
+        out["nextAttemptAt"] = iso(record.next_attempt_at)
+    if record.last_error is not None:
+        out["lastError"] = record.last_error.to_json()
     return out

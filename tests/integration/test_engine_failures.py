@@ -1,6 +1,6 @@
 """build_zip when something is wrong: every job ends, says why, and leaves no upload behind.
 
-FIELD_NOTES "what users report": one bad key hangs or half-fails other zippers,
+docs/DESIGN.md, "What other zippers get wrong": one bad key hangs or half-fails other zippers,
 and failed multipart uploads are billed until someone aborts them. So each
 failure here is checked for three things: the error names the problem, the
 destination object does not exist, and ``list_multipart_uploads`` is empty.

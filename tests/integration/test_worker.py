@@ -40,7 +40,10 @@ async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
 async def svc(stack: Provisioned) -> AsyncIterator[JobService]:
     # Long enough that a loop starved by the in-process moto server on a busy
     # machine cannot lose a lease by accident; the lease tests pass their own.
-    async with JobService.open(stack.settings(ZIPJOBS_LEASE_SECONDS="15")) as service:
+    # No periodic sweep here: these tests count messages and attempts exactly;
+    # the sweeper has its own tests (test_sweeper.py).
+    settings = stack.settings(ZIPJOBS_LEASE_SECONDS="15", ZIPJOBS_SWEEP_INTERVAL_SECONDS="0")
+    async with JobService.open(settings) as service:
         yield service
 
 
@@ -232,7 +235,7 @@ async def test_transient_failures_retry_then_fail_into_the_dlq(
         await task
     assert record.status is JobStatus.FAILED
     assert record.error.code == "RetriesExhausted"
-    assert "after 2 attempts" in record.error.message and "NoSuchBucket" in record.error.message
+    assert "after 2 attempt(s)" in record.error.message and "NoSuchBucket" in record.error.message
     assert record.attempts == 2
     assert [json.loads(b)["jobId"] for b in dead] == [job_id]
 
@@ -269,8 +272,10 @@ async def test_stop_releases_an_unfinished_job_for_another_worker(
     first.stop()  # what SIGTERM does
     await task
     released = await svc.store.get(job_id)
-    assert released is not None and released.status is JobStatus.RUNNING
-    assert released.lease_owner == "first" and released.lease_expires_at == 0
+    # Handed back, visibly waiting for its next attempt (no error: a shutdown).
+    assert released is not None and released.status is JobStatus.WAITING
+    assert released.lease_owner is None and released.lease_expires_at is None
+    assert released.last_error is None and released.next_attempt_at is not None
     assert await uploads_for(svc, job_id) == []  # the engine aborted its upload
 
     second = Worker(svc, poll_seconds=1, owner="second")

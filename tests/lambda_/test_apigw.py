@@ -42,9 +42,10 @@ def test_result_shape() -> None:
 
 
 def test_budget_defaults_to_a_share_of_function_memory() -> None:
-    assert default_budget_mb(128) == 32  # floor
-    assert default_budget_mb(1024) == 576
-    assert default_budget_mb(10240) == 6720
+    """The numbers follow service/memory.py: (memory - 128 - 1,280 B x keys) / 1.25."""
+    assert default_budget_mb(128, 100_000) == 16  # floor: the smallest job budget
+    assert default_budget_mb(1024, 100_000) == 619
+    assert default_budget_mb(10240, 0) == 8089
     env = {
         "ZIPJOBS_TABLE": "t",
         "ZIPJOBS_QUEUE_URL": "https://q",
@@ -53,5 +54,5 @@ def test_budget_defaults_to_a_share_of_function_memory() -> None:
         "ZIPJOBS_WORKER_CONCURRENCY": "1",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
     }
-    assert settings_from_env(env).budget_mb == default_budget_mb(2048)
+    assert settings_from_env(env).budget_mb == default_budget_mb(2048, 100_000)
     assert settings_from_env({**env, "ZIPJOBS_BUDGET_MB": "100"}).budget_mb == 100

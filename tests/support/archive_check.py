@@ -4,7 +4,7 @@ One reader accepting an archive proves little: Python's ``zipfile`` trusts the
 central directory and ignores a wrong CRC in a local header, ``7z t`` exits 0
 on trailing garbage (it only prints WARNINGS), Info-ZIP ignores a local name
 that differs from the central one's... Users of other zippers found their
-archives "corrupt" in exactly one of these (see FIELD_NOTES: ZIP64 refusals,
+archives "corrupt" in exactly one of these (docs/DESIGN.md: ZIP64 refusals,
 7-Zip "Headers Error"). So each archive a test produces goes through:
 
 * Python ``zipfile``: names, sizes, CRC-32 and content, entry by entry;

@@ -128,6 +128,8 @@ def tf_stack(
             "dst_bucket_require_tls": False,
             "lambda_package_path": str(_tiny_package(workdir / "lambda.zip")),
             "aws_endpoint_overrides": endpoint_overrides(endpoint.endpoint_url),
+            # The sweeper test waits this long for a lost send to count as lost.
+            "resend_after_seconds": 1,
         }
         tf.write_vars(variables)
         tf.init()

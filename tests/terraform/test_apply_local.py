@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 def test_outputs_name_every_resource(tf_stack: TfStack) -> None:
     out = tf_stack.outputs
     prefix = tf_stack.variables["project_name"]
-    assert set(out["function_names"]) == {"enqueue", "status", "zipper"}
+    assert set(out["function_names"]) == {"enqueue", "status", "zipper", "sweeper"}
     assert all(name.startswith(prefix) for name in out["function_names"].values())
     assert out["api_url"].startswith(("http://", "https://"))
     assert out["queue_url"].endswith("/" + out["queue_name"])
@@ -141,3 +141,33 @@ def test_each_role_gets_only_its_own_policy(tf_stack: TfStack) -> None:
 
 def _as_list(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else value
+
+
+def test_the_sweeper_runs_on_a_schedule_and_reads_the_dead_letter_queue(tf_stack: TfStack) -> None:
+    """docs/lifecycle.md: the sweeper is its own function, scheduled, and the DLQ's consumer."""
+    lam = tf_stack.client("lambda")
+    sweeper_arn = lam.get_function_configuration(
+        FunctionName=tf_stack.outputs["function_names"]["sweeper"]
+    )["FunctionArn"]
+    mappings = [
+        m
+        for m in lam.list_event_source_mappings()["EventSourceMappings"]
+        if m["FunctionArn"] == sweeper_arn
+    ]
+    assert [m["EventSourceArn"].rsplit(":", 1)[1] for m in mappings] == [
+        tf_stack.outputs["dlq_name"]
+    ]
+    assert mappings[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    events = tf_stack.client("events")
+    rules = [
+        r
+        for r in events.list_rules(NamePrefix=tf_stack.variables["project_name"])["Rules"]
+        if r.get("ScheduleExpression")
+    ]
+    assert [r["ScheduleExpression"] for r in rules] == ["rate(1 minute)"]
+    targets = events.list_targets_by_rule(Rule=rules[0]["Name"])["Targets"]
+    assert [t["Arn"] for t in targets] == [sweeper_arn]
+    attrs = tf_stack.client("sqs").get_queue_attributes(
+        QueueUrl=tf_stack.queue_url, AttributeNames=["RedrivePolicy"]
+    )["Attributes"]
+    assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] >= 5

@@ -134,7 +134,27 @@ def test_jobs_queue_redrives_to_the_dlq() -> None:
     inner = hcl2.loads("x = " + policy[len("${jsonencode(") : -len(")}")])["x"]
     assert inner["deadLetterTargetArn"] == "${aws_sqs_queue.dlq.arn}"
     assert inner["maxReceiveCount"] == "${var.queue_max_receive_count}"
-    assert default_of(inner["maxReceiveCount"]) >= 1
+    # AWS: at least 5 for a Lambda event source, throttled receives count too.
+    assert default_of(inner["maxReceiveCount"]) >= 5
+    assert ">= 5" in one(variable("queue_max_receive_count")["validation"])["condition"]
+
+
+def test_the_sweeper_has_a_schedule_and_consumes_the_dlq() -> None:
+    esm = resource("aws_lambda_event_source_mapping", "dead_letters")
+    assert esm["event_source_arn"] == "${aws_sqs_queue.dlq.arn}"
+    assert esm["function_name"] == '${aws_lambda_function.fn["sweeper"].arn}'
+    assert esm["function_response_types"] == ["ReportBatchItemFailures"]
+    target = resource("aws_cloudwatch_event_target", "sweep")
+    assert target["arn"] == '${aws_lambda_function.fn["sweeper"].arn}'
+    permission = resource("aws_lambda_permission", "sweep")
+    assert permission["principal"] == "events.amazonaws.com"
+    assert permission["source_arn"] == "${aws_cloudwatch_event_rule.sweep.arn}"
+    env = local("functions")["sweeper"]["env"]
+    assert env["ZIPJOBS_RESEND_AFTER_SECONDS"] == "${tostring(var.resend_after_seconds)}"
+    assert (
+        default_of("${var.resend_after_seconds}") + 60 * default_of("${var.sweep_interval_minutes}")
+        <= 120
+    )  # a lost send is re-sent within 2 minutes by default
 
 
 def test_event_source_reports_batch_item_failures_with_max_concurrency() -> None:

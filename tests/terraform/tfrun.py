@@ -29,7 +29,17 @@ TERRAFORM_DIR = REPO / "terraform"
 PLUGIN_DIR_ENV = "TF_PLUGIN_DIR"
 
 # Every service the stack creates resources in; one emulator answers them all.
-EMULATED_SERVICES = ("apigatewayv2", "dynamodb", "iam", "lambda", "logs", "s3", "sqs", "sts")
+EMULATED_SERVICES = (
+    "apigatewayv2",
+    "dynamodb",
+    "events",
+    "iam",
+    "lambda",
+    "logs",
+    "s3",
+    "sqs",
+    "sts",
+)
 
 
 def load_build_tool() -> ModuleType:

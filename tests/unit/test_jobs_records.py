@@ -21,7 +21,8 @@ from service.engine import (
     ZipJobError,
 )
 from service.engine.models import SourceProblem
-from service.jobs.codec import decode, encode, iso, parse_iso
+from service.jobs.bounds import REPORTED_KEYS_BYTES, cap_keys, cap_message
+from service.jobs.codec import decode, encode, error_item, iso, parse_iso
 from service.jobs.models import (
     FailureReason,
     JobRecord,
@@ -155,6 +156,29 @@ def test_classify_permanent_and_transient() -> None:
         assert not permanent and err.code == "Transient" and type(exc2).__name__ in err.message
 
 
+def test_missing_keys_are_capped_in_bytes_when_stored_and_the_rest_counted() -> None:
+    problems = [SourceProblem("b", f"k{i:04d}".ljust(500, "x"), "NoSuchKey") for i in range(5000)]
+    error = classify(MissingSourcesError(problems))[1]
+    stored = error_item(error)
+    assert 0 < len(stored["missingKeys"]) < 5000
+    assert len(stored["missingKeys"]) + stored["missingKeysOmitted"] == 5000
+    size = sum(len(k.encode()) + 3 for k in stored["missingKeys"])
+    assert REPORTED_KEYS_BYTES - 503 < size <= REPORTED_KEYS_BYTES
+    assert stored["missingKeys"] == [p.key for p in problems[: len(stored["missingKeys"])]]
+
+
+def test_cap_keys_counts_multibyte_keys_in_bytes() -> None:
+    kept, omitted = cap_keys(["é" * 10, "a", "b"], limit=2 * 10 + 3 + 4)
+    assert kept == ("é" * 10, "a") and omitted == 1
+    assert cap_keys([], limit=10) == ((), 0)
+
+
+def test_cap_message_bounds_bytes_and_marks_the_cut() -> None:
+    assert cap_message("short") == "short"
+    cut = cap_message("ü" * 5000, limit=100)
+    assert len(cut.encode()) <= 100 and cut.endswith("[...]")
+
+
 def test_a_new_engine_error_is_permanent_unless_it_says_otherwise() -> None:
     """Other branches add ZipJobError subclasses; the runner must never retry them."""
 
@@ -168,11 +192,6 @@ def test_read_failed_is_a_connection_error() -> None:
     """Like aiohttp's client errors (OSError), so generic network handling applies."""
     assert isinstance(ReadFailedError("x"), ConnectionError)
     assert isinstance(ReadFailedError("x"), ZipJobError)
-
-
-def test_classify_caps_missing_keys() -> None:
-    problems = [SourceProblem("b", f"k{i}", "NoSuchKey") for i in range(5000)]
-    assert len(classify(MissingSourcesError(problems))[1].missing_keys) == 1000
 
 
 def test_parse_message() -> None:

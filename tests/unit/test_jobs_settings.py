@@ -97,3 +97,23 @@ def test_blank_api_token_is_refused(token: str) -> None:
 def test_unset_or_empty_token_means_open_and_a_real_one_is_kept() -> None:
     assert Settings.from_env({**BASE, "ZIPJOBS_API_TOKEN": ""}).api_token is None
     assert Settings.from_env({**BASE, "ZIPJOBS_API_TOKEN": " t0k "}).api_token == "t0k"
+
+
+def test_sweeper_settings_default_to_a_two_minute_resend_and_are_validated() -> None:
+    s = Settings.from_env(BASE)
+    assert s.resend_after_seconds + s.sweep_interval_seconds == 120
+    assert s.max_resends == 5 and s.dlq_url is None
+    s = Settings.from_env(
+        {
+            **BASE,
+            "ZIPJOBS_SWEEP_INTERVAL_SECONDS": "0",
+            "ZIPJOBS_RESEND_AFTER_SECONDS": "5",
+            "ZIPJOBS_MAX_RESENDS": "2",
+            "ZIPJOBS_DLQ_URL": "https://sqs.example/1/dlq",
+        }
+    )
+    assert (s.sweep_interval_seconds, s.resend_after_seconds, s.max_resends) == (0, 5, 2)
+    assert s.dlq_url == "https://sqs.example/1/dlq"
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**BASE, "ZIPJOBS_RESEND_AFTER_SECONDS": "0", "ZIPJOBS_MAX_RESENDS": "x"})
+    assert len(err.value.problems) == 2

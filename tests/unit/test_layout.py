@@ -1,6 +1,6 @@
 """Sizes fixed before the first byte moves: part size, ranges, budget shares.
 
-The S3 limits are the oracle here (FIELD_NOTES): parts 5 MiB..5 GiB, at most
+The S3 limits are the oracle here (docs/DESIGN.md, "AWS limits"): parts 5 MiB..5 GiB, at most
 10,000 parts, objects up to 5 TiB.
 """
 

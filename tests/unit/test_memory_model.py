@@ -1,0 +1,76 @@
+"""The one memory model (service/memory.py) and the places that must agree with it.
+
+Terraform cannot import Python, so terraform/lambda.tf states the formula
+again as a precondition on ``zipper_memory_mb``; this test evaluates that
+expression for many inputs and compares it with ``required_mib``. Changing
+one side without the other fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lambda_adapter.runtime import default_budget_mb, settings_from_env
+from service.memory import budget_for_memory_mib, process_ceiling_mib, required_mib
+from service.settings import MIN_JOB_BUDGET_MB
+
+LAMBDA_TF = Path(__file__).resolve().parents[2] / "terraform" / "lambda.tf"
+_PRECONDITION = re.compile(
+    r'condition\s*=\s*each\.key != "zipper" \|\| (?P<expr>[^\n]*?)\s*<=\s*var\.zipper_memory_mb\n'
+)
+
+
+def terraform_required_mib(budget_mb: int, max_keys: int, batch_size: int) -> float:
+    """Evaluate the precondition's left-hand side as Terraform would (plain arithmetic)."""
+    found = _PRECONDITION.findall(LAMBDA_TF.read_text())
+    assert len(found) == 1, f"expected one zipper memory precondition in {LAMBDA_TF}: {found}"
+    expr = (
+        found[0]
+        .replace("var.zipper_budget_mb", str(budget_mb))
+        .replace("var.max_keys", str(max_keys))
+        .replace("var.zipper_batch_size", str(batch_size))
+    )
+    assert re.fullmatch(r"[0-9.+*/() ]+", expr), f"unexpected terms in {expr!r}"
+    value: float = eval(expr)  # only digits and arithmetic, checked above
+    return value
+
+
+@pytest.mark.parametrize("budget_mb", [16, 64, 1024, 8192])
+@pytest.mark.parametrize("max_keys", [1, 100_000, 10_000_000])
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_terraform_precondition_is_the_python_formula(
+    budget_mb: int, max_keys: int, batch_size: int
+) -> None:
+    assert terraform_required_mib(budget_mb, max_keys, batch_size) == pytest.approx(
+        required_mib(budget_mb, files=max_keys * batch_size), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("files", [0, 1000, 100_000, 1_000_000])
+def test_the_budget_for_a_memory_size_fits_it_and_one_more_mib_would_not(files: int) -> None:
+    for memory in range(128, 10_241, 7):
+        budget = budget_for_memory_mib(memory, files)
+        if budget <= 0:
+            continue
+        assert process_ceiling_mib(budget, files) <= memory
+        assert required_mib(budget + 1, files) > memory
+
+
+def test_lambda_default_budget_uses_the_model() -> None:
+    env = {
+        "ZIPJOBS_TABLE": "t",
+        "ZIPJOBS_QUEUE_URL": "https://q",
+        "ZIPJOBS_SRC_BUCKETS": "src",
+        "ZIPJOBS_DST_BUCKET": "dst",
+        "ZIPJOBS_WORKER_CONCURRENCY": "2",
+        "ZIPJOBS_MAX_KEYS": "50000",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769",
+    }
+    budget = settings_from_env(env).budget_mb
+    assert budget == budget_for_memory_mib(1769, files=100_000)
+    assert process_ceiling_mib(budget, files=100_000) <= 1769
+    # A function too small for the model still gets a budget every job can run with.
+    assert default_budget_mb(128, 100_000) == MIN_JOB_BUDGET_MB
