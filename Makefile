@@ -8,7 +8,7 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-TOX_ENVS ?= lint,py,integration,terraform,tf-scan,load-quick
+TOX_ENVS ?= lint,py,integration,integration-localstack-quick,terraform,tf-scan,load-quick
 TOX_ARGS ?=
 
 BIN := $(VENV)/bin

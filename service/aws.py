@@ -35,6 +35,13 @@ class AwsSettings:
     access_key_id: str | None = None
     secret_access_key: str | None = None
     session_token: str | None = None
+    # Per-service endpoints (``AWS_ENDPOINT_URL_DYNAMODB`` and friends, the
+    # AWS SDKs' own convention): e.g. S3 on an S3-compatible store and
+    # DynamoDB elsewhere. A service named here wins over ``endpoint_url``.
+    service_endpoints: tuple[tuple[str, str], ...] = ()
+
+    def endpoint_for(self, service: str) -> str | None:
+        return dict(self.service_endpoints).get(service, self.endpoint_url)
 
     def session(self) -> aioboto3.Session:
         return aioboto3.Session(
@@ -130,6 +137,18 @@ def aws_client(
     max_pool_connections: int = 64,
     limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[SQSClient]: ...
+@overload
+def aws_client(
+    service: Literal["secretsmanager", "ssm", "sts"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
+) -> AbstractAsyncContextManager[
+    Any
+]: ...  # one call each (api_token.py, signing_role.py); no stubs
+
+
 def aws_client(
     service: str,
     settings: AwsSettings,
@@ -149,16 +168,17 @@ def aws_client(
 async def _client(
     service: str, settings: AwsSettings, max_pool_connections: int, limits: CallLimits
 ) -> AsyncIterator[Any]:
+    endpoint_url = settings.endpoint_for(service)
     cfg = client_config(
         max_pool_connections,
-        path_style=settings.endpoint_url is not None,
+        path_style=endpoint_url is not None,
         limits=limits,
-        sign_payload=signs_payload(settings.endpoint_url),
+        sign_payload=signs_payload(endpoint_url),
     )
     session = settings.session()
     # Per-request SDK overhead that is ours to cut (docs/performance.md).
     use_fast_timestamps(getattr(session, "_session", None))
-    async with session.client(service, endpoint_url=settings.endpoint_url, config=cfg) as client:  # type: ignore[call-overload]
+    async with session.client(service, endpoint_url=endpoint_url, config=cfg) as client:  # type: ignore[call-overload]
         if service == "s3":
             skip_unused_endpoint_params(client)
         yield client

@@ -27,8 +27,14 @@ Variables (required ones first):
     ZIPJOBS_MANIFEST_BUCKET      bucket for key manifests of big jobs (default: DST bucket)
     ZIPJOBS_MANIFEST_PREFIX      their key prefix (manifests/)
     ZIPJOBS_API_TOKEN            if set, the API requires ``Authorization: Bearer <token>``
+    ZIPJOBS_API_TOKEN_SECRET_ARN or read that token from a Secrets Manager secret / SSM
+                                 SecureString parameter (ARN) at start (service/api_token.py)
+    ZIPJOBS_SIGNING_ROLE_ARN     sign download URLs with this role's session (known expiry)
+    ZIPJOBS_SIGNING_SESSION_SECONDS  its session length (3600; 900-43200, 1 h from a Lambda)
     AWS_REGION                   region (us-east-1)
     AWS_ENDPOINT_URL             local emulator only
+    AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL_DYNAMODB
+                                 one service elsewhere (an S3-compatible store)
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from .units import MiB
 
 # The engine needs one 8 MiB upload part plus one 8 MiB read range per job.
 MIN_JOB_BUDGET_MB = 16
+# Services whose AWS_ENDPOINT_URL_<SERVICE> is honoured (the SDKs' convention).
+SERVICE_ENDPOINT_SERVICES = ("s3", "sqs", "dynamodb")
 
 _T = TypeVar("_T")
 
@@ -86,8 +94,12 @@ class Settings:
     manifest_bucket: str = ""
     manifest_prefix: str = "manifests/"
     api_token: str | None = field(default=None, repr=False)
+    api_token_secret_arn: str | None = None
+    signing_role_arn: str | None = None
+    signing_session_seconds: int = 3600
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    service_endpoints: tuple[tuple[str, str], ...] = ()
     # Local stacks pass fake credentials explicitly; real deployments leave
     # these None and use the default credential chain (role, profile...).
     access_key_id: str | None = field(default=None, repr=False)
@@ -111,6 +123,7 @@ class Settings:
         return AwsSettings(
             region=self.region,
             endpoint_url=self.endpoint_url,
+            service_endpoints=self.service_endpoints,
             access_key_id=self.access_key_id,
             secret_access_key=self.secret_access_key,
         )
@@ -239,8 +252,19 @@ class _Reader:
             manifest_bucket=manifest_bucket,
             manifest_prefix=manifest_prefix,
             api_token=self.token("ZIPJOBS_API_TOKEN"),
+            api_token_secret_arn=self.optional("ZIPJOBS_API_TOKEN_SECRET_ARN", str),
+            signing_role_arn=self.optional("ZIPJOBS_SIGNING_ROLE_ARN", str),
+            # STS: 900 s to 12 h, and at most 1 h when assumed from a Lambda's role.
+            signing_session_seconds=self.number(
+                "ZIPJOBS_SIGNING_SESSION_SECONDS", 3600, 900, 43_200
+            ),
             region=self.text("AWS_REGION", self.env.get("AWS_DEFAULT_REGION", "us-east-1")),
             endpoint_url=self.optional("AWS_ENDPOINT_URL", str),
+            service_endpoints=tuple(
+                (service, url)
+                for service in SERVICE_ENDPOINT_SERVICES
+                if (url := self.env.get(f"AWS_ENDPOINT_URL_{service.upper()}", "").strip())
+            ),
         )
         if self.problems:
             raise SettingsError(self.problems)

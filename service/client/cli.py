@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..engine_cli import add_keys_file_options, read_keys
 from .auth import Auth, AuthError, BearerAuth, NoAuth, sigv4_from_chain
 from .progress import bar
 from .remote import ApiError, WaitTimeout, ZipJobsApi, archive_problems, download
@@ -29,19 +30,15 @@ TOKEN_ENV = "ZIPJOBS_API_TOKEN"  # noqa: S105 - a variable name, not a secret
 API_URL_ENV = "ZIPJOBS_API_URL"
 
 
-def read_keys(path: str) -> list[str]:
-    """One key per line ('-' = stdin); blank lines and '#' comments skipped."""
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return [k for k in (line.strip() for line in text.splitlines()) if k and not k.startswith("#")]
-
-
 def job_request(args: argparse.Namespace) -> dict[str, Any]:
     """The POST body from the command line."""
     doc: dict[str, Any] = {}
     if args.prefix is not None:
         doc["prefix"] = args.prefix
     else:
-        doc["keys"] = list(args.keys or []) or read_keys(args.keys_file)
+        doc["keys"] = list(args.keys or []) or read_keys(
+            args.keys_file, args.keys_format, trim=args.trim_keys, comments=args.comments
+        )
     for name in ("bucket", "name", "missing"):
         if getattr(args, name) is not None:
             doc[name] = getattr(args, name)
@@ -162,8 +159,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--api", default=os.environ.get(API_URL_ENV), help=f"API URL ({API_URL_ENV})")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--keys", nargs="+", metavar="KEY", help="source keys")
-    what.add_argument("--keys-file", metavar="FILE", help="one key per line ('-' = stdin)")
+    what.add_argument("--keys-file", type=Path, metavar="FILE", help="keys ('-' = stdin)")
     what.add_argument("--prefix", help="every object under this prefix")
+    add_keys_file_options(p)
     p.add_argument("--bucket", help="source bucket (default: the stack's first)")
     p.add_argument("--name", help="archive name")
     p.add_argument("--missing", choices=["fail", "skip"], help="what to do with missing keys")

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, cast
 
 from .budget import ByteSemaphore
+from .cleanup import abort_uploads
 from .crc import crc32_combine
 from .models import Destination, LengthMismatchError
 
@@ -224,7 +225,24 @@ class PartWriter:
             ChecksumCRC32=b64_crc32(crc),
             ChecksumType="FULL_OBJECT",
         )
+        await self._abort_strays()
         return UploadResult(str(resp.get("ETag", "")), len(parts), self._written, crc)
+
+    async def _abort_strays(self) -> None:
+        """Abort uploads of our key that we never knew of, now that the archive is complete.
+
+        A CreateMultipartUpload whose answer was lost (S3 made the upload,
+        the connection broke, botocore asked again) leaves an upload only a
+        listing can find. Best effort: the archive is done either way, and
+        the bucket's lifecycle rule for incomplete uploads is the backstop.
+        """
+        try:
+            stray = await abort_uploads(self._s3, self._dest.bucket, self._dest.key)
+        except Exception as err:
+            log.warning("could not look for stray uploads of %s: %s", self._dest.key, err)
+            return
+        if stray:
+            log.info("aborted %d stray upload(s) of %s", stray, self._dest.key)
 
     async def abort(self) -> None:
         """Stop in-flight parts, then abort the multipart upload (if one began)."""

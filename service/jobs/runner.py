@@ -123,6 +123,12 @@ async def run_job_message(
         return Outcome(Action.DELETE, "no such job")
     if record.status.final:
         return Outcome(Action.DELETE, f"job already {record.status.value}")
+    if record.attempts >= await svc.max_receives() and not record.lease_live(time.time()):
+        # Every attempt died without reporting (killed, out of memory); re-sent
+        # messages start their receive count afresh, the job's count does not.
+        error = retries_exhausted(record.attempts, record.last_error)
+        await fail_job(svc, record, error, unless_leased=True)
+        return Outcome(Action.DELETE, "attempts used up; job FAILED")
     claimed = await _claim(svc, msg, owner)
     if claimed is None:
         return await _not_claimed(svc, msg)

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAKE_KEY = "testing"  # moto accepts any credentials; never real ones
+# moto accepts any credentials, LocalStack checks presigned URLs against the
+# secret "test"; never real ones.
+FAKE_KEY = "test"
 REGION = "us-east-1"
 
 
@@ -76,10 +78,13 @@ class Provisioned:
     endpoint_url: str
     queue_url: str
     dlq_url: str
+    # e.g. (("dynamodb", url),) when DynamoDB lives on another endpoint
+    service_endpoints: tuple[tuple[str, str], ...] = ()
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The ZIPJOBS_* environment a service process needs for this stack."""
         env = {
+            **{f"AWS_ENDPOINT_URL_{svc.upper()}": url for svc, url in self.service_endpoints},
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_REGION": REGION,
             "AWS_ACCESS_KEY_ID": FAKE_KEY,
@@ -148,10 +153,15 @@ async def _create_queues(sqs: SQSClient, names: StackNames) -> tuple[str, str]:
     return queue_url, dlq_url
 
 
-async def provision(endpoint_url: str, names: StackNames | None = None) -> Provisioned:
-    """Create the buckets, the job table and the queues (idempotent)."""
+async def provision(endpoint: str | AwsSettings, names: StackNames | None = None) -> Provisioned:
+    """Create the buckets, the job table and the queues (idempotent).
+
+    ``endpoint`` is one URL for every service, or settings that may send a
+    service elsewhere (``service_endpoints``).
+    """
     names = names or StackNames()
-    aws = local_aws(endpoint_url)
+    aws = local_aws(endpoint) if isinstance(endpoint, str) else endpoint
+    endpoint_url = aws.endpoint_url or ""
     async with aws_client("s3", aws) as s3:
         for bucket in (names.src_bucket, names.dst_bucket):
             await _create_bucket(s3, bucket)
@@ -159,7 +169,7 @@ async def provision(endpoint_url: str, names: StackNames | None = None) -> Provi
         await _create_table(db, names.table)
     async with aws_client("sqs", aws) as sqs:
         queue_url, dlq_url = await _create_queues(sqs, names)
-    return Provisioned(names, endpoint_url, queue_url, dlq_url)
+    return Provisioned(names, endpoint_url, queue_url, dlq_url, aws.service_endpoints)
 
 
 class EmbeddedAws:

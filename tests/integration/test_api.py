@@ -32,8 +32,8 @@ def endpoint_url(aws_endpoint: AwsEndpoint) -> str:
 
 
 @pytest.fixture(scope="module")
-async def stack(endpoint_url: str) -> Provisioned:
-    return await provision(endpoint_url, StackNames(f"api-{uuid.uuid4().hex[:8]}"))
+async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
+    return await provision(aws_endpoint.settings(), StackNames(f"api-{uuid.uuid4().hex[:8]}"))
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,15 @@ SEND = "AmazonSQS.SendMessage"
 
 @pytest.fixture(scope="module")
 async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
-    return await provision(aws_endpoint.endpoint_url, StackNames(f"ddl-{uuid.uuid4().hex[:8]}"))
+    return await provision(aws_endpoint.settings(), StackNames(f"ddl-{uuid.uuid4().hex[:8]}"))
 
 
 @pytest.fixture
 async def client(stack: Provisioned, proxy: FaultProxy) -> AsyncIterator[TestClient[Any, Any]]:
+    # Every service through the proxy, also one with its own endpoint.
+    through_proxy = {f"AWS_ENDPOINT_URL_{s.upper()}": proxy.url for s, _ in stack.service_endpoints}
     settings = stack.settings(
-        AWS_ENDPOINT_URL=proxy.url, ZIPJOBS_API_DEADLINE_SECONDS=str(DEADLINE_S)
+        AWS_ENDPOINT_URL=proxy.url, ZIPJOBS_API_DEADLINE_SECONDS=str(DEADLINE_S), **through_proxy
     )
     async with (
         JobService.open(settings, limits=INTERACTIVE) as svc,

@@ -11,7 +11,6 @@ report and the seed to replay it with: ``tox -e chaos -- --seed N``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -22,12 +21,6 @@ from tests.chaos.harness import run_chaos
 from tests.chaos.invariants import markdown
 
 pytestmark = pytest.mark.integration
-
-# The sweeper and dead-letter handler (issue 8, branch i8-lifecycle) close
-# the paths this run opens: lost sends, crash loops, oversized records.
-# Without them the run must fail (strict xfail: it shows the gap); with
-# them it is an ordinary test.
-LIFECYCLE = importlib.util.find_spec("service.jobs.sweeper") is not None
 
 SMOKE = ChaosConfig(
     seed=8,
@@ -45,9 +38,6 @@ SMOKE = ChaosConfig(
 )
 
 
-@pytest.mark.xfail(
-    not LIFECYCLE, strict=True, reason="needs the sweeper and dead-letter handler (i8-lifecycle)"
-)
 async def test_every_job_ends_and_leaves_nothing_behind_under_chaos(tmp_path: Path) -> None:
     report = await run_chaos(SMOKE, tmp_path)
     (tmp_path / "report.json").write_text(json.dumps(report, indent=2))

@@ -93,9 +93,9 @@ def test_submit_keys_file_with_the_token_flag(dev: Dev, tmp_path: Path) -> None:
     for key, body in docs.items():
         s3.put_object(Bucket=dev.src_bucket, Key=key, Body=body)
     keys = tmp_path / "keys.txt"
-    keys.write_text("# the job\n" + "\n".join(docs) + "\n\n")
+    keys.write_text("# the job\n" + "\n".join(docs) + "\n\n")  # --comments skips line 1
     run = zipjobs(
-        "submit", "--api", dev.api, "--keys-file", str(keys), "--token", TOKEN,
+        "submit", "--api", dev.api, "--keys-file", str(keys), "--comments", "--token", TOKEN,
         "--name", "named.zip", "-q", env=clean_env(), cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

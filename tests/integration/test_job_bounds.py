@@ -33,7 +33,7 @@ MAX_KEYS = 5
 
 @pytest.fixture(scope="module")
 async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
-    return await provision(aws_endpoint.endpoint_url, StackNames(f"bnd-{uuid.uuid4().hex[:8]}"))
+    return await provision(aws_endpoint.settings(), StackNames(f"bnd-{uuid.uuid4().hex[:8]}"))
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def service_url(aws_endpoint: AwsEndpoint) -> Iterator[str]:
     import asyncio
 
     stack = asyncio.run(
-        provision(aws_endpoint.endpoint_url, StackNames(f"st-{uuid.uuid4().hex[:8]}"))
+        provision(aws_endpoint.settings(), StackNames(f"st-{uuid.uuid4().hex[:8]}"))
     )
     env = {
         **os.environ,

@@ -211,3 +211,21 @@ async def test_a_waiting_job_names_its_recorded_last_error_when_it_fails(
     final = await svc.store.get(job_id)
     assert final is not None and final.error is not None
     assert "after 5 attempt(s)" in final.error.message and "SlowDown #4" in final.error.message
+
+
+async def test_a_delivery_after_the_attempts_are_used_up_fails_the_job_instead_of_running_it(
+    svc: JobService, stack: Provisioned
+) -> None:
+    """A re-sent message starts its receive count at 1; the job's attempts still bound it."""
+    from service.engine import Budget, MiB
+    from service.jobs import Action, JobMessage, run_job_message
+
+    job_id, record = await _crash_loop(svc, stack, 5)
+    outcome = await run_job_message(
+        svc, JobMessage(job_id, "m-resent", 1), owner="w", budget=Budget(64 * MiB)
+    )
+    assert outcome.action is Action.DELETE
+    final = await svc.store.get(job_id)
+    assert final is not None and final.status is JobStatus.FAILED and final.error is not None
+    assert final.error.code == "RetriesExhausted" and final.attempts == 5
+    await _no_output(svc, record)

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
     names = StackNames(f"wrk-{uuid.uuid4().hex[:8]}", max_receives=2)
-    return await provision(aws_endpoint.endpoint_url, names)
+    return await provision(aws_endpoint.settings(), names)
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,23 @@
 """One local AWS endpoint (S3, SQS, DynamoDB over real HTTP) for the whole test session.
 
-LocalStack in Docker is the more faithful emulator (it validates presigned
-URLs, for one), so it is used whenever a Docker engine answers. Without one,
-an in-process moto server on 127.0.0.1 takes its place: it speaks the same
-protocols, and the suite still runs on a laptop or CI box with no Docker.
+``ZIPJOBS_TEST_BACKEND`` chooses:
 
-``ZIPJOBS_TEST_BACKEND`` chooses: ``auto`` (default), ``localstack`` or
-``moto``. Asking for ``localstack`` explicitly without Docker is an error,
-never a silent fallback: whoever asked wants to know the run was not what
-they thought.
+``moto``
+    an in-process moto server on 127.0.0.1 for all three services.
+``localstack``
+    LocalStack in host mode, no Docker (tests/support/localstack_host.py):
+    S3 and SQS from LocalStack, DynamoDB from moto through the per-service
+    endpoint (``AWS_ENDPOINT_URL_DYNAMODB``), because LocalStack's DynamoDB
+    needs a download that cannot happen offline. ``tox -e
+    integration-localstack`` sets it up.
+``localstack-docker``
+    LocalStack in Docker through testcontainers, all three services.
+``auto`` (default)
+    ``localstack-docker`` when a Docker engine answers, else ``moto``.
+
+Asking for a LocalStack that cannot run is an error (or, for host mode
+without Python 3.13, a skip with the reason), never a silent fallback:
+whoever asked wants to know the run was not what they thought.
 """
 
 from __future__ import annotations
@@ -31,11 +40,13 @@ LOCALSTACK_IMAGE_ENV = "ZIPJOBS_LOCALSTACK_IMAGE"
 # images may ask for an auth token.
 DEFAULT_LOCALSTACK_IMAGE = "localstack/localstack:4.4"
 REGION = "us-east-1"
-# Fake credentials: both emulators accept any; real ones must never be used.
-FAKE_ACCESS_KEY = "testing"
-FAKE_SECRET_KEY = "testing"  # not a secret: an emulator placeholder
+# Fake credentials; real ones must never be used. moto accepts any; LocalStack
+# checks presigned URLs against the secret "test" (as AWS checks them against
+# the real secret), so "test" keeps its presign tests meaningful.
+FAKE_ACCESS_KEY = "test"
+FAKE_SECRET_KEY = "test"  # not a secret: an emulator placeholder
 
-BackendName = Literal["moto", "localstack"]
+BackendName = Literal["moto", "localstack", "localstack-docker"]
 
 
 class BackendUnavailableError(RuntimeError):
@@ -51,6 +62,8 @@ class AwsEndpoint:
     access_key_id: str
     secret_access_key: str
     backend: BackendName
+    # Services served elsewhere than ``endpoint_url``: (("dynamodb", url),)
+    service_endpoints: tuple[tuple[str, str], ...] = ()
 
     def settings(self) -> AwsSettings:
         """The service's own settings type, so tests build clients like the service does."""
@@ -59,12 +72,22 @@ class AwsEndpoint:
             endpoint_url=self.endpoint_url,
             access_key_id=self.access_key_id,
             secret_access_key=self.secret_access_key,
+            service_endpoints=self.service_endpoints,
         )
+
+    def url_for(self, service: str) -> str:
+        return dict(self.service_endpoints).get(service, self.endpoint_url)
+
+    def env(self) -> dict[str, str]:
+        """``AWS_ENDPOINT_URL`` and the per-service ones, for processes and default clients."""
+        env = {"AWS_ENDPOINT_URL": self.endpoint_url}
+        env.update({f"AWS_ENDPOINT_URL_{s.upper()}": u for s, u in self.service_endpoints})
+        return env
 
     @property
     def validates_presigned_urls(self) -> bool:
         """moto accepts a tampered or expired presigned URL; LocalStack does not."""
-        return self.backend == "localstack"
+        return self.backend != "moto"
 
 
 def docker_available() -> bool:
@@ -91,19 +114,23 @@ def choose_backend(requested: str | None = None) -> BackendName:
     if choice == "moto":
         return "moto"
     if choice == "localstack":
+        return "localstack"  # host mode; its own start says why it cannot run
+    if choice == "localstack-docker":
         if not docker_available():
             raise BackendUnavailableError(
-                f"{BACKEND_ENV}=localstack but no Docker engine answers "
-                "(check DOCKER_HOST / that the daemon runs), or use moto/auto"
+                f"{BACKEND_ENV}=localstack-docker but no Docker engine answers "
+                "(check DOCKER_HOST / that the daemon runs), or use localstack/moto/auto"
             )
-        return "localstack"
+        return "localstack-docker"
     if choice == "auto":
-        return "localstack" if docker_available() else "moto"
-    raise BackendUnavailableError(f"{BACKEND_ENV}={choice!r} is not one of auto, localstack, moto")
+        return "localstack-docker" if docker_available() else "moto"
+    raise BackendUnavailableError(
+        f"{BACKEND_ENV}={choice!r} is not one of auto, localstack, localstack-docker, moto"
+    )
 
 
 @contextmanager
-def moto_endpoint() -> Iterator[AwsEndpoint]:
+def moto_url() -> Iterator[str]:
     """A moto server in a thread of this process, on a port the OS picks (no races)."""
     from moto.server import ThreadedMotoServer
 
@@ -111,15 +138,46 @@ def moto_endpoint() -> Iterator[AwsEndpoint]:
     server.start()
     try:
         host, port = server.get_host_and_port()
-        yield AwsEndpoint(
-            endpoint_url=f"http://{host}:{port}",
-            region=REGION,
-            access_key_id=FAKE_ACCESS_KEY,
-            secret_access_key=FAKE_SECRET_KEY,
-            backend="moto",
-        )
+        yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+def fake_endpoint(
+    url: str, backend: BackendName, service_endpoints: tuple[tuple[str, str], ...] = ()
+) -> AwsEndpoint:
+    """An endpoint in the test region with the fake credentials."""
+    return AwsEndpoint(
+        endpoint_url=url,
+        region=REGION,
+        access_key_id=FAKE_ACCESS_KEY,
+        secret_access_key=FAKE_SECRET_KEY,
+        backend=backend,
+        service_endpoints=service_endpoints,
+    )
+
+
+@contextmanager
+def moto_endpoint() -> Iterator[AwsEndpoint]:
+    with moto_url() as url:
+        yield fake_endpoint(url, "moto")
+
+
+@contextmanager
+def localstack_host_endpoint() -> Iterator[AwsEndpoint]:
+    """LocalStack (S3, SQS) as a host process, DynamoDB from moto; no Docker."""
+    from tests.support import localstack_host
+
+    try:
+        starting = localstack_host.localstack_host_endpoint()
+        url = starting.__enter__()
+    except localstack_host.LocalStackUnavailableError as err:
+        raise BackendUnavailableError(str(err)) from err
+    try:
+        with moto_url() as dynamodb_url:
+            yield fake_endpoint(url, "localstack", (("dynamodb", dynamodb_url),))
+    finally:
+        starting.__exit__(None, None, None)
 
 
 def _localstack_container_class() -> type:
@@ -132,7 +190,7 @@ def _localstack_container_class() -> type:
 
 
 @contextmanager
-def localstack_endpoint() -> Iterator[AwsEndpoint]:
+def localstack_docker_endpoint() -> Iterator[AwsEndpoint]:
     """A LocalStack container with signature validation on (the default), S3/SQS/DynamoDB only."""
     image = os.environ.get(LOCALSTACK_IMAGE_ENV, DEFAULT_LOCALSTACK_IMAGE)
     container = (
@@ -141,19 +199,17 @@ def localstack_endpoint() -> Iterator[AwsEndpoint]:
         .with_env("S3_SKIP_SIGNATURE_VALIDATION", "0")
     )
     with container as running:
-        yield AwsEndpoint(
-            endpoint_url=running.get_url(),
-            region=REGION,
-            access_key_id=FAKE_ACCESS_KEY,
-            secret_access_key=FAKE_SECRET_KEY,
-            backend="localstack",
-        )
+        yield fake_endpoint(running.get_url(), "localstack-docker")
 
 
 @contextmanager
 def aws_endpoint_for(backend: BackendName) -> Iterator[AwsEndpoint]:
     """Start ``backend`` and stop it when the block ends."""
-    factory = localstack_endpoint if backend == "localstack" else moto_endpoint
+    factory = {
+        "moto": moto_endpoint,
+        "localstack": localstack_host_endpoint,
+        "localstack-docker": localstack_docker_endpoint,
+    }[backend]
     with factory() as endpoint:
         log.info("test AWS endpoint: %s at %s", endpoint.backend, endpoint.endpoint_url)
         yield endpoint

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import json
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -145,6 +145,13 @@ class _Request:
         return None
 
 
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "http" or parsed.hostname is None or parsed.port is None:
+        raise ValueError(f"need an http://host:port upstream, got {url!r}")
+    return parsed.hostname, parsed.port
+
+
 def upstream_bytes(request: _Request) -> bytes:
     """``request`` as sent upstream: on a connection of its own, so its answer ends at EOF."""
     headers = [(k, v) for k, v in request.headers if k.lower() != "connection"]
@@ -157,11 +164,11 @@ def upstream_bytes(request: _Request) -> bytes:
 class FaultProxy:
     """``async with FaultProxy(upstream_url) as proxy:`` then use ``proxy.url``."""
 
-    def __init__(self, upstream_url: str) -> None:
-        parsed = urllib.parse.urlsplit(upstream_url)
-        if parsed.scheme != "http" or parsed.hostname is None or parsed.port is None:
-            raise ValueError(f"need an http://host:port upstream, got {upstream_url!r}")
-        self._upstream = (parsed.hostname, parsed.port)
+    def __init__(self, upstream_url: str, by_target: Mapping[str, str] | None = None) -> None:
+        """``by_target`` sends requests whose X-Amz-Target starts with a key elsewhere,
+        e.g. ``{"DynamoDB_": url}`` when DynamoDB has its own endpoint."""
+        self._upstream = _host_port(upstream_url)
+        self._by_target = {k: _host_port(v) for k, v in (by_target or {}).items()}
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
         self.faults: list[Fault] = []
@@ -317,7 +324,12 @@ class FaultProxy:
         fault: Fault | None,
         seen: Seen,
     ) -> bool:
-        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        target = request.header("x-amz-target") or ""
+        upstream = next(
+            (hp for prefix, hp in self._by_target.items() if target.startswith(prefix)),
+            self._upstream,
+        )
+        up_reader, up_writer = await asyncio.open_connection(*upstream)
         try:
             up_writer.write(upstream_bytes(request))
             await up_writer.drain()

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lambda_adapter.runtime import default_budget_mb, settings_from_env
 from service.memory import budget_for_memory_mib, process_ceiling_mib, required_mib
-from service.settings import MIN_JOB_BUDGET_MB
 
 LAMBDA_TF = Path(__file__).resolve().parents[2] / "terraform" / "lambda.tf"
 _PRECONDITION = re.compile(
@@ -57,20 +55,3 @@ def test_the_budget_for_a_memory_size_fits_it_and_one_more_mib_would_not(files: 
             continue
         assert process_ceiling_mib(budget, files) <= memory
         assert required_mib(budget + 1, files) > memory
-
-
-def test_lambda_default_budget_uses_the_model() -> None:
-    env = {
-        "ZIPJOBS_TABLE": "t",
-        "ZIPJOBS_QUEUE_URL": "https://q",
-        "ZIPJOBS_SRC_BUCKETS": "src",
-        "ZIPJOBS_DST_BUCKET": "dst",
-        "ZIPJOBS_WORKER_CONCURRENCY": "2",
-        "ZIPJOBS_MAX_KEYS": "50000",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769",
-    }
-    budget = settings_from_env(env).budget_mb
-    assert budget == budget_for_memory_mib(1769, files=100_000)
-    assert process_ceiling_mib(budget, files=100_000) <= 1769
-    # A function too small for the model still gets a budget every job can run with.
-    assert default_budget_mb(128, 100_000) == MIN_JOB_BUDGET_MB
