@@ -137,6 +137,18 @@ def aws_client(
     max_pool_connections: int = 64,
     limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[SQSClient]: ...
+@overload
+def aws_client(
+    service: Literal["secretsmanager", "ssm", "sts"],
+    settings: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    limits: CallLimits = BACKGROUND,
+) -> AbstractAsyncContextManager[
+    Any
+]: ...  # one call each (api_token.py, signing_role.py); no stubs
+
+
 def aws_client(
     service: str,
     settings: AwsSettings,

@@ -27,6 +27,10 @@ Variables (required ones first):
     ZIPJOBS_MANIFEST_BUCKET      bucket for key manifests of big jobs (default: DST bucket)
     ZIPJOBS_MANIFEST_PREFIX      their key prefix (manifests/)
     ZIPJOBS_API_TOKEN            if set, the API requires ``Authorization: Bearer <token>``
+    ZIPJOBS_API_TOKEN_SECRET_ARN or read that token from a Secrets Manager secret / SSM
+                                 SecureString parameter (ARN) at start (service/api_token.py)
+    ZIPJOBS_SIGNING_ROLE_ARN     sign download URLs with this role's session (known expiry)
+    ZIPJOBS_SIGNING_SESSION_SECONDS  its session length (3600; 900-43200, 1 h from a Lambda)
     AWS_REGION                   region (us-east-1)
     AWS_ENDPOINT_URL             local emulator only
     AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL_DYNAMODB
@@ -90,6 +94,9 @@ class Settings:
     manifest_bucket: str = ""
     manifest_prefix: str = "manifests/"
     api_token: str | None = field(default=None, repr=False)
+    api_token_secret_arn: str | None = None
+    signing_role_arn: str | None = None
+    signing_session_seconds: int = 3600
     region: str = "us-east-1"
     endpoint_url: str | None = None
     service_endpoints: tuple[tuple[str, str], ...] = ()
@@ -245,6 +252,12 @@ class _Reader:
             manifest_bucket=manifest_bucket,
             manifest_prefix=manifest_prefix,
             api_token=self.token("ZIPJOBS_API_TOKEN"),
+            api_token_secret_arn=self.optional("ZIPJOBS_API_TOKEN_SECRET_ARN", str),
+            signing_role_arn=self.optional("ZIPJOBS_SIGNING_ROLE_ARN", str),
+            # STS: 900 s to 12 h, and at most 1 h when assumed from a Lambda's role.
+            signing_session_seconds=self.number(
+                "ZIPJOBS_SIGNING_SESSION_SECONDS", 3600, 900, 43_200
+            ),
             region=self.text("AWS_REGION", self.env.get("AWS_DEFAULT_REGION", "us-east-1")),
             endpoint_url=self.optional("AWS_ENDPOINT_URL", str),
             service_endpoints=tuple(

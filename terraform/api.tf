@@ -14,6 +14,19 @@ resource "aws_apigatewayv2_api" "http" {
   name          = "${var.project_name}-api"
   protocol_type = "HTTP"
   description   = "S3 ZIP Jobs: submit a zip job, read its status and download URL, cancel it."
+
+  # Browser front ends: API Gateway answers the preflight OPTIONS itself
+  # (no route, no authorizer) and adds the CORS headers to every response.
+  dynamic "cors_configuration" {
+    for_each = length(var.cors_allowed_origins) > 0 ? [1] : []
+    content {
+      allow_origins  = var.cors_allowed_origins
+      allow_methods  = ["GET", "POST", "DELETE"]
+      allow_headers  = ["authorization", "content-type", "idempotency-key", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"]
+      expose_headers = ["location", "idempotent-replayed", "retry-after"]
+      max_age        = 3600
+    }
+  }
 }
 
 resource "aws_apigatewayv2_authorizer" "jwt" {
@@ -86,12 +99,17 @@ resource "aws_apigatewayv2_stage" "default" {
   }
 }
 
-# API Gateway may invoke each function only through its own routes.
+# API Gateway may invoke each function only through its own routes. The
+# SourceArn API Gateway sends ends in the request's method and path; path
+# parameters become `*` so the permission matches it whether the path is the
+# concrete one (/zip-jobs/0a1b...) or the route template (/zip-jobs/{id}):
+# a literal `{id}` would match only the latter, and the call would fail with
+# a 500 "Invalid permissions on Lambda function" (docs/aws.md, rule L1).
 resource "aws_lambda_permission" "api" {
   for_each      = local.routes
   statement_id  = "AllowApi${replace(title(lower(replace(replace(each.key, "/[/{} ]+/", " "), "-", " "))), " ", "")}"
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.fn[each.value].function_name
   principal     = "apigateway.amazonaws.com"
-  source_arn    = "${aws_apigatewayv2_api.http.execution_arn}/*/${split(" ", each.key)[0]}${split(" ", each.key)[1]}"
+  source_arn    = "${aws_apigatewayv2_api.http.execution_arn}/*/${split(" ", each.key)[0]}${replace(split(" ", each.key)[1], "/\\{[^}]+\\}/", "*")}"
 }

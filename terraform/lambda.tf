@@ -48,6 +48,15 @@ resource "aws_lambda_function" "fn" {
       error_message = "zipper_memory_mb must be at least 128 + 1.25 x zipper_budget_mb + 1,280 bytes x max_keys x zipper_batch_size (service/memory.py, docs/DESIGN.md)."
     }
     precondition {
+      condition     = length(setintersection(keys(var.extra_environment), keys(local.managed_env[each.key]))) == 0
+      error_message = "extra_environment must not set what Terraform sets itself: ${join(", ", setintersection(keys(var.extra_environment), keys(local.managed_env[each.key])))}."
+    }
+    precondition {
+      # Lambda's synchronous payload is 6 MB including the event around the body.
+      condition     = tonumber(lookup(var.extra_environment, "ZIPJOBS_MAX_BODY_BYTES", "5242880")) <= 5242880
+      error_message = "ZIPJOBS_MAX_BODY_BYTES must be at most 5 MiB (5242880) behind Lambda's 6 MB request payload limit."
+    }
+    precondition {
       condition     = each.key != "zipper" || var.zipper_budget_mb / var.zipper_batch_size >= 16
       error_message = "zipper_budget_mb / zipper_batch_size must give each job at least 16 MB."
     }

@@ -29,12 +29,12 @@ locals {
   dst_object_arns      = ["${local.dst_bucket_arn}/${var.dst_prefix}*"]
   manifest_object_arns = ["${local.dst_bucket_arn}/${var.manifest_prefix}*"]
 
-  # ListObjectsV2 on a source bucket is limited to the allowed prefixes.
-  src_list_conditions = length(var.src_prefixes) == 0 ? [] : [{
-    test     = "StringLike"
-    variable = "s3:prefix"
-    values   = [for p in var.src_prefixes : "${p}*"]
-  }]
+  # s3:ListBucket on the source buckets is NOT conditioned on s3:prefix: S3
+  # answers a HEAD of a missing key with 404 only when the caller may
+  # ListBucket, and a HEAD carries no s3:prefix, so a prefix-conditioned grant
+  # turns every missing key into a 403 (docs/aws.md, rule S1). The role can
+  # therefore list key names anywhere in these buckets; it reads objects only
+  # under src_prefixes, and callers reach only src_prefixes (service.jobs.validation).
 
   # --- the four functions -----------------------------------------------------------
   common_env = {
@@ -91,11 +91,18 @@ locals {
   }
 
   function_names = { for k, _ in local.functions : k => "${var.project_name}-${k}" }
-  function_env = {
-    for k, f in local.functions : k => merge(local.common_env, f.env, {
+  # The API token's reference goes to the two API functions only.
+  token_env = var.api_token_secret_arn == "" ? {} : { ZIPJOBS_API_TOKEN_SECRET_ARN = var.api_token_secret_arn }
+  managed_env = {
+    # The signing role (signing.tf) is added here, not in local.functions: the
+    # roles are named from local.functions and the signing role trusts one of them.
+    for k, f in local.functions : k => merge(local.common_env, f.env, contains(["enqueue", "status"], k) ? local.token_env : {}, k == "status" ? local.signing_env : {}, {
       POWERTOOLS_SERVICE_NAME = "${var.project_name}-${k}"
     })
   }
+  # extra_environment never overrides what Terraform sets (a precondition on
+  # the functions refuses such a name instead of silently ignoring it).
+  function_env = { for k, env in local.managed_env : k => merge(var.extra_environment, env) }
 
   # --- IAM: every action each function calls, in ONE place ------------------------------
   # Derived from the code (service/jobs, service/engine, service/worker); a test
@@ -111,16 +118,26 @@ locals {
     # deletes its archive (service/jobs/ending.py): hence the dst grants on
     # enqueue (a failed send), status (cancel) and sweeper.
     enqueue = {
-      dynamodb_table  = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-      sqs_queue       = ["sqs:SendMessage"]
-      manifest_object = ["s3:DeleteObject", "s3:PutObject"]
-      dst_object      = ["s3:AbortMultipartUpload", "s3:DeleteObject"]
-      dst_bucket      = ["s3:ListBucketMultipartUploads"]
+      api_token_secret    = ["secretsmanager:GetSecretValue"]
+      api_token_parameter = ["ssm:GetParameter"]
+      dynamodb_table      = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+      sqs_queue           = ["sqs:SendMessage"]
+      manifest_object     = ["s3:DeleteObject", "s3:PutObject"]
+      dst_object          = ["s3:AbortMultipartUpload", "s3:DeleteObject"]
+      dst_bucket          = ["s3:ListBucketMultipartUploads"]
+      dst_kms_key         = ["kms:GenerateDataKey"] # manifests are written to the destination bucket
     }
     status = {
-      dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-      dst_object     = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject"]
-      dst_bucket     = ["s3:ListBucketMultipartUploads"]
+      api_token_secret    = ["secretsmanager:GetSecretValue"]
+      api_token_parameter = ["ssm:GetParameter"]
+      dynamodb_table      = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+      dst_object          = ["s3:AbortMultipartUpload", "s3:DeleteObject"]
+      dst_bucket          = ["s3:ListBucketMultipartUploads"]
+      # A presigned GET is made with the signer's rights: the signing role's
+      # (signing.tf) or, with url_signing_role = false, the status function's.
+      signing_role     = ["sts:AssumeRole"]
+      download_object  = ["s3:GetObject"]
+      download_kms_key = ["kms:Decrypt"]
     }
     sweeper = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"]
@@ -140,6 +157,9 @@ locals {
       dst_object      = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:PutObject"]
       dst_bucket      = ["s3:ListBucketMultipartUploads"]
       manifest_object = ["s3:GetObject"]
+      # Multipart upload into SSE-KMS: GenerateDataKey per part, Decrypt to complete.
+      dst_kms_key = ["kms:Decrypt", "kms:GenerateDataKey"]
+      src_kms_key = ["kms:Decrypt"]
     }
   }
 
@@ -149,20 +169,38 @@ locals {
     sqs_queue       = { arns = [aws_sqs_queue.jobs.arn], conditions = [] }
     sqs_dlq         = { arns = [aws_sqs_queue.dlq.arn], conditions = [] }
     src_object      = { arns = local.src_object_arns, conditions = [] }
-    src_bucket      = { arns = local.src_bucket_arns, conditions = local.src_list_conditions }
+    src_bucket      = { arns = local.src_bucket_arns, conditions = [] }
     dst_object      = { arns = local.dst_object_arns, conditions = [] }
     dst_bucket      = { arns = [local.dst_bucket_arn], conditions = [] }
     manifest_object = { arns = local.manifest_object_arns, conditions = [] }
+    dst_kms_key     = { arns = local.dst_kms_key_arns, conditions = local.kms_via_s3 }
+    signing_role    = { arns = local.signing_role_arns, conditions = [] }
+    download_object = { arns = var.url_signing_role ? [] : local.dst_object_arns, conditions = [] }
+    download_kms_key = {
+      arns       = var.url_signing_role ? [] : local.dst_kms_key_arns
+      conditions = local.kms_via_s3
+    }
+    # api_token_secret_arn names one or the other; the kind with no ARN gets no statement.
+    api_token_secret = {
+      arns       = strcontains(var.api_token_secret_arn, ":secretsmanager:") ? [var.api_token_secret_arn] : []
+      conditions = []
+    }
+    api_token_parameter = {
+      arns       = strcontains(var.api_token_secret_arn, ":ssm:") ? [var.api_token_secret_arn] : []
+      conditions = []
+    }
+    src_kms_key = { arns = var.src_kms_key_arns, conditions = local.kms_via_s3 }
   }
 
   iam_statements = {
     for fn, kinds in local.iam_actions : fn => concat(
+      # Kinds with no resources (no KMS key configured) get no statement.
       [for kind, actions in kinds : {
         sid        = replace(title(replace(kind, "_", " ")), " ", "")
         actions    = actions
         resources  = local.iam_resources[kind].arns
         conditions = local.iam_resources[kind].conditions
-      }],
+      } if length(local.iam_resources[kind].arns) > 0],
       [{
         sid        = "OwnLogGroup"
         actions    = ["logs:CreateLogStream", "logs:PutLogEvents"]

@@ -77,3 +77,13 @@ output "aws_region" {
   description = "Region of the stack (for SigV4-signing API requests)."
   value       = var.aws_region
 }
+
+output "api_execution_arn" {
+  description = "Execution ARN of the API; API Gateway invokes the functions with SourceArn = this + /<stage>/<METHOD>/<path>."
+  value       = aws_apigatewayv2_api.http.execution_arn
+}
+
+output "url_signing_role_name" {
+  description = "Role the status function signs download URLs with (empty when url_signing_role = false)."
+  value       = var.url_signing_role ? aws_iam_role.signer[0].name : ""
+}

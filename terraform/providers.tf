@@ -17,6 +17,7 @@ provider "aws" {
     for_each = local.emulated ? [var.aws_endpoint_overrides] : []
     content {
       apigatewayv2   = lookup(endpoints.value, "apigatewayv2", null)
+      cloudwatch     = lookup(endpoints.value, "cloudwatch", null)
       cloudwatchlogs = lookup(endpoints.value, "logs", null)
       dynamodb       = lookup(endpoints.value, "dynamodb", null)
       events         = lookup(endpoints.value, "events", null)

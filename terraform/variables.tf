@@ -32,7 +32,7 @@ variable "tags" {
 variable "aws_endpoint_overrides" {
   description = <<-EOT
     Local testing only. Service name -> endpoint URL of an emulator (moto server,
-    LocalStack). Keys: apigatewayv2, dynamodb, events, iam, lambda, logs, s3, sqs, sts.
+    LocalStack). Keys: apigatewayv2, cloudwatch, dynamodb, events, iam, lambda, logs, s3, sqs, sts.
     Non-empty also turns on skip_credentials_validation, skip_requesting_account_id,
     skip_metadata_api_check and s3_use_path_style. Leave empty for real AWS.
   EOT
@@ -42,9 +42,9 @@ variable "aws_endpoint_overrides" {
   validation {
     condition = alltrue([
       for k in keys(var.aws_endpoint_overrides) :
-      contains(["apigatewayv2", "dynamodb", "events", "iam", "lambda", "logs", "s3", "sqs", "sts"], k)
+      contains(["apigatewayv2", "cloudwatch", "dynamodb", "events", "iam", "lambda", "logs", "s3", "sqs", "sts"], k)
     ])
-    error_message = "aws_endpoint_overrides keys must be among apigatewayv2, dynamodb, events, iam, lambda, logs, s3, sqs, sts."
+    error_message = "aws_endpoint_overrides keys must be among apigatewayv2, cloudwatch, dynamodb, events, iam, lambda, logs, s3, sqs, sts."
   }
 }
 
@@ -439,4 +439,37 @@ variable "dynamodb_point_in_time_recovery" {
   description = "Point-in-time recovery of the jobs table (cheap on a table this small)."
   type        = bool
   default     = true
+}
+
+variable "cors_allowed_origins" {
+  description = "Origins a browser front end may call the API from (e.g. [\"https://app.example.com\"]); empty = no CORS. With api_authorization = JWT the browser sends the token as Authorization."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for o in var.cors_allowed_origins : o == "*" || can(regex("^https?://[^/*]+(:[0-9]+)?$", o))])
+    error_message = "cors_allowed_origins must be origins like https://app.example.com (scheme://host[:port], no path) or \"*\"."
+  }
+}
+
+variable "extra_environment" {
+  description = "More environment variables for all three functions, e.g. { ZIPJOBS_LEASE_SECONDS = \"60\" } (see the README's configuration table). Names must start with ZIPJOBS_ or POWERTOOLS_; the ones Terraform sets itself are refused. Not for secrets: use api_token_secret_arn."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.extra_environment) : can(regex("^(ZIPJOBS|POWERTOOLS)_[A-Z0-9_]+$", k)) && k != "ZIPJOBS_API_TOKEN"])
+    error_message = "extra_environment names must match ^(ZIPJOBS|POWERTOOLS)_[A-Z0-9_]+$; pass the API token through api_token_secret_arn, not in plain text."
+  }
+}
+
+variable "api_token_secret_arn" {
+  description = "Optional bearer token for the API (on top of api_authorization): the ARN of a Secrets Manager secret (SecretString = the token) or of an SSM SecureString parameter. Read by the enqueue and status functions at cold start; never in the environment, plan or state. A customer managed KMS key on it needs kms:Decrypt added separately."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.api_token_secret_arn == "" || can(regex("^arn:aws[a-z-]*:(secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+|ssm:[a-z0-9-]+:[0-9]{12}:parameter/.+)$", var.api_token_secret_arn))
+    error_message = "api_token_secret_arn must be empty, a Secrets Manager secret ARN or an SSM parameter ARN."
+  }
 }

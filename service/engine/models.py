@@ -78,7 +78,7 @@ class PlannedEntry:
 
 @dataclass(frozen=True, slots=True)
 class SourceProblem:
-    """A source we could not use, and why (``NoSuchKey``, ``AccessDenied``...)."""
+    """A source we could not use, and why (``NoSuchKey``, ``MissingOrNotReadable``...)."""
 
     bucket: str
     key: str
@@ -122,8 +122,9 @@ class ZipOptions:
     """Configuration for one ``build_zip`` job. Defaults suit S3 from a Lambda or a small container.
 
     :param budget_bytes: The most bytes of buffers the job holds at once:
-        read-ahead ranges, the part being filled and the parts in flight. Up
-        to half goes to part buffers, the rest to read-ahead. The smallest
+        read-ahead ranges, the part being filled and the parts in flight.
+        ``layout.split_budget`` shares it between part buffers and read-ahead
+        in proportion to how long each holds its bytes. The smallest
         that works is one part plus one range (else ``BudgetTooSmallError``
         says how much is needed). The process's RSS follows
         ``service/memory.py``, not this figure alone.
@@ -200,6 +201,13 @@ class ZipJobError(Exception):
     permanent: ClassVar[bool] = True
 
 
+def _describe(reason: str) -> str:
+    """A reason as a person reads it; S3's 403 on HEAD may mean either (planner)."""
+    if reason == "MissingOrNotReadable":
+        return "missing or not readable: S3 answered 403"
+    return reason
+
+
 class MissingSourcesError(ZipJobError):
     """Raised before any upload starts, naming every source we could not read."""
 
@@ -207,7 +215,9 @@ class MissingSourcesError(ZipJobError):
 
     def __init__(self, problems: list[SourceProblem] | tuple[SourceProblem, ...]) -> None:
         self.problems = tuple(problems)
-        names = ", ".join(f"s3://{p.bucket}/{p.key} ({p.reason})" for p in self.problems[:20])
+        names = ", ".join(
+            f"s3://{p.bucket}/{p.key} ({_describe(p.reason)})" for p in self.problems[:20]
+        )
         more = f" and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
         super().__init__(f"{len(self.problems)} source(s) missing or unreadable: {names}{more}")
 

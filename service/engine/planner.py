@@ -52,6 +52,12 @@ class ObjectMeta:
     last_modified: dt.datetime
 
 
+# S3 answers a HEAD of a missing key with 403, not 404, when the caller may
+# not s3:ListBucket the bucket, so a 403 cannot tell "missing" from "not
+# readable" and is reported as both (docs/aws.md, rule S1).
+MISSING_OR_NOT_READABLE = "MissingOrNotReadable"
+
+
 def _error_reason(err: ClientError) -> str | None:
     """Map a HEAD/List error to a user-facing reason, or None if it is not about the key."""
     code = str(err.response.get("Error", {}).get("Code", ""))
@@ -59,7 +65,7 @@ def _error_reason(err: ClientError) -> str | None:
     if code in ("404", "NoSuchKey", "NotFound") or status == 404:
         return "NoSuchKey"
     if code in ("403", "AccessDenied", "Forbidden") or status == 403:
-        return "AccessDenied"
+        return MISSING_OR_NOT_READABLE
     if code in ("NoSuchBucket",):
         return "NoSuchBucket"
     return None

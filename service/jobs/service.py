@@ -17,13 +17,15 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..api_token import with_api_token
 from ..aws import BACKGROUND, CallLimits, aws_client
-from ..engine import content_disposition
 from ..settings import Settings
 from .ending import cancel_job, fail_job
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
 from .models import FailureReason, JobRecord, JobRequest, JobStatus
+from .presign import presign_download
 from .problems import ApiError, not_found
+from .signing_role import RoleSigner
 from .store import IdempotencyKeyReusedError, IdempotencyRaceError, JobStore, digest
 from .validation import check_content_type, check_idempotency_key, is_job_id, parse_job_request
 from .views import job_view
@@ -75,6 +77,7 @@ class JobService:
         self.dynamodb = dynamodb
         self.sqs = sqs
         self.store = JobStore(dynamodb, settings.table, clock)
+        self._signer = RoleSigner(settings) if settings.signing_role_arn else None
         self._clock = clock
         self._max_receives: int | None = None
         self._dlq_arn: str | None = None
@@ -88,6 +91,7 @@ class JobService:
 
         ``limits``: ``INTERACTIVE`` for a process that only answers the API.
         """
+        settings = await with_api_token(settings, limits)
         async with AsyncExitStack() as stack:
             aws = settings.aws
             s3 = await stack.enter_async_context(aws_client("s3", aws, limits=limits))
@@ -213,18 +217,17 @@ class JobService:
         return await self.view(record, base_path=base_path)
 
     async def view(self, record: JobRecord, *, base_path: str = "") -> dict[str, Any]:
+        """A READY job's URL lasts the TTL or until the signing credentials expire,
+        whichever is first, and ``expiresAt`` says which (jobs/presign.py)."""
         if record.status is not JobStatus.READY:
             return job_view(record, base_path=base_path)
-        ttl = self.settings.presign_ttl_seconds
-        expires = self.now() + dt.timedelta(seconds=ttl)
-        url = await self.s3.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": record.dst_bucket,
-                "Key": record.dst_key,
-                "ResponseContentDisposition": content_disposition(record.request.name),
-            },
-            ExpiresIn=ttl,
+        url, expires = await presign_download(
+            self.s3,
+            record.dst_bucket,
+            record.dst_key,
+            record.request.name,
+            ttl_seconds=self.settings.presign_ttl_seconds,
+            signer=self._signer,
         )
         return job_view(record, base_path=base_path, download_url=url, url_expires_at=expires)
 

@@ -119,6 +119,7 @@ async def judge(result: RunResult) -> dict[str, Any]:
         "seconds": round(result.seconds, 1),
         "jobs": [
             {
+                "job_id": r.job_id,
                 "name": r.request.name,
                 "kind": _kind(result, r),
                 "status": r.status.value,
@@ -170,10 +171,10 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Jobs",
         "",
-        "| name | kind | status | attempts | s to final | error |",
-        "|---|---|---|---|---|---|",
+        "| name | job | kind | status | attempts | s to final | error |",
+        "|---|---|---|---|---|---|---|",
         *(
-            f"| {j['name']} | {j['kind']} | {j['status']} | {j['attempts']} | "
+            f"| {j['name']} | {j['job_id'][:8]} | {j['kind']} | {j['status']} | {j['attempts']} | "
             f"{j['s_to_final']} | {j['error'] or ''} |"
             for j in report["jobs"]
         ),

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bound-s", type=float, default=180.0)
     parser.add_argument("--submit-over-s", type=float, default=40.0)
     parser.add_argument("--report-dir", type=Path, default=Path("loadtest/results/chaos"))
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="keep the processes' logs in this directory"
+    )
     args = parser.parse_args(argv)
     config = ChaosConfig(
         seed=args.seed,
@@ -45,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         hang_s=15.0,
     )
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
-        report = asyncio.run(run_chaos(config, Path(tmp)))
+        workdir = args.keep_logs or Path(tmp)
+        report = asyncio.run(run_chaos(config, workdir))
         path = write_report(report, args.report_dir)
         print(path.read_text())
         if report["violations"]:
-            print(f"process logs were in {tmp} (removed); rerun with --seed {args.seed}")
+            kept = f"kept in {workdir}" if args.keep_logs else "removed; --keep-logs DIR keeps them"
+            print(f"process logs {kept}; replay with --seed {args.seed}")
     return 1 if report["violations"] else 0
 
 

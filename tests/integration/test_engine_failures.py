@@ -96,6 +96,28 @@ async def test_every_missing_key_is_named_and_nothing_is_uploaded(
     await assert_nothing_left(s3, bucket)
 
 
+async def test_a_403_on_head_is_reported_as_missing_or_not_readable(
+    s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, proxied_s3: Any
+) -> None:
+    """S3 answers HEAD of a missing key with 403 when the caller may not s3:ListBucket.
+
+    The key may be missing or unreadable; the job must say so, not claim a
+    permission problem only. https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html
+    (moto answers 404 whatever the permissions, so the proxy answers as S3 would.)
+    """
+    await put_objects({"ok.pdf": body(100, 1)})
+    proxy.add(Fault("HEAD", path_contains="/gone.pdf", status=403, code="AccessDenied"))
+    sources = [SourceObject(bucket, "ok.pdf"), SourceObject(bucket, "gone.pdf")]
+    with pytest.raises(MissingSourcesError) as caught:
+        await build_zip(sources, Destination(bucket, OUT), s3=proxied_s3, options=SMALL)
+    assert [(p.key, p.reason) for p in caught.value.problems] == [
+        ("gone.pdf", "MissingOrNotReadable")
+    ]
+    assert f"s3://{bucket}/gone.pdf (missing or not readable" in str(caught.value)
+    assert writes(proxy) == []
+    await assert_nothing_left(s3, bucket)
+
+
 async def test_a_long_missing_list_is_complete_in_the_error(
     s3: Any, bucket: str, put_objects: Any
 ) -> None:

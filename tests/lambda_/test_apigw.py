@@ -21,6 +21,27 @@ def test_named_stage_becomes_the_base_path() -> None:
     assert (req.method, req.path, req.base_path) == ("DELETE", "/zip-jobs/abc", "/prod")
 
 
+def test_a_custom_domain_mapping_path_is_routed_by_the_route_key() -> None:
+    """Under an API mapping (api.example.com/v1 -> this API) rawPath keeps the mapping's
+    path; routeKey and pathParameters do not.
+    https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-mappings.html
+    """
+    event = http_event("GET", "/zip-jobs/abc")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = "/v1/zip-jobs/abc"
+    req = to_request(event)
+    assert (req.method, req.path, req.base_path) == ("GET", "/zip-jobs/abc", "/v1")
+    post = http_event("POST", "/zip-jobs", body={"keys": ["a.pdf"]})
+    post["rawPath"] = "/tenant/a/zip-jobs"
+    assert (to_request(post).path, to_request(post).base_path) == ("/zip-jobs", "/tenant/a")
+
+
+def test_the_catch_all_route_falls_back_to_the_raw_path() -> None:
+    event = http_event("GET", "/openapi.json")
+    event["routeKey"] = event["requestContext"]["routeKey"] = "$default"
+    event["pathParameters"] = None
+    assert to_request(event).path == "/openapi.json"
+
+
 def test_base64_body_is_decoded_and_headers_lowercased() -> None:
     event = http_event(
         "POST",

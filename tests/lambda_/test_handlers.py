@@ -185,6 +185,25 @@ def test_bad_requests_get_the_same_problem_documents(stack: Provisioned) -> None
     assert out["statusCode"] in (400, 422)
 
 
+def test_a_body_over_5_mib_is_a_413_problem_from_the_function(stack: Provisioned) -> None:
+    """Lambda's synchronous payload limit (6 MB, the whole event) is below API Gateway's
+    10 MB body limit, so the function's own 5 MiB limit is the one callers meet, and it
+    answers problem+json. https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
+    https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html
+    """
+    limit = 5 * 1024 * 1024
+    keys = json.dumps({"keys": ["k" * 1000] * (limit // 1000)})
+    assert len(keys) > limit
+    out = handlers.enqueue(http_event("POST", "/zip-jobs", body=keys), FakeContext())
+    assert out["statusCode"] == 413, out["statusCode"]
+    assert out["headers"]["Content-Type"] == "application/problem+json"
+    doc = json.loads(out["body"])
+    assert doc["status"] == 413 and doc["limit"] == limit
+    # The event itself (headers, JSON escaping of the body) stays under Lambda's 6 MB.
+    event = http_event("POST", "/zip-jobs", body=keys[: limit - 1])
+    assert len(json.dumps(event).encode()) < 6 * 1000 * 1000
+
+
 def test_one_failing_record_does_not_redo_the_others(
     stack: Provisioned, aws: dict[str, Any], pdfs: dict[str, bytes]
 ) -> None:

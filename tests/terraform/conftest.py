@@ -28,6 +28,17 @@ from tests.support.aws_backend import AwsEndpoint, moto_endpoint
 from tests.terraform.tfrun import Terraform, endpoint_overrides, missing_tooling
 
 
+def emulator_client(endpoint: AwsEndpoint, service: str) -> Any:
+    """A boto3 client on the emulator."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint.endpoint_url,
+        region_name=endpoint.region,
+        aws_access_key_id=endpoint.access_key_id,
+        aws_secret_access_key=endpoint.secret_access_key,
+    )
+
+
 @dataclass(frozen=True)
 class TfStack:
     """What a test needs of the applied stack."""
@@ -55,14 +66,7 @@ class TfStack:
 
     def client(self, service: str) -> Any:
         """A boto3 client on the emulator (sync: these are checks, not the service)."""
-        e = self.endpoint
-        return boto3.client(
-            service,
-            endpoint_url=e.endpoint_url,
-            region_name=e.region,
-            aws_access_key_id=e.access_key_id,
-            aws_secret_access_key=e.secret_access_key,
-        )
+        return emulator_client(self.endpoint, service)
 
     def handler_env(self, function: str) -> dict[str, str]:
         """The function's Terraform environment plus what a local run needs to reach moto."""
@@ -101,6 +105,10 @@ def tf_stack(
     workdir = tmp_path_factory.mktemp("tf-stack")
     suffix = uuid.uuid4().hex[:8]
     with moto_endpoint() as endpoint:
+        # SSE-KMS on both sides (moto has KMS; the keys are the customer's, not the stack's).
+        kms = emulator_client(endpoint, "kms")
+        dst_key = kms.create_key(Description=f"zj-{suffix} archives")["KeyMetadata"]["Arn"]
+        src_key = kms.create_key(Description=f"zj-{suffix} sources")["KeyMetadata"]["Arn"]
         tf = Terraform.copy_of_config(
             workdir / "config",
             {
@@ -121,6 +129,12 @@ def tf_stack(
             "dst_bucket_require_tls": False,
             "lambda_package_path": str(_tiny_package(workdir / "lambda.zip")),
             "aws_endpoint_overrides": endpoint_overrides(endpoint.endpoint_url),
+            "dst_kms_key_arn": dst_key,
+            "src_kms_key_arns": [src_key],
+            # The operator options, so the apply exercises them too.
+            "cors_allowed_origins": ["https://app.example.com"],
+            "extra_environment": {"ZIPJOBS_LEASE_SECONDS": "30"},
+            "alarm_sns_topic_arn": f"arn:aws:sns:{endpoint.region}:123456789012:zj-{suffix}-ops",
             # The sweeper test waits this long for a lost send to count as lost.
             "resend_after_seconds": 1,
         }
@@ -133,12 +147,6 @@ def tf_stack(
         finally:
             tf.run("destroy", "-auto-approve", "-input=false", timeout=900)
         # The destroy really removed things (moto answers 400 for a missing table).
-        tables = boto3.client(
-            "dynamodb",
-            endpoint_url=endpoint.endpoint_url,
-            region_name=endpoint.region,
-            aws_access_key_id=endpoint.access_key_id,
-            aws_secret_access_key=endpoint.secret_access_key,
-        ).list_tables()["TableNames"]
+        tables = emulator_client(endpoint, "dynamodb").list_tables()["TableNames"]
         assert f"zj-{suffix}-jobs" not in tables, "terraform destroy left the jobs table"
         print(f"\nterraform timings (s): {tf.timings}")

@@ -143,6 +143,40 @@ def _as_list(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else value
 
 
+def test_operator_options_cors_settings_and_alarms(tf_stack: TfStack) -> None:
+    api = tf_stack.client("apigatewayv2").get_api(ApiId=tf_stack.outputs["api_id"])
+    cors = api["CorsConfiguration"]
+    assert cors["AllowOrigins"] == ["https://app.example.com"]
+    assert set(cors["AllowMethods"]) == {"GET", "POST", "DELETE"}
+    assert {"authorization", "content-type", "idempotency-key"} <= set(cors["AllowHeaders"])
+    assert "location" in cors["ExposeHeaders"]
+
+    for fn, env in tf_stack.outputs["function_environment"].items():
+        assert env["ZIPJOBS_LEASE_SECONDS"] == "30", fn  # extra_environment reached every function
+
+    names = tf_stack.outputs["function_names"]
+    alarms = {
+        a["AlarmName"].removeprefix(tf_stack.variables["project_name"] + "-"): a
+        for a in tf_stack.client("cloudwatch").describe_alarms(
+            AlarmNamePrefix=tf_stack.variables["project_name"]
+        )["MetricAlarms"]
+    }
+    assert set(alarms) == {"dlq-not-empty", "zipper-errors", "zipper-throttles", "oldest-job-age"}
+    dlq, queue = tf_stack.outputs["dlq_name"], tf_stack.outputs["queue_name"]
+    expected = {
+        "dlq-not-empty": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq),
+        "zipper-errors": ("AWS/Lambda", "Errors", names["zipper"]),
+        "zipper-throttles": ("AWS/Lambda", "Throttles", names["zipper"]),
+        "oldest-job-age": ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue),
+    }
+    for name, (namespace, metric, dimension) in expected.items():
+        alarm = alarms[name]
+        assert (alarm["Namespace"], alarm["MetricName"]) == (namespace, metric)
+        assert [d["Value"] for d in alarm["Dimensions"]] == [dimension]
+        assert alarm["AlarmActions"] == [tf_stack.variables["alarm_sns_topic_arn"]]
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
 def test_the_sweeper_runs_on_a_schedule_and_reads_the_dead_letter_queue(tf_stack: TfStack) -> None:
     """docs/lifecycle.md: the sweeper is its own function, scheduled, and the DLQ's consumer."""
     lam = tf_stack.client("lambda")

@@ -52,11 +52,24 @@ IAM_ACTION = {
     # idempotency record (service/jobs/store.py).
     ("dynamodb", "TransactWriteItems"): "dynamodb:PutItem",
     ("sqs", "SendMessage"): "sqs:SendMessage",
+    # The status function signs download URLs with the signing role's session.
+    ("sts", "AssumeRole"): "sts:AssumeRole",
     ("sqs", "GetQueueAttributes"): "sqs:GetQueueAttributes",
     ("sqs", "ChangeMessageVisibility"): "sqs:ChangeMessageVisibility",
     ("sqs", "DeleteMessage"): "sqs:DeleteMessage",
     ("sqs", "ReceiveMessage"): "sqs:ReceiveMessage",
     ("dynamodb", "Scan"): "dynamodb:Scan",
+}
+
+# With SSE-KMS buckets S3 calls KMS with the caller's rights, so these S3
+# operations need these KMS actions (docs/aws.md, rules K1-K3). The stack
+# under test encrypts both sides with KMS.
+KMS_FOR = {
+    ("s3", "PutObject"): {"kms:GenerateDataKey"},
+    ("s3", "CreateMultipartUpload"): {"kms:GenerateDataKey"},
+    ("s3", "UploadPart"): {"kms:GenerateDataKey"},
+    ("s3", "CompleteMultipartUpload"): {"kms:Decrypt"},
+    ("s3", "GetObject"): {"kms:Decrypt"},
 }
 
 # Granted for the platform, not for our code: the SQS event source mapping
@@ -95,6 +108,11 @@ RARE = {
     "zipper": {
         "s3:DeleteObject": "archive removed when a job is cancelled in its last second "
         "(jobs.runner._succeeded)",
+        # The out-of-time test's 0.25 s deadline strikes before or after
+        # CreateMultipartUpload depending on the machine's load; only after it
+        # is there an upload to abort (engine.uploader abort, runner leftovers).
+        "s3:AbortMultipartUpload": "upload aborted when the deadline strikes mid-upload "
+        "(engine.uploader, jobs.runner.abort_leftover_uploads)",
     },
 }
 
@@ -120,6 +138,15 @@ class Recorder:
             return await presign(method, *args, **kwargs)
 
         svc.s3.generate_presigned_url = recording_presign
+        signer = getattr(svc, "_signer", None)
+        if signer is not None:  # its STS client lives inside the signer: record the call
+            assume = signer._assume
+
+            async def recording_assume() -> Any:
+                self.calls[function].add(("sts", "AssumeRole"))
+                return await assume()
+
+            signer._assume = recording_assume
 
 
 class Functions:
@@ -228,8 +255,15 @@ def sources(tf_stack: TfStack) -> dict[str, bytes]:
     stem = "invoices/" + "x" * 990
     for i in range(270):
         docs[f"{stem}-{i:03d}.pdf"] = b"%PDF-1.4 tiny " + str(i).encode()
+    src_key = tf_stack.variables["src_kms_key_arns"][0]
     for key, body in docs.items():
-        s3.put_object(Bucket=tf_stack.src_bucket, Key=key, Body=body)
+        s3.put_object(
+            Bucket=tf_stack.src_bucket,
+            Key=key,
+            Body=body,
+            ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=src_key,
+        )
     return docs
 
 
@@ -244,6 +278,18 @@ def test_a_keys_job_runs_to_ready_on_the_applied_stack(
     doc = _status(fns, job_id)
     assert doc["status"] == "READY", doc
     verify_archive_bytes(_download(doc["downloadUrl"]), {k: sources[k] for k in keys})
+    # SSE-KMS end to end: KMS-encrypted sources read, a multipart archive (48 MiB
+    # source) written under the destination key by the bucket's default encryption.
+    s3 = fns.stack.client("s3")
+    src_head = s3.head_object(Bucket=fns.stack.src_bucket, Key="docs/large.pdf")
+    assert src_head["ServerSideEncryption"] == "aws:kms"
+    assert src_head["SSEKMSKeyId"] == fns.stack.variables["src_kms_key_arns"][0]
+    prefix = f"{fns.stack.outputs['function_environment']['zipper']['ZIPJOBS_DST_PREFIX']}{job_id}/"
+    (archive,) = s3.list_objects_v2(Bucket=fns.stack.dst_bucket, Prefix=prefix)["Contents"]
+    head = s3.head_object(Bucket=fns.stack.dst_bucket, Key=archive["Key"])
+    assert head["ETag"].strip('"').endswith(tuple(f"-{n}" for n in range(2, 10_001)))  # multipart
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"] == fns.stack.variables["dst_kms_key_arn"]
 
 
 def test_a_prefix_job_and_a_manifest_job(fns: Functions, sources: dict[str, bytes]) -> None:
@@ -371,6 +417,7 @@ def test_iam_grants_equal_what_each_function_calls(tf_stack: TfStack, recorder: 
         unknown = {c for c in recorder.calls[fn] if c not in IAM_ACTION}
         assert not unknown, f"{fn} calls operations with no IAM mapping here: {unknown}"
         called = {IAM_ACTION[c] for c in recorder.calls[fn]}
+        called |= {a for c in recorder.calls[fn] for a in KMS_FOR.get(c, set())}
         assert called <= granted[fn], f"{fn} calls but is not granted: {called - granted[fn]}"
         allowed_extra = PLATFORM[fn] | set(RARE.get(fn, {}))
         assert granted[fn] <= called | allowed_extra, (

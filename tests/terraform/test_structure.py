@@ -205,7 +205,9 @@ def test_bucket_blocks_public_access() -> None:
 def test_bucket_encrypts_by_default() -> None:
     sse = resource("aws_s3_bucket_server_side_encryption_configuration", "dst")
     default = one(one(sse["rule"])["apply_server_side_encryption_by_default"])
-    assert default["sse_algorithm"] in ("AES256", "aws:kms")
+    # SSE-S3 unless dst_kms_key_arn is given, then SSE-KMS with that key (kms.tf).
+    assert default["sse_algorithm"] == '${var.dst_kms_key_arn == "" ? "AES256" : "aws:kms"}'
+    assert "var.dst_kms_key_arn" in default["kms_master_key_id"]
 
 
 def test_lifecycle_aborts_multipart_after_one_day_and_expires_outputs() -> None:
@@ -268,7 +270,7 @@ def test_environment_names_are_ones_the_service_reads() -> None:
 
 # --- IAM ------------------------------------------------------------------------
 
-_ACTION = re.compile(r"^(dynamodb|sqs|s3|logs|xray):[A-Z][A-Za-z]+$")
+_ACTION = re.compile(r"^(dynamodb|sqs|s3|logs|xray|kms|secretsmanager|ssm|sts):[A-Z][A-Za-z]+$")
 
 
 def test_iam_actions_are_explicit_and_per_function() -> None:

@@ -28,6 +28,7 @@ PLUGIN_DIR_ENV = "TF_PLUGIN_DIR"
 # Every service the stack creates resources in; one emulator answers them all.
 EMULATED_SERVICES = (
     "apigatewayv2",
+    "cloudwatch",
     "dynamodb",
     "events",
     "iam",
