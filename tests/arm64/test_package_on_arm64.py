@@ -187,3 +187,31 @@ def test_handlers_run_a_job_to_a_verified_archive_on_arm64(
     # A prefix job names entries relative to the prefix.
     verify_archive_bytes(data, {key.removeprefix("arm64/"): body for key, body in docs.items()})
     assert s3.list_multipart_uploads(Bucket=stack.names.dst_bucket).get("Uploads", []) == []
+
+
+def test_a_package_for_python312_is_caught_on_python313(
+    sysroot: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The failure this env exists for: cp312 wheels on 3.13 import, minus every C extension.
+
+    Proves the check can fail: the same report that passes above names each
+    fallback and the runtime mismatch for a package built for the wrong Python.
+    """
+    tmp = tmp_path_factory.mktemp("arm64-cp312")
+    built = load_build_tool().build(tmp / "lambda.zip", python_version="3.12")
+    root = tmp / "site"
+    with zipfile.ZipFile(built.path) as zf:
+        zf.extractall(root)
+    code = (
+        "import json; from lambda_adapter.integrity import cold_start_report; "
+        "print(json.dumps(cold_start_report().as_log()))"
+    )
+    python = sysroot / "usr/bin/python3.13"
+    out = subprocess.run(
+        ["qemu-aarch64-static", "-L", str(sysroot), str(python), "-c", code],
+        env={"PYTHONPATH": str(root), "PYTHONNOUSERSITE": "1", "PATH": os.environ["PATH"]},
+        capture_output=True, text=True, timeout=1200, check=True, cwd=root,
+    )  # fmt: skip
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["fallbacks"] == sorted(report["native_extensions"]), report
+    assert report["mismatches"] == ["runtime: built python3.12, running python3.13"]
