@@ -122,8 +122,9 @@ class ZipOptions:
     """Configuration for one ``build_zip`` job. Defaults suit S3 from a Lambda or a small container.
 
     :param budget_bytes: The most bytes of buffers the job holds at once:
-        read-ahead ranges, the part being filled and the parts in flight. Up
-        to half goes to part buffers, the rest to read-ahead. The smallest
+        read-ahead ranges, the part being filled and the parts in flight.
+        ``layout.split_budget`` shares it between part buffers and read-ahead
+        in proportion to how long each holds its bytes. The smallest
         that works is one part plus one range (else ``BudgetTooSmallError``
         says how much is needed). The process's RSS follows
         ``service/memory.py``, not this figure alone.

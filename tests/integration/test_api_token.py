@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
-    return await provision(aws_endpoint.endpoint_url, StackNames(f"tok-{uuid.uuid4().hex[:8]}"))
+    return await provision(aws_endpoint.settings(), StackNames(f"tok-{uuid.uuid4().hex[:8]}"))
 
 
 def _client(service: str, stack: Provisioned) -> Any:

@@ -81,16 +81,16 @@ def test_kills_follow_the_schedule() -> None:
 
 async def test_an_update_over_400_kb_is_refused_whole(aws_endpoint: AwsEndpoint) -> None:
     """As AWS does (moto alone applies part of it): the item is exactly as before."""
-    stack = await provision(aws_endpoint.endpoint_url, StackNames(f"lim-{uuid.uuid4().hex[:8]}"))
+    stack = await provision(aws_endpoint.settings(), StackNames(f"lim-{uuid.uuid4().hex[:8]}"))
     direct = aws_endpoint.settings()
     async with aws_client("dynamodb", direct) as db:
         config = ChaosConfig(fault_rate=0.0)
         plan = FaultPlan(config, "worker0", KillSchedule(set(), set()))
         killed: list[bool] = []
         async with ChaosProxy(
-            aws_endpoint.endpoint_url, plan, kill=lambda: killed.append(True), dynamodb=db
+            aws_endpoint.url_for("dynamodb"), plan, kill=lambda: killed.append(True), dynamodb=db
         ) as proxy:
-            proxied = dataclasses.replace(direct, endpoint_url=proxy.url)
+            proxied = dataclasses.replace(direct, endpoint_url=proxy.url, service_endpoints=())
             table = stack.names.table
             key: dict[str, Any] = {"jobId": {"S": "big"}}
             await db.put_item(TableName=table, Item={**key, "a": {"S": "x" * 1000}})

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
-    return await provision(aws_endpoint.endpoint_url, StackNames(f"size-{uuid.uuid4().hex[:8]}"))
+    return await provision(aws_endpoint.settings(), StackNames(f"size-{uuid.uuid4().hex[:8]}"))
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
     # The queue hides a received message for 10 minutes, like the zipper's
     # queue (6 x the function timeout) hides it for 90.
     names = StackNames(f"lc-{uuid.uuid4().hex[:8]}", visibility_seconds=600)
-    return await provision(aws_endpoint.endpoint_url, names)
+    return await provision(aws_endpoint.settings(), names)
 
 
 @pytest.fixture(scope="module")

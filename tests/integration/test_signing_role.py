@@ -30,7 +30,7 @@ T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 @pytest.fixture(scope="module")
 async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
-    return await provision(aws_endpoint.endpoint_url, StackNames(f"sign-{uuid.uuid4().hex[:8]}"))
+    return await provision(aws_endpoint.settings(), StackNames(f"sign-{uuid.uuid4().hex[:8]}"))
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
     return await provision(
-        aws_endpoint.endpoint_url, StackNames(f"sw-{uuid.uuid4().hex[:8]}", max_receives=5)
+        aws_endpoint.settings(), StackNames(f"sw-{uuid.uuid4().hex[:8]}", max_receives=5)
     )
 
 

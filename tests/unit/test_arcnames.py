@@ -140,6 +140,7 @@ name_lists = st.lists(
 
 
 @given(name_lists)
+@example(["0", "0/0"])  # a file named like a folder another entry needs
 def test_unique_names_properties(names: list[str]) -> None:
     out = unique_names(names)
     assert len(out) == len(names)
@@ -147,10 +148,15 @@ def test_unique_names_properties(names: list[str]) -> None:
     assert unique_names(names) == out  # deterministic
     for name in out:
         assert_safe(name)
+    cleaned = [sanitize(key) for key in names]
+    # Every folder some entry needs: a file of that name cannot be extracted beside it.
+    folders = {c.casefold()[:i] for c in cleaned for i, ch in enumerate(c) if ch == "/"}
     seen: set[str] = set()
-    for key, name in zip(names, out, strict=True):
-        clean = sanitize(key)
-        if clean.casefold() not in seen:
+    for clean, name in zip(cleaned, out, strict=True):
+        if clean.casefold() in folders:
+            assert name != clean and "(" in name.rpartition("/")[2], "a file never takes a folder"
+            assert not any(o.casefold().startswith(name.casefold() + "/") for o in out)
+        elif clean.casefold() not in seen:
             assert name == clean, "the first holder of a name keeps it"
             seen.add(clean.casefold())
         else:
