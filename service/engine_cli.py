@@ -76,6 +76,13 @@ def register(subparsers: Any) -> None:
         help="discard the checkpoint of an interrupted run and start over "
         "(by default a STORED archive resumes where the last run stopped)",
     )
+    p.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=5.0,
+        help="write the resume checkpoint at most this often (default 5; "
+        "a kill loses at most the parts uploaded since)",
+    )
     p.add_argument("--debug", action="store_true", help="log details (tracebacks) to stderr")
     p.set_defaults(handler=run)
 
@@ -189,6 +196,7 @@ async def _zip(args: argparse.Namespace, bar: ProgressBar) -> ZipResult:
         compression=Compression(args.compression),
         missing=MissingPolicy(args.missing),
         resume=True,
+        checkpoint_interval_s=args.checkpoint_seconds,
     )
     settings = AwsSettings(endpoint_url=args.endpoint_url)
     if args.region:
@@ -226,6 +234,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the subcommand; the return value is the exit status."""
     if args.budget_mb <= 0 or args.concurrency <= 0 or args.upload_concurrency <= 0:
         print("zipjobs zip: --budget-mb and concurrencies must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    if args.checkpoint_seconds < 0:
+        print("zipjobs zip: --checkpoint-seconds must not be negative", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(args.debug)
     bar = ProgressBar(sys.stderr, enabled=not args.no_progress)

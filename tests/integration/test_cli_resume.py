@@ -38,7 +38,7 @@ def _argv(aws: AwsEndpoint, bucket: str, keys: Path, dest: str, *extra: str) -> 
         sys.executable, "-m", "service.cli", "zip", "--bucket", bucket, "--keys-file", str(keys),
         "--dest", f"s3://{bucket}/{dest}", "--endpoint-url", aws.endpoint_url,
         "--region", aws.region, "--budget-mb", "16", "--concurrency", "2",
-        "--upload-concurrency", "1", "--no-progress", *extra,
+        "--upload-concurrency", "1", "--no-progress", "--checkpoint-seconds", "0", *extra,
     ]  # fmt: skip
 
 
