@@ -65,11 +65,16 @@ distclean: clean
 	rm -rf $(VENV)
 
 # ---- terraform/ and the Lambda package (owner: terraform helper) --------------
-# make build      build/lambda.zip for python3.12/arm64 (tools/build_lambda.py --help)
+# make build      build/lambda.zip (+ lambda.manifest.json) for python3.13/arm64 (tools/build_lambda.py --help)
 # make tf-check   terraform fmt + validate (offline with TF_PLUGIN_DIR) + checkov + trivy
-.PHONY: build tf-check
+# make tf-init / tf-plan / tf-apply / tf-destroy   the stack in terraform/ (your AWS credentials);
+#   plan and apply build the package first. TF_ARGS passes options, e.g.
+#   make tf-apply TF_ARGS="-var-file=prod.tfvars"   (terraform asks before changing anything)
+.PHONY: build tf-check tf-init tf-plan tf-apply tf-destroy
 BUILD_ARGS ?=
 TERRAFORM ?= terraform
+TF_ARGS ?=
+TF_INIT_ARGS ?= $(if $(TF_PLUGIN_DIR),-plugin-dir=$(TF_PLUGIN_DIR),)
 
 # The package pins its dependencies to the versions installed in $(VENV), so
 # they are the project's (and the lambda extra's) tested ones.
@@ -85,3 +90,17 @@ tf-check: venv
 	$(TERRAFORM) -chdir=terraform init -backend=false -input=false $(if $(TF_PLUGIN_DIR),-plugin-dir=$(TF_PLUGIN_DIR),)
 	$(TERRAFORM) -chdir=terraform validate
 	$(BIN)/tox run -e tf-scan $(TOX_ARGS)
+
+tf-init:
+	$(TERRAFORM) -chdir=terraform init -input=false $(TF_INIT_ARGS)
+
+# Plan and apply read build/lambda.manifest.json: a package built for another
+# runtime or CPU than lambda_runtime/lambda_architecture fails the plan.
+tf-plan: build
+	$(TERRAFORM) -chdir=terraform plan $(TF_ARGS)
+
+tf-apply: build
+	$(TERRAFORM) -chdir=terraform apply $(TF_ARGS)
+
+tf-destroy:
+	$(TERRAFORM) -chdir=terraform destroy $(TF_ARGS)

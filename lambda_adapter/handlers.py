@@ -22,11 +22,27 @@ from service.jobs import handle
 from service.jobs.sweeper import handle_dead_letter, sweep
 
 from . import apigw
+from .integrity import cold_start_report
 from .runtime import Container, configure_logging
 from .sqs_batch import process_batch
 
 logger = configure_logging()
 _container: Container | None = None
+
+
+def log_cold_start() -> None:
+    """Say once per container whether the package fits this runtime (docs/packaging.md)."""
+    report = cold_start_report()
+    if report.healthy:
+        logger.info("cold start: package matches the runtime", extra=report.as_log())
+    else:
+        logger.warning(
+            "cold start: package does not match the runtime (see fallbacks, mismatches)",
+            extra=report.as_log(),
+        )
+
+
+log_cold_start()
 
 
 def container() -> Container:

@@ -5,6 +5,8 @@ zipjobs dev      API + worker on an embedded local AWS, until Ctrl-C
 zipjobs serve    the API against real AWS (configured by ZIPJOBS_* variables)
 zipjobs worker   the SQS worker against real AWS
 zipjobs zip      one archive, now, without the job API
+zipjobs submit   a job on a deployed API: wait, download, check (service/client)
+zipjobs upload-samples   sample PDFs into a source bucket
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from contextlib import AsyncExitStack
 
 from . import engine_cli
 from . import settings as settings_module
+from .client import cli as client_cli
 from .settings import Settings, SettingsError
 
 EXIT_CONFIG = 2
@@ -156,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=run_worker)
 
     engine_cli.register(sub)
+    client_cli.register(sub)
     return parser
 
 

@@ -67,6 +67,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--upload-concurrency", type=int, default=4, help="parts in flight")
     p.add_argument("--compression", choices=[c.value for c in Compression], default="stored")
     p.add_argument("--missing", choices=[m.value for m in MissingPolicy], default="fail")
+    add_keys_file_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="log details (tracebacks) to stderr")
+    p.set_defaults(handler=run)
+
+
+def add_keys_file_options(p: argparse.ArgumentParser) -> None:
+    """How ``--keys-file`` is read; shared with ``zipjobs submit`` (service/client/cli.py)."""
     p.add_argument(
         "--keys-format",
         choices=KEYS_FORMATS,
@@ -78,9 +86,6 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--comments", action="store_true", help="skip lines that start with '#' (lines format)"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="log details (tracebacks) to stderr")
-    p.set_defaults(handler=run)
 
 
 def parse_keys(

@@ -1,6 +1,15 @@
 # Three functions from one package: enqueue and status behind the HTTP API,
 # zipper behind the SQS queue. Each has its own role and its own log group.
 
+# What tools/build_lambda.py says it built. A wheel for another CPython
+# minor version or CPU still imports, with every C extension silently
+# replaced by pure Python (docs/packaging.md), so a mismatch fails the plan.
+locals {
+  lambda_manifest_path = var.lambda_manifest_path != "" ? var.lambda_manifest_path : "${trimsuffix(var.lambda_package_path, ".zip")}.manifest.json"
+  lambda_manifest      = try(jsondecode(file(local.lambda_manifest_path)), {})
+  lambda_built_for     = "${try(local.lambda_manifest.runtime, "?")}/${try(local.lambda_manifest.architecture, "?")}"
+}
+
 resource "aws_cloudwatch_log_group" "fn" {
   #checkov:skip=CKV_AWS_338:Retention is deliberately short (1 day by default, log_retention_days); logs carry job ids only, never keys' contents or URLs.
   #checkov:skip=CKV_AWS_158:CloudWatch Logs encrypts at rest by default; a customer managed KMS key is not needed for these operational logs.
@@ -40,6 +49,14 @@ resource "aws_lambda_function" "fn" {
   depends_on = [aws_cloudwatch_log_group.fn, aws_iam_role_policy.fn]
 
   lifecycle {
+    precondition {
+      condition     = local.lambda_built_for == "${var.lambda_runtime}/${var.lambda_architecture}"
+      error_message = "The package was built for ${local.lambda_built_for} (${local.lambda_manifest_path}; ?/? = no readable manifest) but lambda_runtime/lambda_architecture are ${var.lambda_runtime}/${var.lambda_architecture}: rebuild with `make build BUILD_ARGS=\"--python-version X.Y --arch A\"` or change the variables."
+    }
+    precondition {
+      condition     = try(local.lambda_manifest.package_sha256_base64, "") == filebase64sha256(var.lambda_package_path)
+      error_message = "${local.lambda_manifest_path} does not describe ${var.lambda_package_path} (its package_sha256_base64 differs): the manifest is from another build; run `make build` again."
+    }
     precondition {
       # The memory model of service/memory.py (docs/DESIGN.md, "Memory"): runtime
       # + 1.25 x budget + 1,280 bytes per entry of each job of a batch at max_keys.

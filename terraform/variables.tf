@@ -186,10 +186,16 @@ variable "lambda_package_path" {
   default     = "../build/lambda.zip"
 }
 
-variable "lambda_runtime" {
-  description = "Lambda runtime; tools/build_lambda.py must build the wheels for the same Python version."
+variable "lambda_manifest_path" {
+  description = "The build manifest written beside the zip (default: lambda.zip -> lambda.manifest.json). Its runtime, architecture and package hash must match, or plan fails."
   type        = string
-  default     = "python3.12"
+  default     = ""
+}
+
+variable "lambda_runtime" {
+  description = "Lambda runtime; must be the one the package was built for (its manifest is checked at plan time)."
+  type        = string
+  default     = "python3.13"
 
   validation {
     condition     = contains(["python3.11", "python3.12", "python3.13"], var.lambda_runtime)
@@ -198,7 +204,7 @@ variable "lambda_runtime" {
 }
 
 variable "lambda_architecture" {
-  description = "arm64 (Graviton, ~20% cheaper per GB-second) or x86_64; must match the package's wheels."
+  description = "arm64 (Graviton, ~20% cheaper per GB-second) or x86_64; must match the package's manifest (checked at plan time)."
   type        = string
   default     = "arm64"
 

@@ -1,7 +1,7 @@
 """Build the Lambda deployment package (build/lambda.zip), reproducibly.
 
-    python tools/build_lambda.py                       # arm64, python3.12 -> build/lambda.zip
-    python tools/build_lambda.py --arch x86_64 --python-version 3.13
+    python tools/build_lambda.py                       # arm64, python3.13 -> build/lambda.zip
+    python tools/build_lambda.py --arch x86_64 --python-version 3.12
     python tools/build_lambda.py --no-deps -o x.zip    # our code only (tests, smoke deploys)
 
 The package holds our code (``service`` without its embedded-emulator
@@ -22,13 +22,25 @@ Reproducible: entries in sorted order, every timestamp SOURCE_DATE_EPOCH
 (else 1980-01-01, the ZIP epoch), modes 0644, no directory entries, no
 ``__pycache__``, no pip bookkeeping (RECORD, INSTALLER, direct_url.json...).
 The same inputs give the same bytes (with the same zlib).
+
+Manifest: ``lambda_manifest.json`` at the package root says what the package
+was built for (Lambda runtime, architecture, CPython ABI, manylinux
+platforms) and the version of every bundled distribution; the handlers
+compare it with the interpreter they run on at cold start. A copy beside the
+zip (``lambda.manifest.json``) also carries the zip's base64 SHA-256, so
+Terraform can refuse a ``lambda_runtime``/``lambda_architecture`` that
+disagrees with it, or a manifest left over from another build
+(docs/packaging.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import email
 import hashlib
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -43,6 +55,10 @@ from pathlib import Path, PurePosixPath
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO / "build" / "lambda.zip"
+DEFAULT_PYTHON = "3.13"
+DEFAULT_ARCH = "arm64"
+MANIFEST_NAME = "lambda_manifest.json"  # lambda_adapter.integrity reads it
+MANIFEST_FORMAT = 1
 
 # Our packages, and what of them stays out of the Lambda.
 OUR_PACKAGES = ("service", "lambda_adapter")
@@ -74,6 +90,7 @@ class BuildResult:
     zipped_bytes: int
     unzipped_bytes: int
     sha256: str
+    manifest_path: Path
 
 
 def runtime_requirements(pyproject: Path = REPO / "pyproject.toml") -> list[str]:
@@ -145,6 +162,43 @@ def our_files(repo: Path = REPO) -> Iterator[tuple[str, Path]]:
                 yield rel, path
 
 
+def bundled_versions(site: Path) -> dict[str, str]:
+    """``{normalised name: version}`` of every distribution pip installed into ``site``."""
+    versions = {}
+    for metadata in site.glob("*.dist-info/METADATA"):
+        meta = email.message_from_bytes(metadata.read_bytes())
+        versions[re.sub(r"[-_.]+", "-", meta["Name"]).lower()] = meta["Version"]
+    return dict(sorted(versions.items()))
+
+
+def manifest(
+    arch: str, python_version: str, packages: dict[str, str], with_dependencies: bool
+) -> dict[str, object]:
+    """What the package was built for; names as Lambda and pip spell them."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "runtime": f"python{python_version}",
+        "architecture": arch,
+        "python_abi": "cp" + python_version.replace(".", ""),
+        "platforms": list(PLATFORMS[arch]),
+        "dependencies_bundled": with_dependencies,
+        "packages": packages,
+    }
+
+
+def manifest_path_for(output: Path) -> Path:
+    """build/lambda.zip -> build/lambda.manifest.json (terraform reads it there)."""
+    return output.with_name(output.stem + ".manifest.json")
+
+
+def write_sidecar_manifest(output: Path, content: dict[str, object]) -> Path:
+    """The manifest beside the zip, bound to it by the zip's base64 SHA-256."""
+    digest = base64.b64encode(hashlib.sha256(output.read_bytes()).digest()).decode()
+    path = manifest_path_for(output)
+    path.write_text(json.dumps({**content, "package_sha256_base64": digest}, indent=2) + "\n")
+    return path
+
+
 def zip_timestamp() -> tuple[int, int, int, int, int, int]:
     """SOURCE_DATE_EPOCH (clamped to the ZIP epoch) or 1980-01-01, in UTC."""
     epoch = max(int(os.environ.get("SOURCE_DATE_EPOCH", ZIP_EPOCH)), ZIP_EPOCH)
@@ -170,23 +224,30 @@ def write_zip(entries: dict[str, Path], output: Path) -> None:
 def build(
     output: Path = DEFAULT_OUTPUT,
     *,
-    arch: str = "arm64",
-    python_version: str = "3.12",
+    arch: str = DEFAULT_ARCH,
+    python_version: str = DEFAULT_PYTHON,
     with_dependencies: bool = True,
     pin_to_environment: bool = True,
 ) -> BuildResult:
     entries: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="lambda-build-") as tmp:
         site = Path(tmp) / "site"
+        packages: dict[str, str] = {}
         if with_dependencies:
             pip_install(site, runtime_requirements(), arch, python_version, pin_to_environment)
             entries.update(site_files(site))
+            packages = bundled_versions(site)
         for name, path in our_files():
             if name in entries:
                 raise SystemExit(f"{name} is both ours and a dependency's")
             entries[name] = path
+        content = manifest(arch, python_version, packages, with_dependencies)
+        inner = Path(tmp) / MANIFEST_NAME
+        inner.write_text(json.dumps(content, indent=2) + "\n")
+        entries[MANIFEST_NAME] = inner
         unzipped = sum(p.stat().st_size for p in entries.values())
         write_zip(entries, output)
+    manifest_file = write_sidecar_manifest(output, content)
     data = output.read_bytes()
     return BuildResult(
         path=output,
@@ -194,14 +255,17 @@ def build(
         zipped_bytes=len(data),
         unzipped_bytes=unzipped,
         sha256=hashlib.sha256(data).hexdigest(),
+        manifest_path=manifest_file,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
-    parser.add_argument("--python-version", default="3.12", help="the Lambda runtime's, e.g. 3.12")
+    parser.add_argument("--arch", choices=sorted(PLATFORMS), default=DEFAULT_ARCH)
+    parser.add_argument(
+        "--python-version", default=DEFAULT_PYTHON, help="the Lambda runtime's, e.g. 3.13"
+    )
     parser.add_argument("--no-deps", action="store_true", help="our code only")
     parser.add_argument(
         "--no-pin",
@@ -220,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{result.path}: {result.files} files, "
         f"{result.zipped_bytes / 1e6:.1f} MB zipped, "
         f"{result.unzipped_bytes / 1e6:.1f} MB unzipped, "
-        f"sha256 {result.sha256}"
+        f"sha256 {result.sha256}; manifest {result.manifest_path}"
     )
     if result.zipped_bytes > MAX_ZIPPED_BYTES or result.unzipped_bytes > MAX_UNZIPPED_BYTES:
         print("error: over Lambda's 50 MB zipped / 250 MB unzipped limits", file=sys.stderr)

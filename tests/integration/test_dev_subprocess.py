@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import zipfile
@@ -26,52 +23,17 @@ from botocore.config import Config
 
 from service.local.samples import make_pdf
 from tests.support.archive_check import verify_archive_bytes
+from tests.support.dev_process import DevProcess, clean_env, running_dev
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class DevProcess:
-    def __init__(self, proc: subprocess.Popen[str], lines: list[str]) -> None:
-        self.proc = proc
-        self.lines = lines
-
-    def value(self, label: str) -> str:
-        for line in self.lines:
-            if line.startswith(label):
-                return line[len(label) :].split()[0]
-        raise AssertionError(f"{label!r} not in the dev output:\n" + "\n".join(self.lines))
-
-
 @pytest.fixture(scope="module")
 def dev() -> Iterator[DevProcess]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZIPJOBS_", "AWS_"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "dev", "--port", "0", "--poll-seconds", "1"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while not any(line.startswith("zipjobs dev: ready at ") for line in lines):
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, "zipjobs dev exited:\n" + "".join(lines)
-            lines.append(line.rstrip("\n"))
-            assert time.monotonic() < deadline, "zipjobs dev did not get ready in 60 s"
-        yield DevProcess(proc, lines)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_dev(clean_env(), ready_seconds=60) as process:
+        yield process
 
 
 def http(method: str, url: str, doc: Any = None) -> tuple[int, dict[str, str], Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service.local.stack import StackNames, provision
 from tests.support.aws_backend import AwsEndpoint
+from tests.support.dev_process import stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -89,12 +89,7 @@ def service_url(aws_endpoint: AwsEndpoint) -> Iterator[str]:
         assert line.startswith("zipjobs serve: listening on "), line
         yield line.split()[-1]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

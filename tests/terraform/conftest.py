@@ -25,7 +25,7 @@ import boto3
 import pytest
 
 from tests.support.aws_backend import AwsEndpoint, moto_endpoint
-from tests.terraform.tfrun import Terraform, endpoint_overrides, missing_tooling
+from tests.terraform.tfrun import Terraform, endpoint_overrides, load_build_tool, missing_tooling
 
 
 def emulator_client(endpoint: AwsEndpoint, service: str) -> Any:
@@ -82,11 +82,18 @@ class TfStack:
 
 
 def _tiny_package(path: Path) -> Path:
-    """Moto stores the zip but never runs it here, so the handlers' sources suffice."""
+    """Moto stores the zip but never runs it here, so the handlers' sources suffice.
+
+    The manifest beside it says it was built for the stack's default runtime
+    and architecture, as ``tools/build_lambda.py`` would (terraform checks it).
+    """
     repo = Path(__file__).resolve().parents[2]
     with zipfile.ZipFile(path, "w") as zf:
         for src in sorted((repo / "lambda_adapter").glob("*.py")):
             zf.write(src, f"lambda_adapter/{src.name}")
+    tool = load_build_tool()
+    content = tool.manifest(tool.DEFAULT_ARCH, tool.DEFAULT_PYTHON, {}, with_dependencies=False)
+    tool.write_sidecar_manifest(path, content)
     return path
 
 

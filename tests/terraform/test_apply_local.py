@@ -101,7 +101,7 @@ def test_functions_logs_and_event_source(tf_stack: TfStack) -> None:
     for fn, name in tf_stack.outputs["function_names"].items():
         conf = lam.get_function_configuration(FunctionName=name)
         assert conf["Handler"] == f"lambda_adapter.handlers.{fn}"
-        assert conf["Runtime"] == "python3.12"
+        assert conf["Runtime"] == "python3.13"
         assert conf["Architectures"] == ["arm64"]
         env = conf["Environment"]["Variables"]
         assert env["ZIPJOBS_TABLE"] == tf_stack.table_name

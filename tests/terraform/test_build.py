@@ -6,30 +6,20 @@ with a reason when pip cannot reach it. The code-only build needs nothing.
 
 from __future__ import annotations
 
+import base64
 import email
 import hashlib
-import importlib.util
+import json
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.terraform.tfrun import REPO
+from tests.terraform.tfrun import load_build_tool
 
-
-def _load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_lambda", REPO / "tools/build_lambda.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_lambda"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-build_lambda = _load_tool()
+build_lambda = load_build_tool()
 
 
 def _sha256(path: Path) -> str:
@@ -41,7 +31,7 @@ def _index_reachable(tmp: Path) -> str | None:
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(tmp),
          "--only-binary=:all:", "--platform", "manylinux2014_aarch64", "--python-version",
-         "3.12", "--implementation", "cp", "zipstream-ng==1.9.3"],
+         "3.13", "--implementation", "cp", "zipstream-ng==1.9.3"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     return None if proc.returncode == 0 else f"pip cannot reach the index: {proc.stderr[-200:]}"
@@ -61,6 +51,21 @@ def test_code_only_build_is_byte_identical(tmp_path: Path, monkeypatch: pytest.M
     assert not [n for n in names if "__pycache__" in n or n.endswith("/")]
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
     assert {i.external_attr >> 16 for i in infos} == {0o100644}
+
+
+def test_the_manifest_says_what_was_built_inside_and_beside_the_zip(tmp_path: Path) -> None:
+    result = build_lambda.build(
+        tmp_path / "x.zip", arch="x86_64", python_version="3.12", with_dependencies=False
+    )
+    with zipfile.ZipFile(result.path) as zf:
+        inner = json.loads(zf.read(build_lambda.MANIFEST_NAME))
+    assert result.manifest_path == tmp_path / "x.manifest.json"
+    beside = json.loads(result.manifest_path.read_text())
+    assert inner["runtime"] == "python3.12" and inner["architecture"] == "x86_64"
+    assert inner["python_abi"] == "cp312" and inner["dependencies_bundled"] is False
+    # Beside the zip: the same, plus the zip's hash in terraform's filebase64sha256 form.
+    digest = base64.b64encode(hashlib.sha256(result.path.read_bytes()).digest()).decode()
+    assert beside == {**inner, "package_sha256_base64": digest}
 
 
 def test_source_date_epoch_sets_the_timestamps(
@@ -99,8 +104,14 @@ def test_full_build_fits_lambda_and_targets_arm64(full_builds: tuple[Path, Path]
     assert sum(i.file_size for i in infos) < build_lambda.MAX_UNZIPPED_BYTES
     native = [n for n in names if n.endswith(".so")]
     assert native and all("x86_64" not in n for n in native)
-    assert any("cpython-312-aarch64" in n for n in native)
+    assert any("cpython-313-aarch64" in n for n in native)
     assert not [n for n in names if n.endswith(("/RECORD", ".pyc")) or n.startswith("bin/")]
+    with zipfile.ZipFile(first) as zf:
+        manifest = json.loads(zf.read(build_lambda.MANIFEST_NAME))
+    assert (manifest["runtime"], manifest["architecture"]) == ("python3.13", "arm64")
+    # Every bundled distribution is listed with its version (the ones the C checks name too).
+    assert {"aiohttp", "multidict", "yarl", "frozenlist", "propcache"} <= set(manifest["packages"])
+    assert manifest["packages"]["zipstream-ng"] == "1.9.3"
 
 
 def test_full_build_bundles_the_botocore_aiobotocore_needs(

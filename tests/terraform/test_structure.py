@@ -105,7 +105,7 @@ def test_limits_are_validated() -> None:
 
 
 def test_runtime_defaults() -> None:
-    assert variable("lambda_runtime")["default"] == "python3.12"
+    assert variable("lambda_runtime")["default"] == "python3.13"
     assert variable("lambda_architecture")["default"] == "arm64"
     assert variable("lambda_package_path")["default"] == "../build/lambda.zip"
     assert variable("aws_endpoint_overrides")["default"] == {}

@@ -12,13 +12,16 @@ never share a state.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +41,18 @@ EMULATED_SERVICES = (
     "sqs",
     "sts",
 )
+
+
+def load_build_tool() -> ModuleType:
+    """tools/build_lambda.py as a module (tools/ is not a package)."""
+    if "build_lambda" in sys.modules:
+        return sys.modules["build_lambda"]
+    spec = importlib.util.spec_from_file_location("build_lambda", REPO / "tools/build_lambda.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_lambda"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def missing_tooling() -> str | None:
