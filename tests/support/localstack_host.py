@@ -14,8 +14,9 @@ halves:
     line, except under ``ZIPJOBS_REQUIRE_READERS=1`` (CI), where it fails.
 
 ``localstack_host_endpoint()``
-    starts ``VENV/bin/python -m localstack.runtime.main`` with only S3 and
-    SQS on a free 127.0.0.1 port, waits for its health endpoint, and stops it
+    starts ``VENV/bin/python -m localstack.runtime.main`` with S3 and SQS
+    (plus STS, SSM and Secrets Manager, which some tests use) on a free
+    127.0.0.1 port, waits for its health endpoint, and stops it
     (its whole process group) at the end. LocalStack's DynamoDB downloads Java
     and DynamoDB Local when it starts, which cannot happen offline, so the
     job table lives in an in-process moto server reached through the
@@ -44,7 +45,7 @@ REQUIREMENTS = Path(__file__).with_name("localstack-requirements.txt")
 VENV_ENV = "ZIPJOBS_LOCALSTACK_VENV"
 PYTHON_ENV = "ZIPJOBS_LOCALSTACK_PYTHON"
 REQUIRE_ENV = "ZIPJOBS_REQUIRE_READERS"  # CI's "nothing may be skipped" switch
-SERVICES = "s3,sqs"
+SERVICES = "s3,sqs,sts,ssm,secretsmanager"  # sts, ssm, secretsmanager need no download
 START_TIMEOUT_S = 120.0
 
 
