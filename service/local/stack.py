@@ -178,6 +178,9 @@ class EmbeddedAws:
     def __init__(self, port: int = 0) -> None:
         from moto.server import ThreadedMotoServer
 
+        from .moto_atomic import serialize_dynamodb_writes
+
+        serialize_dynamodb_writes()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.endpoint_url = ""
 

@@ -109,7 +109,10 @@ async def _moto(children: Children) -> AsyncIterator[str]:
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     child = children.start(
-        "moto", [str(BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)], clean_env(), REPO
+        "moto",
+        [sys.executable, "-m", "service.local.moto_atomic", "-H", LOOPBACK, "-p", str(port)],
+        clean_env(),
+        REPO,
     )
     await asyncio.to_thread(
         wait_until, http_ok(f"{url}/moto-api/"), timeout=60, what="starting moto", child=child

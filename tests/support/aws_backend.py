@@ -134,6 +134,9 @@ def moto_url() -> Iterator[str]:
     """A moto server in a thread of this process, on a port the OS picks (no races)."""
     from moto.server import ThreadedMotoServer
 
+    from service.local.moto_atomic import serialize_dynamodb_writes
+
+    serialize_dynamodb_writes()  # DynamoDB's conditional writes are atomic; moto's are not
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
