@@ -306,7 +306,8 @@ async def _build(
     # and build_zip aborts any upload that checkpoint does not name; a deflate
     # archive starts over (docs/resume.md). The upload belongs to the job
     # until it ends: READY completes it, ending.py discards it.
-    stored = record.request.compression is Compression.STORED
+    # Only with ZIPJOBS_RESUME_JOBS=1 for now: see Settings.resume_jobs.
+    stored = svc.settings.resume_jobs and record.request.compression is Compression.STORED
     if record.attempts > 1 and not stored:
         # An earlier attempt that died left its upload behind (docs/lifecycle.md).
         n = await abort_uploads(svc.s3, record.dst_bucket, record.dst_key)
