@@ -126,7 +126,8 @@ def running_stack(
     endpoint = f"http://{LOOPBACK}:{moto_port}"
     moto = children.start(
         "moto",
-        [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(moto_port)],
+        # moto with DynamoDB's atomic conditional writes (docs/DESIGN.md, "Emulators").
+        [sys.executable, "-m", "service.local.moto_atomic", "-H", LOOPBACK, "-p", str(moto_port)],
         env,
         REPO,
     )
