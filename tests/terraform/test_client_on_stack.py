@@ -189,12 +189,9 @@ def test_upload_samples_then_submit_a_prefix_signed_with_a_profile(
 
 
 def test_submit_keys_signed_with_environment_credentials(
-    tf_stack: TfStack,
-    src_bucket: str,
-    gateway: HttpApiGateway,
-    callers: dict[str, tuple[str, Caller]],
-    tmp_path: Path,
+    src_bucket: str, gateway: HttpApiGateway, callers: dict[str, tuple[str, Caller]], tmp_path: Path
 ) -> None:
+    tf_stack = gateway.stack
     s3 = tf_stack.client("s3")
     docs = {f"docs/client-keys/{i}.txt": f"file {i}\n".encode() * (200 + i) for i in range(4)}
     for key, body in docs.items():
