@@ -11,6 +11,7 @@ leaves no upload and no object. ``zipjobs zip --workers`` does the same.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import subprocess
@@ -130,6 +131,34 @@ async def test_one_to_seven_workers_build_the_same_bytes(
         if workers == 1:
             assert client.get_bytes == source
         assert await open_uploads(s3, bucket) == []
+
+
+async def test_cancelled_mid_build_leaves_no_upload(s3: Any, bucket: str, put_objects: Any) -> None:
+    """A deadline (task cancellation) while parts are in flight: the upload is
+    aborted on the way out, shielded from the cancellation itself."""
+    sources, _ = await _sources(put_objects, bucket)
+    parts_started = asyncio.Event()
+
+    def watch(name: str, kwargs: dict[str, Any]) -> BaseException | None:
+        if name == "upload_part":
+            parts_started.set()
+        return None
+
+    options = dataclasses.replace(BASE, workers=4, worker_min_bytes=1)
+    build = asyncio.ensure_future(
+        build_zip(
+            sources,
+            Destination(bucket, "out/cancelled.zip"),
+            s3=Watched(s3, watch),
+            options=options,
+        )
+    )
+    await asyncio.wait_for(parts_started.wait(), 60)
+    build.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await build
+    assert await open_uploads(s3, bucket) == []
+    assert not await object_exists(s3, bucket, "out/cancelled.zip")
 
 
 async def test_a_small_archive_stays_single(s3: Any, bucket: str, put_objects: Any) -> None:
