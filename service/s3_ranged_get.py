@@ -52,8 +52,14 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import botocore
-from botocore.awsrequest import AWSResponse
+from aiobotocore.retries.standard import (
+    AioRetryHandler,
+    AioRetryPolicy,
+    AioStandardRetryConditions,
+)
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import (
+    ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
@@ -63,17 +69,13 @@ from botocore.exceptions import (
     SSLError,
 )
 from botocore.parsers import RestXMLParser
-from aiobotocore.retries.standard import (
-    AioRetryHandler,
-    AioRetryPolicy,
-    AioStandardRetryConditions,
-)
 from botocore.retries import quota, standard
 from yarl import URL
 
 from .sigv4_header import ALGORITHM, UNSIGNED_PAYLOAD, HeaderSigner, amz_date
 
 if TYPE_CHECKING:
+    from botocore.exceptions import _ClientErrorResponseTypeDef
     from types_aiobotocore_s3 import S3Client
 
 USER_AGENT = f"zipjobs-fast-get botocore/{botocore.__version__}"
@@ -105,7 +107,9 @@ class RangedAnswer:
 
 
 class RangedGet(Protocol):
-    async def get(self, bucket: str, key: str, first: int, last: int, if_match: str) -> RangedAnswer:
+    async def get(
+        self, bucket: str, key: str, first: int, last: int, if_match: str
+    ) -> RangedAnswer:
         """GET bytes ``first..last`` (inclusive) of ``bucket/key`` if its ETag is ``if_match``."""
         ...
 
@@ -136,7 +140,9 @@ class BotocoreRangedGet:
     def __init__(self, s3: S3Client) -> None:
         self._s3 = s3
 
-    async def get(self, bucket: str, key: str, first: int, last: int, if_match: str) -> RangedAnswer:
+    async def get(
+        self, bucket: str, key: str, first: int, last: int, if_match: str
+    ) -> RangedAnswer:
         resp = await self._s3.get_object(
             Bucket=bucket, Key=key, Range=f"bytes={first}-{last}", IfMatch=if_match
         )
@@ -157,7 +163,7 @@ class _AiohttpBody:
     async def readinto(self, b: memoryview) -> int:
         try:
             chunk = await self._resp.content.read(len(b))
-        except asyncio.TimeoutError as err:
+        except TimeoutError as err:
             raise ReadTimeoutError(endpoint_url=str(self._resp.url), error=err) from err
         except aiohttp.ClientConnectionError as err:
             raise ResponseStreamingError(error=err) from err
@@ -311,6 +317,9 @@ class FastRangedGet:
         self._probe_lock = asyncio.Lock()
         self._operation = s3.meta.service_model.operation_model("GetObject")
         self._parser = RestXMLParser()
+        output_shape = self._operation.output_shape
+        assert output_shape is not None  # GetObject has one
+        self._output_shape = output_shape
         self._quota = standard.RetryQuotaChecker(quota.RetryQuota())
         # Standard mode exactly as aiobotocore's ``register_retry_handler`` builds it.
         self._retry = AioRetryHandler(
@@ -319,7 +328,8 @@ class FastRangedGet:
                 retry_backoff=standard.ExponentialBackoff(),
             ),
             retry_event_adapter=standard.RetryEventAdapter(),
-            retry_quota=self._quota,
+            # What botocore passes here too; the stub says RetryQuota.
+            retry_quota=self._quota,  # type: ignore[arg-type]
         )
         self.sent = 0  # requests this path sent (tests and diagnostics)
 
@@ -394,7 +404,9 @@ class FastRangedGet:
             "accept-encoding": "identity",
         }
 
-    async def get(self, bucket: str, key: str, first: int, last: int, if_match: str) -> RangedAnswer:
+    async def get(
+        self, bucket: str, key: str, first: int, last: int, if_match: str
+    ) -> RangedAnswer:
         target = await self._target(bucket)
         if target is None:
             return await self.fallback.get(bucket, key, first, last, if_match)
@@ -405,22 +417,14 @@ class FastRangedGet:
         while True:
             attempt += 1
             headers = await self._signed_headers(target, path, first, last, if_match)
-            self.sent += 1
-            try:
-                resp = await self._http.get(
-                    URL(url, encoded=True), headers=headers, allow_redirects=False
+            resp, body, caught = await self._exchange(url, headers)
+            if resp is not None and 200 <= resp.status < 300:
+                # As botocore's after-call hook does, with the request context
+                # dict (the stub says RetryContext).
+                self._quota.release_retry_quota(
+                    request_context,  # type: ignore[arg-type]
+                    _Status(resp.status),
                 )
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # mapped exactly as aiobotocore maps it
-                caught = botocore_error(err, url)
-                delay = await self._needs_retry(attempt, None, None, caught, request_context)
-                if delay is None:
-                    raise caught from err
-                await asyncio.sleep(delay)
-                continue
-            if 200 <= resp.status < 300:
-                self._quota.release_retry_quota(request_context, _Status(resp.status))
                 h = resp.headers
                 length = h.get("Content-Length")
                 fields = {
@@ -429,37 +433,67 @@ class FastRangedGet:
                     "ContentLength": None if length is None else int(length),
                 }
                 return RangedAnswer(fields, _AiohttpBody(resp))
-            try:
-                body = await resp.read()
-            except Exception as err:
-                resp.close()
-                caught = botocore_error(err, url)
-                delay = await self._needs_retry(attempt, None, None, caught, request_context)
-                if delay is None:
-                    raise caught from err
+            http_response, parsed = None, None
+            if resp is not None:
+                http_response, parsed = self._error_answer(url, resp, body)
+                code = str(parsed.get("Error", {}).get("Code", ""))
+                if self._elsewhere(target, resp.status, code, http_response.headers):
+                    # botocore's region redirector follows it and remembers the region.
+                    self._targets[bucket] = None
+                    return await self.fallback.get(bucket, key, first, last, if_match)
+            delay = await self._needs_retry(attempt, http_response, parsed, caught, request_context)
+            if delay is not None:
                 await asyncio.sleep(delay)
                 continue
-            resp.release()
-            raw_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.raw_headers}
-            http_response = AWSResponse(url, resp.status, raw_headers, None)
-            parsed = self._parser.parse(
-                {"status_code": resp.status, "headers": http_response.headers, "body": body},
-                self._operation.output_shape,
-            )
+            if caught is not None:
+                raise caught
+            assert parsed is not None
+            # As botocore's endpoint reports it: retries, not attempts.
+            parsed.setdefault("ResponseMetadata", {})["RetryAttempts"] = attempt - 1
             code = str(parsed.get("Error", {}).get("Code", ""))
-            if self._elsewhere(target, resp.status, code, raw_headers):
-                # botocore's region redirector follows it, and remembers the bucket's region.
-                self._targets[bucket] = None
-                return await self.fallback.get(bucket, key, first, last, if_match)
-            delay = await self._needs_retry(attempt, http_response, parsed, None, request_context)
-            if delay is None:
-                # As botocore's endpoint reports it: retries, not attempts.
-                parsed.setdefault("ResponseMetadata", {})["RetryAttempts"] = attempt - 1
-                raise self._s3.exceptions.from_code(code)(parsed, "GetObject")
-            await asyncio.sleep(delay)
+            error_class = cast("type[ClientError]", self._s3.exceptions.from_code(code))
+            raise error_class(cast("_ClientErrorResponseTypeDef", parsed), "GetObject")
+
+    async def _exchange(
+        self, url: str, headers: dict[str, str]
+    ) -> tuple[aiohttp.ClientResponse | None, bytes, Exception | None]:
+        """One request: a 2xx answer (body unread), an error answer and its body, or the
+        botocore exception for what went wrong on the way (mapped as aiobotocore maps it)."""
+        self.sent += 1
+        try:
+            resp = await self._http.get(
+                URL(url, encoded=True), headers=headers, allow_redirects=False
+            )
+            if 200 <= resp.status < 300:
+                return resp, b"", None
+            try:
+                return resp, await resp.read(), None
+            finally:
+                resp.release()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            caught = botocore_error(err, url)
+            caught.__cause__ = err
+            return None, b"", caught
+
+    def _error_answer(
+        self, url: str, resp: aiohttp.ClientResponse, body: bytes
+    ) -> tuple[AWSResponse, dict[str, Any]]:
+        """An error answer as botocore sees it: the response and its parsed S3 XML error."""
+        headers = HTTPHeaders.from_dict(
+            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.raw_headers}
+        )
+        http_response = AWSResponse(url, resp.status, headers, None)
+        parsed = self._parser.parse(
+            {"status_code": resp.status, "headers": headers, "body": body}, self._output_shape
+        )
+        return http_response, dict(parsed)
 
     @staticmethod
-    def _elsewhere(target: BucketTarget, status: int, code: str, headers: Mapping[str, str]) -> bool:
+    def _elsewhere(
+        target: BucketTarget, status: int, code: str, headers: Mapping[str, str]
+    ) -> bool:
         if status in _REDIRECT_STATUSES or code in _REGION_ERRORS:
             return True
         region = headers.get("x-amz-bucket-region")
@@ -517,7 +551,7 @@ async def _build(s3: S3Client) -> FastRangedGet | None:
     credentials = getattr(signer, "_credentials", None)
     if credentials is None or getattr(signer, "signature_version", None) not in ("s3v4", "v4"):
         return None  # anonymous or not SigV4: botocore decides how to sign
-    retries = s3.meta.config.retries or {}
+    retries = getattr(s3.meta.config, "retries", None) or {}
     if retries.get("mode") != "standard":
         return None
     max_attempts = int(retries.get("total_max_attempts", standard.DEFAULT_MAX_ATTEMPTS))

@@ -9,7 +9,6 @@ independent recomputation in tests/support/sigv4.py.
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import datetime as dt
 from typing import Any
@@ -59,7 +58,10 @@ def test_the_documented_get_object_example() -> None:
         "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
         "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
     )
-    assert header_signature_problems("GET", "/test.txt", {**headers, "authorization": auth}, SECRET) == []
+    assert (
+        header_signature_problems("GET", "/test.txt", {**headers, "authorization": auth}, SECRET)
+        == []
+    )
 
 
 def ours(url: str, region: str, token: str | None, extra: dict[str, str]) -> dict[str, str]:
@@ -139,7 +141,9 @@ def test_the_verifier_catches_what_aws_would_refuse() -> None:
     assert header_signature_problems("GET", "/bucket/a+b.pdf", good, SECRET)
     assert header_signature_problems("HEAD", path, good, SECRET)
     unsigned_extra = {**good, "x-amz-request-payer": "requester"}
-    assert any("not signed" in p for p in header_signature_problems("GET", path, unsigned_extra, SECRET))
+    assert any(
+        "not signed" in p for p in header_signature_problems("GET", path, unsigned_extra, SECRET)
+    )
 
 
 def test_signing_key_is_per_day_and_scope() -> None:
@@ -158,7 +162,9 @@ class _Stop(Exception):
     pass
 
 
-def prepared(bucket: str, config: Config | None = None, **client_kwargs: Any) -> tuple[str, dict[str, str]]:
+def prepared(
+    bucket: str, config: Config | None = None, **client_kwargs: Any
+) -> tuple[str, dict[str, str]]:
     """The GetObject of PROBE_KEY that botocore would send (URL, headers); nothing is sent."""
     s3 = boto3.client(
         "s3",
@@ -216,7 +222,10 @@ def test_virtual_hosted_on_aws_and_dotted_buckets_path_style() -> None:
 def test_requests_the_fast_path_does_not_reproduce_go_to_botocore() -> None:
     url, headers = prepared("b", region_name="eu-west-1")
     assert target_from_request(url, headers) is not None
-    sigv4a = {**headers, "Authorization": "AWS4-ECDSA-P256-SHA256 Credential=A/20261130/s3/aws4_request"}
+    sigv4a = {
+        **headers,
+        "Authorization": "AWS4-ECDSA-P256-SHA256 Credential=A/20261130/s3/aws4_request",
+    }
     assert target_from_request(url, sigv4a) is None
     assert target_from_request(url, {**headers, "x-amz-checksum-mode": "ENABLED"}) is None
     assert target_from_request(url, {**headers, "x-amz-expected-bucket-owner": "1"}) is None
@@ -241,7 +250,7 @@ def test_host_header_as_sigv4_signs_it() -> None:
         (aiohttp.ServerTimeoutError("Connection timeout to host"), ConnectTimeoutError),
         (aiohttp.ServerTimeoutError("Timeout on reading data from socket"), ReadTimeoutError),
         (aiohttp.ClientConnectionError("refused"), EndpointConnectionError),
-        (asyncio.TimeoutError(), ReadTimeoutError),
+        (TimeoutError(), ReadTimeoutError),
         (ValueError("odd"), HTTPClientError),
     ],
 )
