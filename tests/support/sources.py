@@ -466,7 +466,10 @@ class SyntheticS3:
         self.calls.append("ListMultipartUploads")
         live = self._fd is not None and not (self.completed or self.aborted)
         uploads = [{"Key": self.upload_key, "UploadId": "synthetic-upload"}] if live else []
-        return {"Uploads": [u for u in uploads if u["Key"].startswith(Prefix)], "IsTruncated": False}
+        return {
+            "Uploads": [u for u in uploads if u["Key"].startswith(Prefix)],
+            "IsTruncated": False,
+        }
 
     def _close(self) -> None:
         if self._fd is not None:

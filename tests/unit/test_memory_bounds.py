@@ -100,7 +100,9 @@ def test_a_multi_gib_archive_stays_within_the_memory_model() -> None:
     assert m.peak_mib - m.runtime_mib <= 32 + 16, m
 
 
-async def held_after_build(options: ZipOptions, s3: SyntheticS3, sources: list[SourceObject]) -> int:
+async def held_after_build(
+    options: ZipOptions, s3: SyntheticS3, sources: list[SourceObject]
+) -> int:
     """Bytes still allocated once ``build_zip`` has returned, with the cyclic GC off.
 
     Off, as it mostly is in a long-lived worker: there a full collection is
