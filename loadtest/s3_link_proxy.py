@@ -11,6 +11,10 @@ burst), which is roughly what one connection to S3 gets (~80 MB/s).
 Backpressure is TCP's: a direction holds at most ``QUEUE_CHUNKS`` chunks, then
 stops reading its socket.
 
+``--total-mbps`` adds a cap per direction shared by every connection through
+the proxy: one machine's network interface (a fan-out benchmark runs one
+proxy per worker, so each worker's link is its own; loadtest/README.md).
+
     python -m loadtest.s3_link_proxy --upstream 127.0.0.1:9000 [--port 0]
     # prints "PORT <n>" once listening
 """
@@ -37,6 +41,22 @@ class LinkSpec:
 
     delay_s: float = 0.010
     rate_bps: float = 80e6
+    total_bps: float | None = None  # per direction, all connections together
+
+
+@dataclass(slots=True)
+class SharedCap:
+    """One direction's capacity shared by all connections: a pacing clock that
+    each chunk reserves its transfer time on, first come first served."""
+
+    rate_bps: float
+    clock: float = 0.0
+
+    def reserve(self, earliest: float, size: int, now: float) -> float:
+        self.clock = max(self.clock, now - BURST_S)
+        at = max(earliest, self.clock)
+        self.clock = at + size / self.rate_bps
+        return at
 
 
 async def _pump_in(reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes]]) -> None:
@@ -54,7 +74,10 @@ async def _pump_in(reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[floa
 
 
 async def _pump_out(
-    queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter, spec: LinkSpec
+    queue: asyncio.Queue[tuple[float, bytes]],
+    writer: asyncio.StreamWriter,
+    spec: LinkSpec,
+    shared: SharedCap | None = None,
 ) -> None:
     """Release each chunk at max(arrival + delay, when the rate allows).
 
@@ -70,6 +93,8 @@ async def _pump_out(
             now = time.monotonic()
             clock = max(clock, now - BURST_S)
             send_at = max(arrived + spec.delay_s, clock)
+            if shared is not None:
+                send_at = shared.reserve(send_at, len(data), now)
             if send_at > now:
                 await asyncio.sleep(send_at - now)
             writer.write(data)
@@ -82,10 +107,13 @@ async def _pump_out(
 
 
 async def _direction(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, spec: LinkSpec
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    spec: LinkSpec,
+    shared: SharedCap | None = None,
 ) -> None:
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUE_CHUNKS)
-    await asyncio.gather(_pump_in(reader, queue), _pump_out(queue, writer, spec))
+    await asyncio.gather(_pump_in(reader, queue), _pump_out(queue, writer, spec, shared))
 
 
 @dataclass(slots=True)
@@ -117,6 +145,8 @@ async def start_proxy(
     """Start the link in this event loop; returns the proxy (``await proxy.close()``)."""
     spec = spec or LinkSpec()
     proxy: LinkProxy | None = None
+    up = SharedCap(spec.total_bps) if spec.total_bps else None
+    down = SharedCap(spec.total_bps) if spec.total_bps else None
 
     async def handle(c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         assert proxy is not None
@@ -131,7 +161,7 @@ async def start_proxy(
             return
         try:
             await asyncio.gather(
-                _direction(c_reader, u_writer, spec), _direction(u_reader, c_writer, spec)
+                _direction(c_reader, u_writer, spec, up), _direction(u_reader, c_writer, spec, down)
             )
         finally:
             for w in (c_writer, u_writer):
@@ -197,8 +227,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay (default 10)")
     p.add_argument("--rate-mbps", type=float, default=80.0, help="MB/s per connection (80)")
+    p.add_argument(
+        "--total-mbps",
+        type=float,
+        default=None,
+        help="MB/s per direction for all connections together (default: no such cap)",
+    )
     args = p.parse_args(argv)
-    spec = LinkSpec(args.delay_ms / 1000, args.rate_mbps * 1e6)
+    total = args.total_mbps * 1e6 if args.total_mbps else None
+    spec = LinkSpec(args.delay_ms / 1000, args.rate_mbps * 1e6, total)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args.upstream, args.port, spec))
 

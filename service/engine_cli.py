@@ -83,6 +83,20 @@ def register(subparsers: Any) -> None:
         help="write the resume checkpoint at most this often (default 5; "
         "a kill loses at most the parts uploaded since)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="build a STORED archive with up to this many concurrent range builds on one "
+        "upload, one per --worker-min-mb of archive (default 1; a fan-out run is not "
+        "resumable: a failure aborts its upload)",
+    )
+    p.add_argument(
+        "--worker-min-mb",
+        type=int,
+        default=8192,
+        help="archive MiB per fan-out worker (default 8192); smaller archives use fewer workers",
+    )
     p.add_argument("--debug", action="store_true", help="log details (tracebacks) to stderr")
     p.set_defaults(handler=run)
 
@@ -184,6 +198,7 @@ def summary(result: ZipResult) -> dict[str, Any]:
         "part_size": result.part_size,
         "peak_budget_bytes": result.peak_budget_bytes,
         "resumed_from_bytes": result.resumed_from,
+        "workers": result.workers,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
@@ -197,12 +212,15 @@ async def _zip(args: argparse.Namespace, bar: ProgressBar) -> ZipResult:
         missing=MissingPolicy(args.missing),
         resume=True,
         checkpoint_interval_s=args.checkpoint_seconds,
+        workers=args.workers,
+        worker_min_bytes=args.worker_min_mb * MiB,
     )
     settings = AwsSettings(endpoint_url=args.endpoint_url)
     if args.region:
         settings = AwsSettings(endpoint_url=args.endpoint_url, region=args.region)
     destination = Destination.parse(args.dest)
-    async with aws_client("s3", settings, max_pool_connections=args.concurrency + 8) as s3:
+    pool = args.concurrency + 8 + args.upload_concurrency * args.workers
+    async with aws_client("s3", settings, max_pool_connections=pool) as s3:
         if args.prefix is not None:
             sources = await list_prefix(s3, args.bucket, args.prefix)
         else:
@@ -232,8 +250,13 @@ def one_line(err: BaseException) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; the return value is the exit status."""
-    if args.budget_mb <= 0 or args.concurrency <= 0 or args.upload_concurrency <= 0:
-        print("zipjobs zip: --budget-mb and concurrencies must be positive", file=sys.stderr)
+    positive = (args.budget_mb, args.concurrency, args.upload_concurrency, args.workers)
+    if min(*positive, args.worker_min_mb) <= 0:
+        print(
+            "zipjobs zip: --budget-mb, concurrencies, --workers and --worker-min-mb must be "
+            "positive",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if args.checkpoint_seconds < 0:
         print("zipjobs zip: --checkpoint-seconds must not be negative", file=sys.stderr)

@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -83,14 +83,24 @@ def encode(cp: Checkpoint) -> bytes:
     return json.dumps(head, separators=(",", ":")).encode() + b"\n" + cp.state.crcs
 
 
-def decode(data: bytes) -> Checkpoint:
-    """The checkpoint, or ValueError for anything malformed or inconsistent."""
+def split_record(data: bytes, what: str, version: int) -> tuple[dict[str, Any], bytes]:
+    """A stored record's JSON head and packed CRCs (the layout of a checkpoint and
+    of a fan-out range result); ValueError if the head is missing or of another format."""
     line, sep, crcs = data.partition(b"\n")
     if not sep:
-        raise ValueError("checkpoint has no header line")
+        raise ValueError(f"{what} has no header line")
     head = json.loads(line)
-    if head.get("format") != FORMAT:
-        raise ValueError(f"checkpoint format {head.get('format')!r} is not {FORMAT}")
+    if not isinstance(head, dict) or head.get("format") != version:
+        found = head.get("format") if isinstance(head, dict) else None
+        raise ValueError(f"{what} format {found!r} is not {version}")
+    if len(crcs) % 4:
+        raise ValueError(f"{what} CRCs are not whole 4-byte words")
+    return head, crcs
+
+
+def decode(data: bytes) -> Checkpoint:
+    """The checkpoint, or ValueError for anything malformed or inconsistent."""
+    head, crcs = split_record(data, "checkpoint", FORMAT)
     parts = tuple(
         PartRecord(int(n), str(etag), int(size), int(crc)) for n, etag, size, crc in head["parts"]
     )

@@ -172,6 +172,13 @@ class ZipOptions:
     # not a ZipJobError keeps the upload for the next attempt.
     resume: bool = False
     checkpoint_interval_s: float = 5.0
+    # Fan-out (docs/resume.md, "Fan-out"): a STORED multipart archive is
+    # built by up to ``workers`` concurrent range builds, one per
+    # ``worker_min_bytes`` of archive (8 GiB: about a tenth of what one
+    # Lambda moves in an attempt, so a second worker pays for itself), each
+    # with its share of ``budget_bytes``. 1 = never.
+    workers: int = 1
+    worker_min_bytes: int = 8 * 1024 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +196,7 @@ class ZipResult:
     skipped: tuple[SourceProblem, ...] = ()
     peak_budget_bytes: int = 0
     resumed_from: int = 0  # archive bytes a checkpoint let this attempt skip
+    workers: int = 1  # range builds that made it (docs/resume.md, "Fan-out")
 
     @property
     def mb_per_s(self) -> float:

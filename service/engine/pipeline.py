@@ -8,6 +8,10 @@
         |  archive bytes
     uploader.PartWriter      part buffers under the part budget, parts in flight
 
+A large STORED archive may instead be built by several range builds at once
+(``fanout_build.build_fanned_out``: the same four stages per range, then a
+finisher; docs/resume.md, "Fan-out").
+
 All sizes are decided up front from the plan (layout.py), every buffer is
 counted against one lease of the process budget (budget.py), and any failure
 or cancellation aborts the multipart upload before the error leaves here.
@@ -25,6 +29,8 @@ from typing import TYPE_CHECKING
 from .budget import Budget
 from .checkpoint import Checkpoint, CheckpointStore, fingerprint
 from .cleanup import abort_uploads
+from .fanout import workers_for
+from .fanout_build import build_fanned_out
 from .layout import BudgetShares, part_size_for, split_budget
 from .models import (
     BudgetTooSmallError,
@@ -50,8 +56,8 @@ from .resume import (
     usable_checkpoint,
 )
 from .stored_zip import StoredLayout, build_stored_stream
-from .taskgroups import first_error
-from .uploader import ExistingUpload, PartWriter
+from .taskgroups import run_together
+from .uploader import ExistingUpload, PartWriter, UploadResult
 from .zip_stream import Cursor, EntryFeed, ZipPump, build_stream
 
 log = logging.getLogger(__name__)
@@ -169,6 +175,11 @@ async def build_zip(
     )
     if not plan.entries:
         raise EmptyArchiveError("no sources to archive")
+    budget = budget or Budget(options.budget_bytes)
+    if options.compression is Compression.STORED and options.workers > 1:
+        fanned = await _fan_out(plan, destination, s3, options, budget, on_progress, started)
+        if fanned is not None:
+            return fanned
 
     if options.compression is Compression.STORED:
         zs = await _stored_stream(plan, destination, s3, options)
@@ -178,7 +189,6 @@ async def build_zip(
         await zs.store.delete()
         return _already_complete(plan, destination, zs, zs.done, started)
     shares = _shares(plan, options, zs.part_size, zs.length)
-    budget = budget or Budget(options.budget_bytes)
     if shares.total > budget.capacity:
         raise BudgetTooSmallError(
             f"job needs {shares.total} bytes but the shared budget is {budget.capacity}"
@@ -225,13 +235,8 @@ async def build_zip(
             start=zs.start,
         )
         try:
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(reader.run())
-                    tg.create_task(pump.run())
-                upload = await writer.finish()
-            except BaseExceptionGroup as group:
-                raise first_error(group) from None
+            await run_together(reader.run(), pump.run())
+            upload = await writer.finish()
         except BaseException as err:
             await _stop(writer, zs, err)
             raise
@@ -243,19 +248,76 @@ async def build_zip(
         progress.finish()
         peak = lease.peak
 
+    resumed = zs.existing.offset if zs.existing is not None else 0
+    return _result(plan, destination, upload, shares.part_size, started, peak, resumed_from=resumed)
+
+
+def _result(
+    plan: Plan,
+    destination: Destination,
+    upload: UploadResult,
+    part_size: int,
+    started: float,
+    peak: int,
+    *,
+    resumed_from: int = 0,
+    workers: int = 1,
+) -> ZipResult:
     return ZipResult(
         destination=destination,
         files=len(plan.entries),
         source_bytes=plan.total_source_bytes,
         archive_bytes=upload.bytes,
         parts=upload.parts,
-        part_size=shares.part_size,
+        part_size=part_size,
         seconds=time.monotonic() - started,
         etag=upload.etag,
         skipped=plan.skipped,
         peak_budget_bytes=peak,
-        resumed_from=zs.existing.offset if zs.existing is not None else 0,
+        resumed_from=resumed_from,
+        workers=workers,
     )
+
+
+async def _fan_out(
+    plan: Plan,
+    destination: Destination,
+    s3: S3Client,
+    options: ZipOptions,
+    budget: Budget,
+    on_progress: ProgressCallback | None,
+    started: float,
+) -> ZipResult | None:
+    """The archive built by several range builds at once; None when it should
+    stay single (small, or the budget cannot give two workers a part each)."""
+    layout = StoredLayout(plan.entries)
+    part_size = part_size_for(layout.length, options.min_part_size)
+    workers = workers_for(
+        layout.length,
+        part_size,
+        max_workers=options.workers,
+        min_bytes_per_worker=options.worker_min_bytes,
+        budget_bytes=min(options.budget_bytes, budget.capacity),
+        min_worker_budget=part_size + options.range_size,
+    )
+    if workers < 2 or layout.length <= part_size:
+        return None
+    log.info("building s3://%s/%s with %d workers", destination.bucket, destination.key, workers)
+    progress = ProgressReporter(plan, on_progress, options.progress_interval_s)
+    upload, peak = await build_fanned_out(
+        s3,
+        plan.entries,
+        layout,
+        destination,
+        part_size=part_size,
+        workers=workers,
+        fingerprint=fingerprint(plan.entries, part_size, layout.length),
+        options=options,
+        budget=budget,
+        progress=progress,
+    )
+    progress.finish()
+    return _result(plan, destination, upload, part_size, started, peak, workers=workers)
 
 
 def _already_complete(

@@ -110,11 +110,14 @@ class RangeReader:
         on_slot: Callable[[int, RangeSlot], None],
         on_data: Callable[[], None],
         start: tuple[int, int] = (0, 0),
+        end: tuple[int, int] | None = None,
     ) -> None:
         self._s3 = s3
         # (entry index, byte in it): a resumed archive reads nothing before
-        # its checkpoint, so its first range may begin mid-entry.
+        # its checkpoint, so its first range may begin mid-entry; a fan-out
+        # worker reads nothing at or after its range's end (docs/resume.md).
         self._start = start
+        self._end = end if end is not None else (len(entries), 0)
         self._entries = entries
         self._budget = budget
         self._range_size = range_size
@@ -126,11 +129,13 @@ class RangeReader:
     async def run(self) -> None:
         """Start every range's GET in archive order; return when all are read."""
         first_entry, first_byte = self._start
+        last_entry, last_byte = self._end
         async with asyncio.TaskGroup() as tg:
-            for index in range(first_entry, len(self._entries)):
+            for index in range(first_entry, min(last_entry + 1, len(self._entries))):
                 entry = self._entries[index]
                 begin = first_byte if index == first_entry else 0
-                for start, end in byte_ranges(entry.size, self._range_size, begin):
+                limit = last_byte if index == last_entry else entry.size
+                for start, end in byte_ranges(limit, self._range_size, begin):
                     slot = RangeSlot(entry, start, end)
                     await self._budget.acquire(slot.length)
                     await self._connections.acquire()

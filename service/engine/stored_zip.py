@@ -226,18 +226,26 @@ def unpack_crcs(data: bytes) -> array[int]:
     return crcs
 
 
-def _clip(chunk: bytes, at: int, start: int) -> bytes:
-    """The part of ``chunk`` (which begins at archive byte ``at``) from ``start`` on."""
-    return chunk[start - at :] if at < start else chunk
+def _window(chunk: bytes, at: int, start: int, end: int) -> Iterator[bytes]:
+    """The part of ``chunk`` (which begins at archive byte ``at``) inside ``[start, end)``."""
+    if at + len(chunk) > start and at < end:
+        yield chunk[max(start - at, 0) : end - at]
 
 
 class StoredArchive:
-    """The archive's bytes from ``state.offset`` to the end, pulled from entry feeds.
+    """The archive's bytes from ``state.offset`` to ``end`` (default: the end), from entry feeds.
 
     ``feeds[i]`` yields entry i's data from ``layout.data_before(i, offset)``
-    on. While streaming it keeps what a checkpoint needs: every finished
-    entry's CRC, and the running CRC at each multiple of ``boundary`` that
-    falls inside an entry's data (``state_at``).
+    to ``layout.data_before(i, end)``. While streaming it keeps what a
+    checkpoint needs: every finished entry's CRC, and the running CRC at each
+    multiple of ``boundary`` that falls inside an entry's data (``state_at``).
+
+    A fan-out worker (docs/resume.md, "Fan-out") starts from a *blind* state:
+    the CRCs of earlier entries given as zeros and the running CRC of the
+    entry in progress as 0, so ``crcs[i]`` ends up as the CRC of entry i's
+    bytes inside ``[offset, end)`` (a partial CRC where the entry straddles
+    either edge), and the bytes that carry an earlier CRC are wrong and must
+    not be uploaded (``fanout.deferred_parts`` names the parts holding them).
     """
 
     def __init__(
@@ -247,12 +255,14 @@ class StoredArchive:
         *,
         boundary: int,
         start: ZipState | None = None,
+        end: int | None = None,
     ) -> None:
         n = len(layout.entries)
         self.layout = layout
         self._feeds = feeds
         self._boundary = boundary
         self._start = start or ZipState(0, 0, 0, b"")
+        self.end = layout.length if end is None else end
         self.crcs = array("I", bytes(4 * n))
         known = unpack_crcs(self._start.crcs)
         if len(known) != self._start.entry:
@@ -262,7 +272,8 @@ class StoredArchive:
         self.snapshots: dict[int, int] = {}
 
     def __len__(self) -> int:
-        return self.layout.length
+        """Bytes this stream yields: the archive's length when it runs from 0 to the end."""
+        return self.end - self._start.offset
 
     def state_at(self, offset: int) -> ZipState:
         """The ZIP state at ``offset``, which the stream must already have passed."""
@@ -283,32 +294,35 @@ class StoredArchive:
             del self.snapshots[key]
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
-        start = self._start
+        start, end = self._start, self.end
         layout = self.layout
         for index in range(start.entry, len(layout.entries)):
             entry = layout.entries[index]
             at = layout.offsets[index]
+            if at >= end:
+                return
             header = local_header(entry)
-            if at + len(header) > start.offset:
-                yield _clip(header, at, start.offset)
+            yield from _window(header, at, start.offset, end)
             at += len(header)
             first = start.entry == index
             crc = start.running_crc if first else 0
             done = layout.data_before(index, start.offset) if first else 0
+            want = layout.data_before(index, end)
             for piece in self._feeds[index]:
                 crc = self._crc(piece, crc, at + done, at + entry.size)
                 done += len(piece)
                 yield piece
-            if done != entry.size:
+            if done != want:
                 raise RuntimeError(
-                    f"{entry.arcname}: read {done} bytes, planned {entry.size}; archive aborted"
+                    f"{entry.arcname}: read {done} bytes, planned {want}; archive aborted"
                 )
             self.crcs[index] = crc
+            if want < entry.size:
+                return  # the range ends inside this entry's data
             at += entry.size
             descriptor = data_descriptor(crc, entry.size, local_zip64(entry.size))
-            if at + len(descriptor) > start.offset:
-                yield _clip(descriptor, at, start.offset)
-        yield from self._footer(start.offset)
+            yield from _window(descriptor, at, start.offset, end)
+        yield from self._footer(start.offset, end)
 
     def _crc(self, piece: bytes | memoryview, crc: int, pos: int, data_end: int) -> int:
         """CRC over ``piece`` at archive ``pos``, noting it at each boundary it crosses."""
@@ -322,41 +336,50 @@ class StoredArchive:
                 self.snapshots[pos] = crc
         return crc
 
-    def _footer(self, start: int) -> Iterator[bytes]:
+    def _footer(self, start: int, end: int) -> Iterator[bytes]:
         layout = self.layout
         at = layout.cd_offset
         batch: list[bytes] = []
         for index, entry in enumerate(layout.entries):
+            if at >= end:
+                break
             record = central_record(entry, self.crcs[index], layout.offsets[index])
-            if at + len(record) > start:
-                batch.append(_clip(record, at, start))
+            batch.extend(_window(record, at, start, end))
             at += len(record)
             if len(batch) >= 256:  # a few KiB per write, not one write per record
                 yield b"".join(batch)
                 batch = []
-        end = end_records(len(layout.entries), layout.cd_offset, layout.cd_size)
-        if at + len(end) > start:
-            batch.append(_clip(end, at, start))
+        end_record = end_records(len(layout.entries), layout.cd_offset, layout.cd_size)
+        batch.extend(_window(end_record, at, start, end))
         if batch:
             yield b"".join(batch)
 
 
 def build_stored_stream(
-    layout: StoredLayout, range_size: int, boundary: int, start: ZipState | None
+    layout: StoredLayout,
+    range_size: int,
+    boundary: int,
+    start: ZipState | None,
+    end: int | None = None,
 ) -> tuple[StoredArchive, list[EntryFeed], Cursor]:
-    """The STORED archive from ``start`` (or byte 0), with empty feeds for the reader.
+    """The STORED archive from ``start`` (or byte 0) to ``end`` (or the end),
+    with empty feeds for the reader.
 
     Entries before the start are never read: their feeds expect no ranges,
     and the feed of the entry holding the start expects only the ranges
-    from its first unwritten byte (the reader's ``start``).
+    from its first unwritten byte (the reader's ``start``); likewise nothing
+    at or after ``end`` (the reader's ``end``).
     """
     cursor = Cursor()
-    first = start.entry if start is not None else 0
-    cursor.entry = first
-    feeds = []
-    for index, entry in enumerate(layout.entries):
-        begin = entry.size if index < first else 0
-        if index == first and start is not None:
-            begin = layout.data_before(index, start.offset)
-        feeds.append(EntryFeed(len(range(begin, entry.size, range_size)), cursor))
-    return StoredArchive(layout, feeds, boundary=boundary, start=start), feeds, cursor
+    offset = start.offset if start is not None else 0
+    stop = layout.length if end is None else end
+    cursor.entry = start.entry if start is not None else 0
+    feeds = [
+        EntryFeed(
+            len(range(layout.data_before(i, offset), layout.data_before(i, stop), range_size)),
+            cursor,
+        )
+        for i in range(len(layout.entries))
+    ]
+    archive = StoredArchive(layout, feeds, boundary=boundary, start=start, end=end)
+    return archive, feeds, cursor

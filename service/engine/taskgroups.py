@@ -9,6 +9,8 @@ re-raise the first real error instead.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -19,3 +21,14 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if not isinstance(exc, asyncio.CancelledError):
             return exc
     return group.exceptions[0]
+
+
+async def run_together(*coros: Coroutine[Any, Any, None]) -> None:
+    """Run the coroutines as one TaskGroup; a failure cancels the rest and is
+    raised as itself (``first_error``), not as an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for coro in coros:
+                tg.create_task(coro)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None

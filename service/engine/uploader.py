@@ -145,6 +145,43 @@ def full_object_crc32(parts: list[UploadedPart]) -> int:
     return crc
 
 
+async def create_upload(
+    s3: S3Client, destination: Destination, content_type: str, metadata: dict[str, str]
+) -> str:
+    """CreateMultipartUpload with the archive's headers and a full-object CRC-32."""
+    resp = await s3.create_multipart_upload(
+        Bucket=destination.bucket,
+        Key=destination.key,
+        ContentType=content_type,
+        ContentDisposition=content_disposition(destination.filename),
+        Metadata=metadata,
+        ChecksumAlgorithm="CRC32",
+        ChecksumType="FULL_OBJECT",
+    )
+    return str(resp["UploadId"])
+
+
+async def complete_upload(
+    s3: S3Client, destination: Destination, upload_id: str, done: list[UploadedPart]
+) -> UploadResult:
+    """CompleteMultipartUpload with every part's CRC and the whole object's,
+    combined from them; S3 refuses the completion if the bytes disagree."""
+    crc = full_object_crc32(done)
+    parts: list[CompletedPartTypeDef] = [
+        {"PartNumber": p.number, "ETag": p.etag, "ChecksumCRC32": b64_crc32(p.crc32)}
+        for p in sorted(done, key=lambda p: p.number)
+    ]
+    resp = await s3.complete_multipart_upload(
+        Bucket=destination.bucket,
+        Key=destination.key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": parts},
+        ChecksumCRC32=b64_crc32(crc),
+        ChecksumType="FULL_OBJECT",
+    )
+    return UploadResult(str(resp.get("ETag", "")), len(parts), sum(p.length for p in done), crc)
+
+
 def content_disposition(filename: str) -> str:
     """``attachment`` with an ASCII fallback and the RFC 5987 UTF-8 name.
 
@@ -172,6 +209,8 @@ class PartWriter:
         on_part: Callable[[], None] | None = None,
         before_complete: Callable[[], Awaitable[None]] | None = None,
         metadata: dict[str, str] | None = None,
+        first_part: int | None = None,
+        drop: frozenset[int] = frozenset(),
     ) -> None:
         self._s3 = s3
         self._dest = destination
@@ -200,6 +239,12 @@ class PartWriter:
             self._parts = dict(existing.parts)
             self._next_part = len(existing.parts) + 1
             self._written = existing.offset
+        # A fan-out range (docs/resume.md, "Fan-out") writes parts from
+        # ``first_part`` on into an upload made by its driver, and drops the
+        # parts it cannot get right (their bytes carry another worker's CRC).
+        if first_part is not None:
+            self._next_part = first_part
+        self._drop = drop
 
     @property
     def upload_id(self) -> str | None:
@@ -246,36 +291,37 @@ class PartWriter:
 
     async def _finish(self) -> UploadResult:
         self._raise_failure()
-        if self._expected is not None and self._written != self._expected:
-            raise LengthMismatchError(
-                f"archive is {self._written} bytes, planned {self._expected}: not completing"
-            )
+        self._check_length()
         if self._create is None:
             return await self._put_single()
+        done = await self.upload_rest()
+        upload_id = await self._create
+        if self._before_complete is not None:
+            await self._before_complete()
+        result = await complete_upload(self._s3, self._dest, upload_id, done)
+        await self._abort_strays()
+        return UploadResult(result.etag, result.parts, self._written, result.crc32)
+
+    async def upload_rest(self) -> list[UploadedPart]:
+        """Upload the last (maybe short) part, wait for all in flight; never complete.
+
+        ``finish`` completes after it; a fan-out range stops here and leaves
+        the completion to its finisher.
+        """
+        self._raise_failure()
+        self._check_length()
         if self._fill:
             self._send_part()
         if self._tasks:
             await asyncio.gather(*self._tasks)
         self._raise_failure()
-        upload_id = await self._create
-        if self._before_complete is not None:
-            await self._before_complete()
-        done = self.uploaded_parts
-        crc = full_object_crc32(done)
-        parts: list[CompletedPartTypeDef] = [
-            {"PartNumber": p.number, "ETag": p.etag, "ChecksumCRC32": b64_crc32(p.crc32)}
-            for p in done
-        ]
-        resp = await self._s3.complete_multipart_upload(
-            Bucket=self._dest.bucket,
-            Key=self._dest.key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": parts},
-            ChecksumCRC32=b64_crc32(crc),
-            ChecksumType="FULL_OBJECT",
-        )
-        await self._abort_strays()
-        return UploadResult(str(resp.get("ETag", "")), len(parts), self._written, crc)
+        return self.uploaded_parts
+
+    def _check_length(self) -> None:
+        if self._expected is not None and self._written != self._expected:
+            raise LengthMismatchError(
+                f"archive is {self._written} bytes, planned {self._expected}: not completing"
+            )
 
     async def _abort_strays(self) -> None:
         """Abort uploads of our key that we never knew of, now that the archive is complete.
@@ -379,6 +425,9 @@ class PartWriter:
         if self._create is None:
             self._create = asyncio.ensure_future(self._create_upload())
         number, self._next_part = self._next_part, self._next_part + 1
+        if number in self._drop:
+            self._give_back(buf, len(buf))
+            return
         task = asyncio.ensure_future(self._upload_part(number, buf, fill, crc))
         self._tasks.add(task)
         task.add_done_callback(self._part_done)
@@ -389,16 +438,7 @@ class PartWriter:
             self._failure = task.exception()
 
     async def _create_upload(self) -> str:
-        resp = await self._s3.create_multipart_upload(
-            Bucket=self._dest.bucket,
-            Key=self._dest.key,
-            ContentType=self._content_type,
-            ContentDisposition=content_disposition(self._dest.filename),
-            Metadata=self._metadata,
-            ChecksumAlgorithm="CRC32",
-            ChecksumType="FULL_OBJECT",
-        )
-        return str(resp["UploadId"])
+        return await create_upload(self._s3, self._dest, self._content_type, self._metadata)
 
     async def _upload_part(self, number: int, buf: bytearray, fill: int, crc: int) -> None:
         acquired = len(buf)

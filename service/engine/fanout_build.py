@@ -1,0 +1,296 @@
+"""Fan-out's I/O: build one range of an archive's parts, finish the upload, and
+the in-process driver that runs N ranges at once (docs/resume.md, "Fan-out").
+
+    build_fanned_out     create the upload; N x build_range at once; finish
+        build_range      reader -> StoredArchive [start, end) -> PartWriter (drops deferred parts)
+        finish           every entry's CRC from the results; build_range over each
+                         run of deferred parts with a complete ZipState; complete
+
+One primitive (``build_range``) serves the workers and the finisher: a worker
+starts from a blind state and drops the parts that carry CRCs it cannot
+know; the finisher starts from a complete state and drops nothing. The pure
+arithmetic (which parts, which CRCs, which state) is in ``fanout.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .budget import Budget, Lease
+from .fanout import (
+    RangeResult,
+    blind_state,
+    deferred_parts,
+    entry_crcs,
+    finished_state,
+    range_result,
+    range_span,
+    runs,
+    split_parts,
+)
+from .layout import BudgetShares, split_budget
+from .models import Destination, PlannedEntry, ZipOptions
+from .progress import ProgressReporter
+from .reader import RangeReader
+from .resume import FINGERPRINT_METADATA, discard_partial
+from .stored_zip import StoredLayout, ZipState, build_stored_stream
+from .taskgroups import run_together
+from .uploader import (
+    ExistingUpload,
+    PartWriter,
+    UploadedPart,
+    UploadResult,
+    complete_upload,
+    create_upload,
+)
+from .zip_stream import ZipPump
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RangeJob:
+    """What every range build of one archive shares."""
+
+    s3: S3Client
+    entries: Sequence[PlannedEntry]
+    layout: StoredLayout
+    destination: Destination
+    upload_id: str
+    part_size: int
+    options: ZipOptions
+
+
+def worker_shares(options: ZipOptions, part_size: int, workers: int) -> BudgetShares:
+    """One worker's share of the job budget: the N shares add up to at most the budget."""
+    return split_budget(
+        options.budget_bytes // workers, part_size, options.range_size, options.upload_concurrency
+    )
+
+
+async def build_range(
+    job: RangeJob,
+    first: int,
+    last: int,
+    start: ZipState,
+    *,
+    drop: frozenset[int],
+    lease: Lease,
+    shares: BudgetShares,
+    read_concurrency: int,
+    on_step: StepCallback,
+) -> RangeResult:
+    """Upload parts ``first..last`` but ``drop``, generated from ``start``.
+
+    Reads only the source bytes inside the range. On any failure the parts
+    in flight stop; the upload itself is the driver's to abort.
+    """
+    layout, part_size = job.layout, job.part_size
+    begin, end = range_span(first, last, part_size, layout.length)
+    if start.offset != begin:
+        raise ValueError(f"range starts at {begin}, its state at {start.offset}")
+    stream, feeds, cursor = build_stored_stream(
+        layout, job.options.range_size, part_size, start, end
+    )
+    read_budget = lease.carve(shares.read_window)
+    writer = PartWriter(
+        job.s3,
+        job.destination,
+        part_size=part_size,
+        budget=lease.carve(part_size * shares.part_buffers),
+        content_type=job.options.content_type,
+        expected_bytes=end - begin,
+        existing=ExistingUpload(job.upload_id, {}),
+        first_part=first,
+        drop=drop,
+    )
+    pump = ZipPump(stream, feeds, cursor, read_budget, writer, on_step=on_step, threaded=False)
+    stop = layout.entry_at(end)
+    reader = RangeReader(
+        job.s3,
+        job.entries,
+        read_budget,
+        range_size=job.options.range_size,
+        concurrency=read_concurrency,
+        attempts=job.options.read_attempts,
+        on_slot=lambda index, slot: feeds[index].add(slot),
+        on_data=pump.notify,
+        start=(start.entry, layout.data_before(start.entry, begin)),
+        end=(stop, layout.data_before(stop, end)),
+    )
+    try:
+        await run_together(reader.run(), pump.run())
+        parts = await writer.upload_rest()
+    except BaseException:
+        await writer.stop()
+        raise
+    return range_result(
+        layout,
+        part_size,
+        first,
+        last,
+        upload_id=job.upload_id,
+        parts=parts,
+        crcs=stream.crcs,
+        snapshots=stream.snapshots,
+        deferred=drop,
+    )
+
+
+async def finish(
+    job: RangeJob,
+    results: Sequence[RangeResult],
+    *,
+    budget: Budget,
+    shares: BudgetShares,
+) -> tuple[UploadResult, int]:
+    """Regenerate the deferred parts with every CRC known, then complete the upload.
+
+    In production this runs in whichever worker finishes last; here it runs
+    after the in-process workers. The full-object CRC-32 S3 checks at
+    completion is combined from every part's CRC, the regenerated ones too.
+    Returns the upload and the most budget one regeneration held.
+    """
+    layout = job.layout
+    crcs = entry_crcs(layout, results)
+    parts: dict[int, UploadedPart] = {p.number: p for r in results for p in r.parts}
+    deferred = [d.number for r in results for d in r.deferred]
+    peak = 0
+    for first, last in runs(deferred):
+        state = finished_state(layout, crcs, results, first, job.part_size)
+        log.info("regenerating deferred parts %d-%d of %s", first, last, job.destination.key)
+        async with budget.lease(shares.total) as lease:
+            again = await build_range(
+                job,
+                first,
+                last,
+                state,
+                drop=frozenset(),
+                lease=lease,
+                shares=shares,
+                read_concurrency=job.options.read_concurrency,
+                on_step=lambda _bytes, _entry: None,
+            )
+        peak = max(peak, lease.peak)
+        parts.update((p.number, p) for p in again.parts)
+    total = math.ceil(layout.length / job.part_size)
+    if sorted(parts) != list(range(1, total + 1)):
+        missing = sorted(set(range(1, total + 1)) - set(parts))
+        raise RuntimeError(f"fan-out finished without parts {missing[:10]}: not completing")
+    upload = await complete_upload(job.s3, job.destination, job.upload_id, list(parts.values()))
+    return upload, peak
+
+
+class _Progress:
+    """The workers' counters summed into the job's one progress callback."""
+
+    def __init__(self, reporter: ProgressReporter, firsts: list[int], files: int) -> None:
+        self._reporter = reporter
+        self._firsts = firsts
+        self._files = files
+        self._bytes = [0] * len(firsts)
+        self._done = [0] * len(firsts)
+
+    def for_worker(self, k: int) -> StepCallback:
+        def step(pulled: int, entry: int) -> None:
+            self._bytes[k] = pulled
+            self._done[k] = max(0, entry - self._firsts[k])
+            self._reporter.update(sum(self._bytes), min(sum(self._done), self._files))
+
+        return step
+
+
+async def build_fanned_out(
+    job_s3: S3Client,
+    entries: Sequence[PlannedEntry],
+    layout: StoredLayout,
+    destination: Destination,
+    *,
+    part_size: int,
+    workers: int,
+    fingerprint: str,
+    options: ZipOptions,
+    budget: Budget,
+    progress: ProgressReporter,
+) -> tuple[UploadResult, int]:
+    """Build the archive with ``workers`` concurrent range builds; (upload, peak budget).
+
+    Any earlier build of this key (an interrupted single run's upload and
+    checkpoint) is discarded first. Any failure aborts the upload: in one
+    process no later attempt could use the workers' results, so nothing is
+    kept (the job-level design that keeps them is in docs/resume.md).
+    """
+    ranges = split_parts(math.ceil(layout.length / part_size), workers)
+    shares = worker_shares(options, part_size, len(ranges))
+    await discard_partial(job_s3, destination)
+    upload_id = await create_upload(
+        job_s3, destination, options.content_type, {FINGERPRINT_METADATA: fingerprint}
+    )
+    job = RangeJob(job_s3, entries, layout, destination, upload_id, part_size, options)
+    try:
+        results, peak = await _run_workers(job, ranges, shares, budget, progress)
+        upload, finisher_peak = await finish(job, results, budget=budget, shares=shares)
+        return upload, max(peak, finisher_peak)
+    except BaseException as err:
+        await asyncio.shield(_abort(job, err))
+        raise
+
+
+async def _run_workers(
+    job: RangeJob,
+    ranges: list[tuple[int, int]],
+    shares: BudgetShares,
+    budget: Budget,
+    progress: ProgressReporter,
+) -> tuple[list[RangeResult], int]:
+    layout = job.layout
+    starts = [range_span(f, last, job.part_size, layout.length)[0] for f, last in ranges]
+    tally = _Progress(progress, [layout.entry_at(s) for s in starts], len(layout.entries))
+    results: list[RangeResult | None] = [None] * len(ranges)
+    concurrency = max(1, job.options.read_concurrency // len(ranges))
+
+    async with budget.lease(shares.total * len(ranges)) as lease:
+
+        async def worker(k: int, first: int, last: int) -> None:
+            results[k] = await build_range(
+                job,
+                first,
+                last,
+                blind_state(layout, starts[k]),
+                drop=frozenset(deferred_parts(layout, job.part_size, first, last)),
+                lease=lease,
+                shares=shares,
+                read_concurrency=concurrency,
+                on_step=tally.for_worker(k),
+            )
+
+        await run_together(*(worker(k, f, last) for k, (f, last) in enumerate(ranges)))
+        peak = lease.peak
+    return [r for r in results if r is not None], peak
+
+
+async def _abort(job: RangeJob, err: BaseException) -> None:
+    """Abort the shared upload; a failure to do so is added to the job's error."""
+    dest = job.destination
+    try:
+        await job.s3.abort_multipart_upload(
+            Bucket=dest.bucket, Key=dest.key, UploadId=job.upload_id
+        )
+    except Exception as abort_err:
+        note = (
+            f"the multipart upload of s3://{dest.bucket}/{dest.key} (UploadId {job.upload_id}) "
+            f"could not be aborted ({type(abort_err).__name__}: {abort_err}); the bucket's "
+            "lifecycle rule for incomplete uploads has to remove it"
+        )
+        log.warning("%s", note)
+        err.add_note(note)
