@@ -314,6 +314,7 @@ class PartWriter:
             self._send_part()
         if self._tasks:
             await asyncio.gather(*self._tasks)
+        self._drop_buffers()  # every part is up: none is needed again
         self._raise_failure()
         return self.uploaded_parts
 
