@@ -7,7 +7,9 @@ documents it, independently of the code that signed it:
 https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html
 (canonical request -> string to sign -> HMAC-SHA256 chain of date, region,
 service, "aws4_request"). Only GET with ``SignedHeaders=host`` is handled:
-what our download URLs are.
+what our download URLs are. ``header_signature_problems`` does the same for
+header-signed requests (the engine's ranged GETs), from the request as it
+arrived at a server.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 
@@ -111,3 +114,111 @@ def expected_signature(url: str, secret_key: str, method: str = "GET") -> str:
 
 def signature_is_valid(url: str, secret_key: str) -> bool:
     return hmac.compare_digest(expected_signature(url, secret_key), parse(url).signature)
+
+
+# -- header authentication (the engine's ranged GETs) ----------------------------------
+
+_AUTH_HEADER = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<day>\d{8})/(?P<region>[^/]+)/"
+    r"(?P<service>[^/]+)/aws4_request, SignedHeaders=(?P<signed>[a-z0-9;-]+), "
+    r"Signature=(?P<sig>[0-9a-f]{64})$"
+)
+
+
+@dataclass(frozen=True)
+class HeaderAuth:
+    """What an ``Authorization: AWS4-HMAC-SHA256 ...`` header claims."""
+
+    access_key: str
+    scope_date: str
+    region: str
+    service: str
+    signed_headers: tuple[str, ...]
+    signature: str
+
+
+def parse_authorization(value: str) -> HeaderAuth:
+    match = _AUTH_HEADER.match(value)
+    if match is None:
+        raise ValueError(f"not a SigV4 Authorization header: {value[:40]!r}...")
+    return HeaderAuth(
+        access_key=match["key"],
+        scope_date=match["day"],
+        region=match["region"],
+        service=match["service"],
+        signed_headers=tuple(match["signed"].split(";")),
+        signature=match["sig"],
+    )
+
+
+def expected_header_signature(
+    method: str, target: str, headers: dict[str, str], secret_key: str
+) -> str:
+    """The signature AWS computes for a header-signed S3 request as it arrived.
+
+    ``target`` is the request target as sent (path and query, percent-encoded);
+    ``headers`` are the received headers, names in lower case. Follows
+    https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html:
+    the canonical URI is the decoded path URI-encoded once (each byte but
+    A-Z a-z 0-9 - _ . ~ and '/'), so a client that encoded the key any other
+    way (a '+' for a space, a literal '~' escaped) fails here too.
+    """
+    auth = parse_authorization(headers["authorization"])
+    # Not urlsplit: a target starting with "//" (a key starting with "/") is a path here.
+    path, _, query = target.partition("?")
+    canonical_uri = quote(unquote(path or "/"), safe="/-_.~")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    canonical_query = "&".join(
+        f"{k}={v}" for k, v in sorted((_uri_encode(k), _uri_encode(v)) for k, v in pairs)
+    )
+    canonical_headers = "".join(
+        f"{name}:{' '.join(headers[name].split())}\n" for name in auth.signed_headers
+    )
+    canonical_request = "\n".join(
+        [
+            method,
+            canonical_uri,
+            canonical_query,
+            canonical_headers,
+            ";".join(auth.signed_headers),
+            headers["x-amz-content-sha256"],
+        ]
+    )
+    scope = f"{auth.scope_date}/{auth.region}/{auth.service}/aws4_request"
+    string_to_sign = "\n".join(
+        [
+            ALGORITHM,
+            headers["x-amz-date"],
+            scope,
+            hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
+        ]
+    )
+    key = signing_key(secret_key, auth.scope_date, auth.region, auth.service)
+    return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def header_signature_problems(
+    method: str, target: str, headers: dict[str, str], secret_key: str
+) -> list[str]:
+    """Why AWS would refuse this header-signed request; empty if it would accept it.
+
+    Besides the signature: the signed-header list must be sorted and cover
+    ``host`` and every ``x-amz-*`` header sent, ``x-amz-content-sha256`` must
+    be present, and the scope's day must be the day of ``x-amz-date``.
+    """
+    auth = parse_authorization(headers["authorization"])
+    problems = []
+    if list(auth.signed_headers) != sorted(auth.signed_headers):
+        problems.append("SignedHeaders not sorted")
+    must_sign = {"host"} | {h for h in headers if h.startswith("x-amz-")}
+    if missing := must_sign - set(auth.signed_headers):
+        problems.append(f"not signed: {sorted(missing)}")
+    if "x-amz-content-sha256" not in headers:
+        problems.append("no x-amz-content-sha256")
+    if headers.get("x-amz-date", "")[:8] != auth.scope_date:
+        problems.append("scope day is not the day of x-amz-date")
+    if not problems and not hmac.compare_digest(
+        expected_header_signature(method, target, headers, secret_key), auth.signature
+    ):
+        problems.append("signature does not match")
+    return problems

@@ -87,6 +87,27 @@ def test_segments_with_a_gap_or_overlap_are_refused() -> None:
         fo.combine([Segment(0, 0, 10, 1), Segment(0, 9, 5, 2)])
 
 
+def test_a_range_result_stays_small_at_the_limits() -> None:
+    """10,000 parts (S3's limit) with S3-style ETags and 200,000 entries: about
+    70 bytes per part and 4 per entry, so it can live next to the checkpoint."""
+    parts = tuple(
+        UploadedPart(n, f'"{n:032x}"', 0xFFFFFFFF, 5 * 1024 * MiB) for n in range(1, 10_001)
+    )
+    result = fo.RangeResult(
+        "x" * 128,
+        1,
+        10_000,
+        parts,
+        0,
+        bytes(4 * 200_000),
+        (Segment(200_000, 1 << 40, 1 << 40, 0xFFFFFFFF),) * 2,
+        tuple(fo.DeferredPart(n, Segment(n, 1 << 40, 1 << 40, 0xFFFFFFFF)) for n in (1, 10_000)),
+    )
+    data = fo.encode(result)
+    assert len(data) <= 75 * 10_000 + 4 * 200_000 + 1_000
+    assert fo.decode(data) == result
+
+
 def test_runs_group_contiguous_parts() -> None:
     assert fo.runs([7, 3, 4, 9, 8, 1]) == [(1, 1), (3, 4), (7, 9)]
     assert fo.runs([]) == []
