@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import aioboto3
 from botocore.config import Config
 
+from .s3_ranged_get import disable_fast_get, enable_fast_get
 from .sdk_overhead import skip_unused_endpoint_params, use_fast_timestamps
 
 if TYPE_CHECKING:
@@ -39,6 +40,9 @@ class AwsSettings:
     # AWS SDKs' own convention): e.g. S3 on an S3-compatible store and
     # DynamoDB elsewhere. A service named here wins over ``endpoint_url``.
     service_endpoints: tuple[tuple[str, str], ...] = ()
+    # S3 clients send the engine's ranged GETs on the fast signed-GET path
+    # (service/s3_ranged_get.py) unless ZIPJOBS_FAST_GET=0.
+    fast_get: bool = field(default_factory=lambda: os.environ.get("ZIPJOBS_FAST_GET", "1") != "0")
 
     def endpoint_for(self, service: str) -> str | None:
         return dict(self.service_endpoints).get(service, self.endpoint_url)
@@ -179,6 +183,13 @@ async def _client(
     # Per-request SDK overhead that is ours to cut (docs/performance.md).
     use_fast_timestamps(getattr(session, "_session", None))
     async with session.client(service, endpoint_url=endpoint_url, config=cfg) as client:  # type: ignore[call-overload]
-        if service == "s3":
-            skip_unused_endpoint_params(client)
-        yield client
+        if service != "s3":
+            yield client
+            return
+        skip_unused_endpoint_params(client)
+        if settings.fast_get:
+            await enable_fast_get(client)
+        try:
+            yield client
+        finally:
+            disable_fast_get(client)

@@ -164,7 +164,7 @@ class RangeResult:
     ``crcs`` holds the full CRC-32 of entries ``full_first`` onwards whose
     data lies wholly in the range (packed like a checkpoint's); ``segments``
     the partial CRCs of the (at most two) entries that straddle its edges.
-    Bounded: about 60 bytes per part plus 4 per entry, like a checkpoint, so
+    Bounded: about 70 bytes per part plus 4 per entry, like a checkpoint, so
     a job-level fan-out can keep one next to the checkpoint in S3.
     """
 

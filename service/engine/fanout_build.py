@@ -15,8 +15,11 @@ arithmetic (which parts, which CRCs, which state) is in ``fanout.py``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
+from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -164,25 +167,19 @@ async def finish(
     layout = job.layout
     crcs = entry_crcs(layout, results)
     parts: dict[int, UploadedPart] = {p.number: p for r in results for p in r.parts}
-    deferred = [d.number for r in results for d in r.deferred]
+    pending = runs(d.number for r in results for d in r.deferred)
     peak = 0
-    for first, last in runs(deferred):
-        state = finished_state(layout, crcs, results, first, job.part_size)
-        log.info("regenerating deferred parts %d-%d of %s", first, last, job.destination.key)
-        async with budget.lease(shares.total) as lease:
-            again = await build_range(
-                job,
-                first,
-                last,
-                state,
-                drop=frozenset(),
-                lease=lease,
-                shares=shares,
-                read_concurrency=job.options.read_concurrency,
-                on_step=lambda _bytes, _entry: None,
+    # The runs are independent: up to ``budget // shares.total`` at once (as
+    # many as there were workers), each with one worker's share.
+    at_once = max(1, min(len(pending), budget.capacity // shares.total))
+    for batch in range(0, len(pending), at_once):
+        chosen = pending[batch : batch + at_once]
+        async with budget.lease(shares.total * len(chosen)) as lease:
+            done = await run_together(
+                *(_regenerate(job, crcs, results, run, lease, shares) for run in chosen)
             )
         peak = max(peak, lease.peak)
-        parts.update((p.number, p) for p in again.parts)
+        parts.update((p.number, p) for again in done for p in again.parts)
     total = math.ceil(layout.length / job.part_size)
     if sorted(parts) != list(range(1, total + 1)):
         missing = sorted(set(range(1, total + 1)) - set(parts))
@@ -191,23 +188,62 @@ async def finish(
     return upload, peak
 
 
-class _Progress:
-    """The workers' counters summed into the job's one progress callback."""
+async def _regenerate(
+    job: RangeJob,
+    crcs: array[int],
+    results: Sequence[RangeResult],
+    run: tuple[int, int],
+    lease: Lease,
+    shares: BudgetShares,
+) -> RangeResult:
+    """Deferred parts ``run`` again, from the complete state at their start."""
+    first, last = run
+    state = finished_state(job.layout, crcs, results, first, job.part_size)
+    log.info("regenerating deferred parts %d-%d of %s", first, last, job.destination.key)
+    return await build_range(
+        job,
+        first,
+        last,
+        state,
+        drop=frozenset(),
+        lease=lease,
+        shares=shares,
+        read_concurrency=job.options.read_concurrency,
+        on_step=lambda _bytes, _entry: None,
+    )
 
-    def __init__(self, reporter: ProgressReporter, firsts: list[int], files: int) -> None:
+
+class _Progress:
+    """The workers' counters summed into the job's one progress callback.
+
+    A file counts as done in the worker whose range holds its last data
+    byte (``owned``: the entries ``[a, b)`` each worker finishes), so a file
+    split between two workers is counted once, when it is complete.
+    """
+
+    def __init__(self, reporter: ProgressReporter, owned: list[tuple[int, int]]) -> None:
         self._reporter = reporter
-        self._firsts = firsts
-        self._files = files
-        self._bytes = [0] * len(firsts)
-        self._done = [0] * len(firsts)
+        self._owned = owned
+        self._bytes = [0] * len(owned)
+        self._done = [0] * len(owned)
 
     def for_worker(self, k: int) -> StepCallback:
+        first, end = self._owned[k]
+
         def step(pulled: int, entry: int) -> None:
             self._bytes[k] = pulled
-            self._done[k] = max(0, entry - self._firsts[k])
-            self._reporter.update(sum(self._bytes), min(sum(self._done), self._files))
+            self._done[k] = min(max(0, entry - first), end - first)
+            self._reporter.update(sum(self._bytes), sum(self._done))
 
         return step
+
+
+def _owned(layout: StoredLayout, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """For each worker's ``[start, end)``, the entries whose data ends in ``(start, end]``
+    (the first worker's from 0 on): those it completes."""
+    ends = [layout.data_offset(i) + e.size for i, e in enumerate(layout.entries)]
+    cuts = [0, *(bisect_right(ends, end) for _, end in spans[:-1]), len(ends)]
+    return list(itertools.pairwise(cuts))
 
 
 async def build_fanned_out(
@@ -254,8 +290,9 @@ async def _run_workers(
     progress: ProgressReporter,
 ) -> tuple[list[RangeResult], int]:
     layout = job.layout
-    starts = [range_span(f, last, job.part_size, layout.length)[0] for f, last in ranges]
-    tally = _Progress(progress, [layout.entry_at(s) for s in starts], len(layout.entries))
+    spans = [range_span(f, last, job.part_size, layout.length) for f, last in ranges]
+    starts = [start for start, _ in spans]
+    tally = _Progress(progress, _owned(layout, spans))
     results: list[RangeResult | None] = [None] * len(ranges)
     concurrency = max(1, job.options.read_concurrency // len(ranges))
 

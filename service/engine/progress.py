@@ -23,6 +23,7 @@ class ProgressReporter:
         self._last_sent = 0.0
         self._last_files = -1
         self.latest = Progress(0, self._bytes_total, 0, self._files_total)
+        self._sent: Progress | None = None
 
     def update(self, bytes_done: int, files_done: int) -> None:
         self.latest = Progress(bytes_done, self._bytes_total, files_done, self._files_total)
@@ -35,11 +36,14 @@ class ProgressReporter:
             self._send(now)
 
     def finish(self) -> None:
-        if self._callback is not None and self._last_files != self._files_total:
+        """Send the latest counters unless they were the last sent (the final
+        callback always says where the build ended)."""
+        if self._callback is not None and self.latest != self._sent:
             self._send(time.monotonic())
 
     def _send(self, now: float) -> None:
         assert self._callback is not None
         self._last_sent = now
         self._last_files = self.latest.files_done
+        self._sent = self.latest
         self._callback(self.latest)

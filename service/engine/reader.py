@@ -24,7 +24,7 @@ import asyncio
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import aiohttp
 from botocore.exceptions import (
@@ -36,6 +36,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from ..s3_ranged_get import ranged_get_for
 from ..units import MiB
 from .budget import ByteSemaphore
 from .layout import byte_ranges
@@ -112,7 +113,9 @@ class RangeReader:
         start: tuple[int, int] = (0, 0),
         end: tuple[int, int] | None = None,
     ) -> None:
-        self._s3 = s3
+        # botocore's get_object or the fast signed-GET path, chosen once per
+        # client where it was made (service/s3_ranged_get.py).
+        self._get = ranged_get_for(s3)
         # (entry index, byte in it): a resumed archive reads nothing before
         # its checkpoint, so its first range may begin mid-entry; a fan-out
         # worker reads nothing at or after its range's end (docs/resume.md).
@@ -178,28 +181,22 @@ class RangeReader:
         src = slot.entry.source
         first, last = slot.start + filled, slot.end - 1
         try:
-            resp = await self._s3.get_object(
-                Bucket=src.bucket,
-                Key=src.key,
-                Range=f"bytes={first}-{last}",
-                IfMatch=slot.entry.etag,
-            )
+            answer = await self._get.get(src.bucket, src.key, first, last, slot.entry.etag)
         except ClientError as err:
             why = changed_reason(str(err.response.get("Error", {}).get("Code", "")))
             if why is not None:
                 raise SourceChangedError(src.bucket, src.key, why) from err
             raise
-        body = resp["Body"]
+        body = answer.body
         try:
-            check_get_response(slot.entry, first, last, resp)
+            check_get_response(slot.entry, first, last, answer.fields)
         except BaseException:
             body.close()  # not read: never back to the pool half-read
             raise
         handed_over = filled
         try:
             while filled < slot.length:
-                # The stub says bytearray; aiobotocore only slice-assigns into it.
-                n = await body.readinto(cast("bytearray", view[filled:]))
+                n = await body.readinto(view[filled:])
                 if n == 0:
                     raise IncompleteReadError(actual_bytes=filled, expected_bytes=slot.length)
                 filled += n

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -23,12 +25,13 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group.exceptions[0]
 
 
-async def run_together(*coros: Coroutine[Any, Any, None]) -> None:
-    """Run the coroutines as one TaskGroup; a failure cancels the rest and is
-    raised as itself (``first_error``), not as an ExceptionGroup."""
+async def run_together(*coros: Coroutine[Any, Any, T]) -> list[T]:
+    """Run the coroutines as one TaskGroup and return their results in order; a
+    failure cancels the rest and is raised as itself (``first_error``), not as
+    an ExceptionGroup."""
     try:
         async with asyncio.TaskGroup() as tg:
-            for coro in coros:
-                tg.create_task(coro)
+            tasks = [tg.create_task(coro) for coro in coros]
     except BaseExceptionGroup as group:
         raise first_error(group) from None
+    return [task.result() for task in tasks]

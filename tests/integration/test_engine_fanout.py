@@ -11,6 +11,7 @@ leaves no upload and no object. ``zipjobs zip --workers`` does the same.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import subprocess
@@ -23,8 +24,18 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from service.engine import Destination, MiB, SourceChangedError, SourceObject, ZipOptions, build_zip
+from service.engine import (
+    Destination,
+    MiB,
+    Progress,
+    SourceChangedError,
+    SourceObject,
+    ZipOptions,
+    build_zip,
+    fanout,
+)
 from service.engine.planner import make_plan
+from service.engine.stored_zip import StoredLayout
 from service.engine.uploader import b64_crc32
 from tests.integration.test_cli_resume import REPO, _env
 from tests.support.archive_check import verify_archive
@@ -94,12 +105,21 @@ async def test_one_to_seven_workers_build_the_same_bytes(
     want = await _zipstream_reference(s3, sources, objects)
     parts = -(-len(want) // PART)
     assert parts == 7
+    layout = StoredLayout((await make_plan(s3, sources)).entries)
+    reread: list[int] = []
     for workers in (1, 2, 3, 4, 7):
         key = f"out/fanned-{workers}.zip"
         client = Watched(s3)
         options = dataclasses.replace(BASE, workers=workers, worker_min_bytes=1)
-        result = await build_zip(sources, Destination(bucket, key), s3=client, options=options)
+        seen: list[Progress] = []
+        result = await build_zip(
+            sources, Destination(bucket, key), s3=client, options=options, on_progress=seen.append
+        )
         assert result.workers == workers
+        # The workers' progress adds up, never goes backwards, and ends complete.
+        done = [p.bytes_done for p in seen]
+        assert done == sorted(done) and done[-1] == sum(SIZES)
+        assert seen[-1].files_done == len(SIZES)
         assert result.peak_budget_bytes <= BASE.budget_bytes
         path = tmp_path / f"fanned-{workers}.zip"
         await download(s3, bucket, key, path)
@@ -109,12 +129,63 @@ async def test_one_to_seven_workers_build_the_same_bytes(
         assert client.completions[-1]["ChecksumCRC32"] == b64_crc32(zlib.crc32(want))
         assert len(client.completions[-1]["MultipartUpload"]["Parts"]) == parts
         # Each source byte is read once by its worker; the finisher reads again
-        # at most the source bytes of the deferred parts (about two per worker).
-        source = sum(SIZES)
-        assert source <= client.get_bytes <= source + 2 * (workers - 1) * PART
-        if workers == 1:
-            assert client.get_bytes == source
+        # exactly the source bytes inside the deferred parts, nothing else.
+        again = _deferred_source_bytes(layout, workers)
+        assert client.get_bytes == sum(SIZES) + again
+        reread.append(again)
+        assert client.get_bytes <= sum(SIZES) + 2 * (workers - 1) * PART
         assert await open_uploads(s3, bucket) == []
+    assert reread[0] == 0 and all(reread[1:]), reread  # the finisher did read again
+
+
+def _deferred_source_bytes(layout: StoredLayout, workers: int) -> int:
+    """Source bytes inside the parts the workers leave to the finisher."""
+    total = 0
+    ranges = fanout.split_parts(-(-layout.length // PART), workers)
+    deferred = [n for f, last in ranges for n in fanout.deferred_parts(layout, PART, f, last)]
+    for first, last in fanout.runs(deferred):
+        lo, hi = fanout.range_span(first, last, PART, layout.length)
+        total += sum(
+            layout.data_before(i, hi) - layout.data_before(i, lo) for i in range(len(SIZES))
+        )
+    return total
+
+
+async def test_cancelled_mid_build_leaves_no_upload(s3: Any, bucket: str, put_objects: Any) -> None:
+    """A deadline (task cancellation) while parts are in flight: the upload is
+    aborted on the way out, shielded from the cancellation itself."""
+    sources, _ = await _sources(put_objects, bucket)
+    parts_started = asyncio.Event()
+
+    def watch(name: str, kwargs: dict[str, Any]) -> BaseException | None:
+        if name == "upload_part":
+            parts_started.set()
+        return None
+
+    options = dataclasses.replace(BASE, workers=4, worker_min_bytes=1)
+    build = asyncio.ensure_future(
+        build_zip(
+            sources,
+            Destination(bucket, "out/cancelled.zip"),
+            s3=Watched(s3, watch),
+            options=options,
+        )
+    )
+    await asyncio.wait_for(parts_started.wait(), 60)
+    build.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await build
+    assert await open_uploads(s3, bucket) == []
+    assert not await object_exists(s3, bucket, "out/cancelled.zip")
+
+
+async def test_a_small_archive_stays_single(s3: Any, bucket: str, put_objects: Any) -> None:
+    """The default of 8 GiB per worker keeps tens of MiB on one (resumable) build."""
+    sources, _ = await _sources(put_objects, bucket)
+    options = dataclasses.replace(BASE, workers=8, resume=True)
+    result = await build_zip(sources, Destination(bucket, "out/single.zip"), s3=s3, options=options)
+    assert result.workers == 1
+    assert await open_uploads(s3, bucket) == []
 
 
 def _failing_get(key: str) -> Failure:
@@ -134,14 +205,22 @@ def _failing_completion(name: str, kwargs: dict[str, Any]) -> BaseException | No
     return None
 
 
+def _failing_part(name: str, kwargs: dict[str, Any]) -> BaseException | None:
+    """Not a ZipJobError: a single build would keep its upload to resume; a fan-out cannot."""
+    if name == "upload_part" and kwargs.get("PartNumber") == 4:
+        return ClientError({"Error": {"Code": "InternalError", "Message": "no"}}, "UploadPart")
+    return None
+
+
 @pytest.mark.parametrize(
     ("fail", "error"),
     [
         (_failing_get("in/06-ü.pdf"), SourceChangedError),  # in the third worker's range
         (_failing_get("in/00-ü.pdf"), SourceChangedError),  # the first worker's
         (_failing_completion, ClientError),  # the finisher's
+        (_failing_part, ClientError),  # a transient error in the second worker
     ],
-    ids=["third-worker", "first-worker", "completion"],
+    ids=["third-worker", "first-worker", "completion", "transient-part"],
 )
 async def test_a_failure_leaves_no_upload(
     s3: Any, bucket: str, put_objects: Any, fail: Failure, error: type[BaseException]

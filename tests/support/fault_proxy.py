@@ -119,6 +119,7 @@ class Seen:
     fault: str | None = None
     status: int | None = None
     body_bytes_sent: int = 0
+    target: str = ""  # the request target as sent (path and query, still encoded)
 
     @property
     def range(self) -> tuple[int, int] | None:
@@ -232,7 +233,13 @@ class FaultProxy:
             return False
         split = urllib.parse.urlsplit(request.target)
         path = urllib.parse.unquote(split.path)
-        seen = Seen(request.method, path, split.query, {k.lower(): v for k, v in request.headers})
+        seen = Seen(
+            request.method,
+            path,
+            split.query,
+            {k.lower(): v for k, v in request.headers},
+            target=request.target,
+        )
         self.requests.append(seen)
         target = request.header("x-amz-target") or ""
         range_header = request.header("range")

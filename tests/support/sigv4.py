@@ -1,4 +1,4 @@
-"""Check SigV4 signatures (presigned S3 URLs, signed API requests) with our own HMAC code.
+"""Check a presigned S3 URL's SigV4 signature with our own HMAC code, not botocore's.
 
 moto accepts any presigned URL (tampered, expired, wrongly signed), so a test
 that downloads through one proves nothing about its signature. This module
@@ -7,7 +7,10 @@ documents it, independently of the code that signed it:
 https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html
 (canonical request -> string to sign -> HMAC-SHA256 chain of date, region,
 service, "aws4_request"). Only GET with ``SignedHeaders=host`` is handled:
-what our download URLs are.
+what our download URLs are. ``header_signature_problems`` does the same for
+header-signed requests (the engine's ranged GETs), from the request as it
+arrived at a server; ``check_signed_request`` for requests to other services
+(API Gateway's AWS_IAM routes, where each path segment is encoded twice).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 
@@ -113,7 +117,115 @@ def signature_is_valid(url: str, secret_key: str) -> bool:
     return hmac.compare_digest(expected_signature(url, secret_key), parse(url).signature)
 
 
-# ---- signed requests (the Authorization header), as API Gateway's AWS_IAM checks them ----
+# -- header authentication (the engine's ranged GETs) ----------------------------------
+
+_AUTH_HEADER = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<day>\d{8})/(?P<region>[^/]+)/"
+    r"(?P<service>[^/]+)/aws4_request, SignedHeaders=(?P<signed>[a-z0-9;-]+), "
+    r"Signature=(?P<sig>[0-9a-f]{64})$"
+)
+
+
+@dataclass(frozen=True)
+class HeaderAuth:
+    """What an ``Authorization: AWS4-HMAC-SHA256 ...`` header claims."""
+
+    access_key: str
+    scope_date: str
+    region: str
+    service: str
+    signed_headers: tuple[str, ...]
+    signature: str
+
+
+def parse_authorization(value: str) -> HeaderAuth:
+    match = _AUTH_HEADER.match(value)
+    if match is None:
+        raise ValueError(f"not a SigV4 Authorization header: {value[:40]!r}...")
+    return HeaderAuth(
+        access_key=match["key"],
+        scope_date=match["day"],
+        region=match["region"],
+        service=match["service"],
+        signed_headers=tuple(match["signed"].split(";")),
+        signature=match["sig"],
+    )
+
+
+def expected_header_signature(
+    method: str, target: str, headers: dict[str, str], secret_key: str
+) -> str:
+    """The signature AWS computes for a header-signed S3 request as it arrived.
+
+    ``target`` is the request target as sent (path and query, percent-encoded);
+    ``headers`` are the received headers, names in lower case. Follows
+    https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html:
+    the canonical URI is the decoded path URI-encoded once (each byte but
+    A-Z a-z 0-9 - _ . ~ and '/'), so a client that encoded the key any other
+    way (a '+' for a space, a literal '~' escaped) fails here too.
+    """
+    auth = parse_authorization(headers["authorization"])
+    # Not urlsplit: a target starting with "//" (a key starting with "/") is a path here.
+    path, _, query = target.partition("?")
+    canonical_uri = quote(unquote(path or "/"), safe="/-_.~")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    canonical_query = "&".join(
+        f"{k}={v}" for k, v in sorted((_uri_encode(k), _uri_encode(v)) for k, v in pairs)
+    )
+    canonical_headers = "".join(
+        f"{name}:{' '.join(headers[name].split())}\n" for name in auth.signed_headers
+    )
+    canonical_request = "\n".join(
+        [
+            method,
+            canonical_uri,
+            canonical_query,
+            canonical_headers,
+            ";".join(auth.signed_headers),
+            headers["x-amz-content-sha256"],
+        ]
+    )
+    scope = f"{auth.scope_date}/{auth.region}/{auth.service}/aws4_request"
+    string_to_sign = "\n".join(
+        [
+            ALGORITHM,
+            headers["x-amz-date"],
+            scope,
+            hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
+        ]
+    )
+    key = signing_key(secret_key, auth.scope_date, auth.region, auth.service)
+    return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def header_signature_problems(
+    method: str, target: str, headers: dict[str, str], secret_key: str
+) -> list[str]:
+    """Why AWS would refuse this header-signed request; empty if it would accept it.
+
+    Besides the signature: the signed-header list must be sorted and cover
+    ``host`` and every ``x-amz-*`` header sent, ``x-amz-content-sha256`` must
+    be present, and the scope's day must be the day of ``x-amz-date``.
+    """
+    auth = parse_authorization(headers["authorization"])
+    problems = []
+    if list(auth.signed_headers) != sorted(auth.signed_headers):
+        problems.append("SignedHeaders not sorted")
+    must_sign = {"host"} | {h for h in headers if h.startswith("x-amz-")}
+    if missing := must_sign - set(auth.signed_headers):
+        problems.append(f"not signed: {sorted(missing)}")
+    if "x-amz-content-sha256" not in headers:
+        problems.append("no x-amz-content-sha256")
+    if headers.get("x-amz-date", "")[:8] != auth.scope_date:
+        problems.append("scope day is not the day of x-amz-date")
+    if not problems and not hmac.compare_digest(
+        expected_header_signature(method, target, headers, secret_key), auth.signature
+    ):
+        problems.append("signature does not match")
+    return problems
+
+
+# -- signed requests to other services (API Gateway's AWS_IAM routes) --------------------
 #
 # https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
 # Canonical request = method, canonical URI (each path segment URI-encoded again:
@@ -127,44 +239,6 @@ MAX_CLOCK_SKEW = dt.timedelta(minutes=15)  # the request date's allowed distance
 
 class SignatureRejected(Exception):
     """The request is not validly signed; ``str()`` is what AWS answers, roughly."""
-
-
-@dataclass(frozen=True)
-class AuthorizationHeader:
-    """What ``Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=...,
-    Signature=...`` claims."""
-
-    access_key: str
-    scope_date: str
-    region: str
-    service: str
-    signed_headers: tuple[str, ...]
-    signature: str
-
-    @property
-    def scope(self) -> str:
-        return f"{self.scope_date}/{self.region}/{self.service}/aws4_request"
-
-
-def parse_authorization(value: str) -> AuthorizationHeader:
-    algorithm, _, rest = value.strip().partition(" ")
-    if algorithm != ALGORITHM:
-        raise SignatureRejected(f"not a SigV4 Authorization header ({algorithm or 'empty'})")
-    fields = {}
-    for part in rest.split(","):
-        name, sep, val = part.strip().partition("=")
-        if not sep:
-            raise SignatureRejected(f"malformed Authorization component {part.strip()!r}")
-        fields[name] = val
-    try:
-        access_key, date, region, service, terminator = fields["Credential"].split("/")
-        signed = tuple(fields["SignedHeaders"].split(";"))
-        signature = fields["Signature"]
-    except (KeyError, ValueError) as err:
-        raise SignatureRejected(f"incomplete Authorization header: {err}") from None
-    if terminator != "aws4_request":
-        raise SignatureRejected("credential scope does not end in aws4_request")
-    return AuthorizationHeader(access_key, date, region, service, signed, signature)
 
 
 def _canonical_uri(raw_path: str) -> str:
@@ -188,7 +262,7 @@ def _canonical_headers(headers: list[tuple[str, str]], names: tuple[str, ...]) -
 
 
 def request_signature(
-    claims: AuthorizationHeader,
+    claims: HeaderAuth,
     secret_key: str,
     *,
     method: str,
@@ -215,7 +289,7 @@ def request_signature(
         [
             ALGORITHM,
             amz_date,
-            claims.scope,
+            f"{claims.scope_date}/{claims.region}/{claims.service}/aws4_request",
             hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
         ]
     )
@@ -238,7 +312,7 @@ def check_signed_request(
     region: str,
     service: str = "execute-api",
     now: dt.datetime | None = None,
-) -> AuthorizationHeader:
+) -> HeaderAuth:
     """The request's verified claims; ``SignatureRejected`` saying why when it is not valid.
 
     ``secret_for`` maps the access keys AWS knows to their secret keys. The
@@ -247,7 +321,10 @@ def check_signed_request(
     authorization = _header(headers, "authorization")
     if not authorization:
         raise SignatureRejected("Missing Authentication Token")
-    claims = parse_authorization(authorization)
+    try:
+        claims = parse_authorization(authorization)
+    except ValueError as err:
+        raise SignatureRejected(str(err)) from None
     if "host" not in claims.signed_headers:
         raise SignatureRejected("the host header is not signed")
     if (claims.region, claims.service) != (region, service):

@@ -672,3 +672,31 @@ async def test_parts_go_unframed_zero_copy_and_unsigned_only_over_tls(
                 assert len(signed) == 64 and signed != "UNSIGNED-PAYLOAD"
     finally:
         await runner.cleanup()
+
+
+async def test_fanned_out_archive_is_verified_by_the_endpoint(bench: Bench) -> None:
+    """Three range builds on one upload (docs/resume.md, "Fan-out"): the endpoint,
+    which enforces S3's part and full-object CRC-32 checks (moto does not),
+    accepts the completion and finds every entry's CRC right."""
+    from service.engine import Destination, SourceObject, ZipOptions, build_zip
+
+    keys = await bench.seed("fanout/", 5, 4 * MiB + 333)
+    options = ZipOptions(
+        budget_bytes=32 * MiB,
+        min_part_size=5 * MiB,
+        range_size=1 * MiB,
+        workers=3,
+        worker_min_bytes=1,
+    )
+    result = await build_zip(
+        [SourceObject(SRC, k) for k in keys],
+        Destination(OUT, "fanout/three.zip"),
+        s3=bench.s3,
+        options=options,
+    )
+    assert result.workers == 3
+    report = await bench.verify("fanout/three.zip")
+    assert report["checksum"] == "CRC32 FULL_OBJECT verified", report
+    assert report["zip_ok"] and not report.get("errors"), report
+    assert report["entries"] == 5
+    assert report["length"] == result.archive_bytes

@@ -70,6 +70,34 @@ def test_workers_for(length: int, kwargs: dict[str, int], want: int) -> None:
     assert fo.workers_for(length, 8 * MiB, **args) == want
 
 
+@given(
+    length=st.integers(1, 6 * 2**40),
+    part=st.integers(5 * MiB, 5 * GiB),
+    cap=st.integers(1, 64),
+    per=st.integers(1, 64 * GiB),
+    budget=st.integers(1, 4 * GiB),
+)
+def test_workers_for_respects_every_cap(
+    length: int, part: int, cap: int, per: int, budget: int
+) -> None:
+    n = fo.workers_for(
+        length,
+        part,
+        max_workers=cap,
+        min_bytes_per_worker=per,
+        budget_bytes=budget,
+        min_worker_budget=part + 4 * MiB,
+    )
+    assert 1 <= n <= cap
+    assert n == 1 or (n <= -(-length // part) and n * (part + 4 * MiB) <= budget)
+    assert n == 1 or length > per * (n - 1)  # one more worker only for a whole share more
+    bigger = fo.workers_for(
+        length * 2, part, max_workers=cap, min_bytes_per_worker=per, budget_bytes=budget,
+        min_worker_budget=part + 4 * MiB,
+    )  # fmt: skip
+    assert bigger >= n  # never fewer workers for a larger archive
+
+
 @given(data=st.binary(max_size=5000), cuts=st.lists(st.integers(0, 5000), max_size=8))
 def test_segments_combine_to_the_crc_of_the_whole(data: bytes, cuts: list[int]) -> None:
     bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
@@ -85,6 +113,27 @@ def test_segments_with_a_gap_or_overlap_are_refused() -> None:
         fo.combine([Segment(0, 0, 10, 1), Segment(0, 11, 5, 2)])
     with pytest.raises(ValueError, match="gap or overlap"):
         fo.combine([Segment(0, 0, 10, 1), Segment(0, 9, 5, 2)])
+
+
+def test_a_range_result_stays_small_at_the_limits() -> None:
+    """10,000 parts (S3's limit) with S3-style ETags and 200,000 entries: about
+    70 bytes per part and 4 per entry, so it can live next to the checkpoint."""
+    parts = tuple(
+        UploadedPart(n, f'"{n:032x}"', 0xFFFFFFFF, 5 * 1024 * MiB) for n in range(1, 10_001)
+    )
+    result = fo.RangeResult(
+        "x" * 128,
+        1,
+        10_000,
+        parts,
+        0,
+        bytes(4 * 200_000),
+        (Segment(200_000, 1 << 40, 1 << 40, 0xFFFFFFFF),) * 2,
+        tuple(fo.DeferredPart(n, Segment(n, 1 << 40, 1 << 40, 0xFFFFFFFF)) for n in (1, 10_000)),
+    )
+    data = fo.encode(result)
+    assert len(data) <= 75 * 10_000 + 4 * 200_000 + 1_000
+    assert fo.decode(data) == result
 
 
 def test_runs_group_contiguous_parts() -> None:
