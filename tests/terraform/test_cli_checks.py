@@ -101,14 +101,15 @@ def test_plan_refuses_a_missing_or_stale_manifest(initialised: Terraform, tmp_pa
 TOKEN = "-var=api_token_secret_arn=arn:aws:secretsmanager:us-east-1:123456789012:secret:t-AbC"
 
 
-def _planned(initialised: Terraform, args: list[str], kind: str) -> list[dict[str, Any]]:
-    """The ``after`` values of every planned resource of ``kind`` (terraform show -json)."""
+def _planned(initialised: Terraform, args: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Resource type -> the ``after`` values of each planned resource (terraform show -json)."""
     plan = initialised.workdir / "operator.tfplan"
     initialised.run(*args, f"-out={plan}")
     shown = json.loads(initialised.run("show", "-json", str(plan)).stdout)
-    return [
-        change["change"]["after"] for change in shown["resource_changes"] if change["type"] == kind
-    ]
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for change in shown["resource_changes"]:
+        by_type.setdefault(change["type"], []).append(change["change"]["after"])
+    return by_type
 
 
 def test_without_a_topic_or_origins_the_alarms_stay_silent_and_cors_is_off(
@@ -120,11 +121,12 @@ def test_without_a_topic_or_origins_the_alarms_stay_silent_and_cors_is_off(
     combination that is allowed (test_plan_refuses_an_api_token_behind_iam_or_jwt).
     """
     args = [*_plan_args(initialised, _package(tmp_path)), TOKEN, "-var=api_authorization=NONE"]
-    alarms = _planned(initialised, args, "aws_cloudwatch_metric_alarm")
+    planned = _planned(initialised, args)
+    alarms = planned["aws_cloudwatch_metric_alarm"]
     assert len(alarms) == 4
     # An empty set of actions is planned as null.
     assert all(not a["alarm_actions"] and not a["ok_actions"] for a in alarms), alarms
-    (api,) = _planned(initialised, args, "aws_apigatewayv2_api")
+    (api,) = planned["aws_apigatewayv2_api"]
     assert not api["cors_configuration"], api
 
 
