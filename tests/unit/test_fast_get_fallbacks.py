@@ -1,4 +1,6 @@
-"""A bucket that lives in another region goes to botocore, whose redirector follows it.
+"""What the fast GET path leaves to botocore: a bucket in another region, a proxied client.
+
+A bucket that lives in another region goes to botocore, whose redirector follows it.
 
 S3 answers a request signed for the wrong region with 301 PermanentRedirect
 (or 400 AuthorizationHeaderMalformed naming the right region, with
@@ -18,7 +20,13 @@ import pytest_asyncio
 from aiohttp import web
 
 from service.aws import AwsSettings, aws_client
-from service.s3_ranged_get import USER_AGENT, FastRangedGet, RangedAnswer, ranged_get_for
+from service.s3_ranged_get import (
+    USER_AGENT,
+    BotocoreRangedGet,
+    FastRangedGet,
+    RangedAnswer,
+    ranged_get_for,
+)
 
 REDIRECT = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PermanentRedirect</Code>'
@@ -34,7 +42,9 @@ class Fallback:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, int, int, str]] = []
 
-    async def get(self, bucket: str, key: str, first: int, last: int, if_match: str) -> RangedAnswer:
+    async def get(
+        self, bucket: str, key: str, first: int, last: int, if_match: str
+    ) -> RangedAnswer:
         self.calls.append((bucket, key, first, last, if_match))
         return RangedAnswer({"ETag": if_match}, body=None)  # type: ignore[arg-type]
 
@@ -82,3 +92,20 @@ async def test_a_redirect_hands_the_bucket_to_botocore(
 
     assert len(seen) == 1 and seen[0]["User-Agent"] == USER_AGENT  # tried once, fast
     assert fallback.calls == [("far", "a.pdf", 0, 9, '"e1"'), ("far", "b.pdf", 10, 19, '"e2"')]
+
+
+async def test_a_client_behind_a_proxy_keeps_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore sends through HTTP(S)_PROXY; the fast path does not, so it is not used."""
+    settings = AwsSettings(
+        region="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        access_key_id="a",
+        secret_access_key="s",
+    )
+    async with aws_client("s3", settings) as s3:
+        assert isinstance(ranged_get_for(s3), FastRangedGet)  # the same settings, no proxy
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with aws_client("s3", settings) as s3:
+        assert isinstance(ranged_get_for(s3), BotocoreRangedGet)
