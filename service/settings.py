@@ -85,11 +85,13 @@ class Settings:
     budget_mb: int = 128
     worker_concurrency: int = 2
     lease_seconds: int = 30
-    # Job-level resume of STORED archives (docs/resume.md). Off by default:
-    # with it on, the quick load run's worker peaked at 340-354 MiB against a
-    # 211 MiB ceiling at a 64 MiB budget (146 MiB with it off); the cause is
-    # not found yet. The engine and `zipjobs zip` resume regardless.
-    resume_jobs: bool = False
+    # Job-level resume of STORED archives (docs/resume.md). On by default;
+    # ZIPJOBS_RESUME_JOBS=0 makes every attempt start over (the engine and
+    # `zipjobs zip` resume regardless).
+    resume_jobs: bool = True
+    # How often a resumable job saves its checkpoint (ZipOptions.checkpoint_interval_s):
+    # what a SIGKILL or a frozen Lambda can cost at most; 0 = after every part.
+    checkpoint_seconds: int = 5
     # The sweeper (docs/lifecycle.md): a lost send is re-sent within
     # resend_after + sweep_interval seconds (2 minutes by default).
     sweep_interval_seconds: int = 60
@@ -250,7 +252,8 @@ class _Reader:
             budget_mb=budget_mb,
             worker_concurrency=concurrency,
             lease_seconds=self.number("ZIPJOBS_LEASE_SECONDS", 30, 3, 3600),
-            resume_jobs=bool(self.number("ZIPJOBS_RESUME_JOBS", 0, 0, 1)),
+            resume_jobs=bool(self.number("ZIPJOBS_RESUME_JOBS", 1, 0, 1)),
+            checkpoint_seconds=self.number("ZIPJOBS_CHECKPOINT_SECONDS", 5, 0, 3600),
             sweep_interval_seconds=self.number("ZIPJOBS_SWEEP_INTERVAL_SECONDS", 60, 0, 86_400),
             resend_after_seconds=self.number("ZIPJOBS_RESEND_AFTER_SECONDS", 60, 1, 86_400),
             max_resends=self.number("ZIPJOBS_MAX_RESENDS", 5, 0, 100),

@@ -175,6 +175,15 @@ class Checkpointer:
         await self.save()
 
     async def close(self) -> None:
+        """Stop a save in flight and let go of the writer.
+
+        The writer calls us back (``part_done``, ``final``) and we read it, a
+        reference cycle: left in place, only Python's cyclic GC, which in a
+        long-lived worker rarely runs a full pass, would free the writer and
+        the part buffers it keeps (docs/resume.md, "What kept job-level
+        resume off").
+        """
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self._writer = None

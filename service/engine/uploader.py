@@ -284,6 +284,12 @@ class PartWriter:
 
     async def finish(self) -> UploadResult:
         """Upload what is left and complete; refuse an archive of the wrong length."""
+        try:
+            return await self._finish()
+        finally:
+            self._drop_buffers()
+
+    async def _finish(self) -> UploadResult:
         self._raise_failure()
         self._check_length()
         if self._create is None:
@@ -308,6 +314,7 @@ class PartWriter:
             self._send_part()
         if self._tasks:
             await asyncio.gather(*self._tasks)
+        self._drop_buffers()  # every part is up: none is needed again
         self._raise_failure()
         return self.uploaded_parts
 
@@ -340,6 +347,7 @@ class PartWriter:
     async def stop(self) -> None:
         """Stop in-flight parts but keep the upload and its finished parts, to resume."""
         await asyncio.shield(self._stop_parts())
+        self._drop_buffers()
         if self._create is not None:
             await asyncio.wait([self._create])
 
@@ -350,6 +358,7 @@ class PartWriter:
 
     async def _abort(self) -> None:
         await self._stop_parts()
+        self._drop_buffers()
         if self._create is None:
             return
         # Wait for the create call to finish either way: if it was in flight,
@@ -397,6 +406,13 @@ class PartWriter:
             if len(buf) == size:
                 return self._free.pop(i)
         return bytearray(size)
+
+    def _drop_buffers(self) -> None:
+        """The upload is over: let go of the buffers kept for reuse (and a
+        half-filled one). The budget stopped counting them when they were
+        given back; anything still holding this writer must not hold them."""
+        self._free.clear()
+        self._buf = None
 
     def _give_back(self, buf: bytearray, acquired: int) -> None:
         self._free.append(buf)

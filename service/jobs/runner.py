@@ -306,7 +306,7 @@ async def _build(
     # and build_zip aborts any upload that checkpoint does not name; a deflate
     # archive starts over (docs/resume.md). The upload belongs to the job
     # until it ends: READY completes it, ending.py discards it.
-    # Only with ZIPJOBS_RESUME_JOBS=1 for now: see Settings.resume_jobs.
+    # ZIPJOBS_RESUME_JOBS=0 (Settings.resume_jobs) turns this off.
     stored = svc.settings.resume_jobs and record.request.compression is Compression.STORED
     if record.attempts > 1 and not stored:
         # An earlier attempt that died left its upload behind (docs/lifecycle.md).
@@ -319,6 +319,7 @@ async def _build(
         compression=record.request.compression,
         missing=record.request.missing,
         resume=stored,
+        checkpoint_interval_s=svc.settings.checkpoint_seconds,
     )
     return await build_zip(
         sources,

@@ -11,6 +11,7 @@ leaves no upload and no object. ``zipjobs zip --workers`` does the same.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import subprocess
@@ -31,8 +32,10 @@ from service.engine import (
     SourceObject,
     ZipOptions,
     build_zip,
+    fanout,
 )
 from service.engine.planner import make_plan
+from service.engine.stored_zip import StoredLayout
 from service.engine.uploader import b64_crc32
 from tests.integration.test_cli_resume import REPO, _env
 from tests.support.archive_check import verify_archive
@@ -102,6 +105,8 @@ async def test_one_to_seven_workers_build_the_same_bytes(
     want = await _zipstream_reference(s3, sources, objects)
     parts = -(-len(want) // PART)
     assert parts == 7
+    layout = StoredLayout((await make_plan(s3, sources)).entries)
+    reread: list[int] = []
     for workers in (1, 2, 3, 4, 7):
         key = f"out/fanned-{workers}.zip"
         client = Watched(s3)
@@ -124,12 +129,54 @@ async def test_one_to_seven_workers_build_the_same_bytes(
         assert client.completions[-1]["ChecksumCRC32"] == b64_crc32(zlib.crc32(want))
         assert len(client.completions[-1]["MultipartUpload"]["Parts"]) == parts
         # Each source byte is read once by its worker; the finisher reads again
-        # at most the source bytes of the deferred parts (about two per worker).
-        source = sum(SIZES)
-        assert source <= client.get_bytes <= source + 2 * (workers - 1) * PART
-        if workers == 1:
-            assert client.get_bytes == source
+        # exactly the source bytes inside the deferred parts, nothing else.
+        again = _deferred_source_bytes(layout, workers)
+        assert client.get_bytes == sum(SIZES) + again
+        reread.append(again)
+        assert client.get_bytes <= sum(SIZES) + 2 * (workers - 1) * PART
         assert await open_uploads(s3, bucket) == []
+    assert reread[0] == 0 and all(reread[1:]), reread  # the finisher did read again
+
+
+def _deferred_source_bytes(layout: StoredLayout, workers: int) -> int:
+    """Source bytes inside the parts the workers leave to the finisher."""
+    total = 0
+    ranges = fanout.split_parts(-(-layout.length // PART), workers)
+    deferred = [n for f, last in ranges for n in fanout.deferred_parts(layout, PART, f, last)]
+    for first, last in fanout.runs(deferred):
+        lo, hi = fanout.range_span(first, last, PART, layout.length)
+        total += sum(
+            layout.data_before(i, hi) - layout.data_before(i, lo) for i in range(len(SIZES))
+        )
+    return total
+
+
+async def test_cancelled_mid_build_leaves_no_upload(s3: Any, bucket: str, put_objects: Any) -> None:
+    """A deadline (task cancellation) while parts are in flight: the upload is
+    aborted on the way out, shielded from the cancellation itself."""
+    sources, _ = await _sources(put_objects, bucket)
+    parts_started = asyncio.Event()
+
+    def watch(name: str, kwargs: dict[str, Any]) -> BaseException | None:
+        if name == "upload_part":
+            parts_started.set()
+        return None
+
+    options = dataclasses.replace(BASE, workers=4, worker_min_bytes=1)
+    build = asyncio.ensure_future(
+        build_zip(
+            sources,
+            Destination(bucket, "out/cancelled.zip"),
+            s3=Watched(s3, watch),
+            options=options,
+        )
+    )
+    await asyncio.wait_for(parts_started.wait(), 60)
+    build.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await build
+    assert await open_uploads(s3, bucket) == []
+    assert not await object_exists(s3, bucket, "out/cancelled.zip")
 
 
 async def test_a_small_archive_stays_single(s3: Any, bucket: str, put_objects: Any) -> None:

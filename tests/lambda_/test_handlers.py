@@ -43,7 +43,6 @@ def stack(aws_endpoint: AwsEndpoint) -> Iterator[Provisioned]:
     env = provisioned.env(
         ZIPJOBS_WORKER_CONCURRENCY="1",
         ZIPJOBS_LEASE_SECONDS="5",
-        ZIPJOBS_RESUME_JOBS="1",  # job-level resume is opt-in (Settings.resume_jobs)
         AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512",
     )
     saved = {k: os.environ.get(k) for k in env}

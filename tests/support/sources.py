@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 from botocore.exceptions import ClientError
 
 from service.engine.budget import ByteSemaphore
+from service.engine.checkpoint import SUFFIX as CHECKPOINT_SUFFIX
 from service.engine.crc import crc32_combine
 from service.engine.models import Compression, PlannedEntry, SourceObject
 from service.engine.reader import PIECE, RangeSlot
@@ -240,6 +241,16 @@ class _Body:
         self.closed = True
 
 
+class _WholeBody:
+    """A whole small object's body: ``read()`` all of it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def read(self) -> bytes:
+        return self._data
+
+
 async def _pieces(body: Any) -> AsyncIterator[bytes | memoryview]:
     """An upload body the way the HTTP client sends it: bytes, or an async
     iterable of pieces (the engine's zero-copy ``PartBody``), or a file-like."""
@@ -290,6 +301,9 @@ class SyntheticS3:
         self.part_crcs: dict[int, int] = {}
         self.object_crc32: int | None = None
         self.corrupt_part: int | None = None  # flip a byte of this part "in transit"
+        # Small whole objects (resume checkpoints), never mixed into the archive file.
+        self.small: dict[tuple[str, str], bytes] = {}
+        self.upload_key = ""
         self._fd: int | None = None
 
     def add(self, bucket: str, key: str, content: RepeatedContent) -> SourceObject:
@@ -333,10 +347,14 @@ class SyntheticS3:
         *,
         Bucket: str,
         Key: str,
-        Range: str,
+        Range: str | None = None,
         IfMatch: str | None = None,
     ) -> dict[str, Any]:
         self.calls.append("GetObject")
+        if Range is None:  # a whole small object: a resume checkpoint
+            if (Bucket, Key) not in self.small:
+                raise _client_error(404, "NoSuchKey", "GetObject")
+            return {"Body": _WholeBody(self.small[(Bucket, Key)])}
         obj = self._object(Bucket, Key, "GetObject")
         if IfMatch is not None and IfMatch != obj.etag:
             raise _client_error(412, "PreconditionFailed", "GetObject")
@@ -355,6 +373,7 @@ class SyntheticS3:
     async def create_multipart_upload(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append("CreateMultipartUpload")
         self.create_kwargs = kwargs
+        self.upload_key = str(kwargs["Key"])
         self._fd = os.open(self.out_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         return {"UploadId": "synthetic-upload"}
 
@@ -423,6 +442,9 @@ class SyntheticS3:
 
     async def put_object(self, *, Body: Any, **kwargs: Any) -> dict[str, Any]:
         self.calls.append("PutObject")
+        if kwargs["Key"].endswith(CHECKPOINT_SUFFIX):  # kept apart from the archive
+            self.small[(kwargs["Bucket"], kwargs["Key"])] = bytes(Body)
+            return {"ETag": '"synthetic-checkpoint"'}
         crc = 0
         with self.out_path.open("wb") as out:
             async for piece in _pieces(Body):
@@ -433,6 +455,21 @@ class SyntheticS3:
         self.object_crc32 = crc
         self.completed = True
         return {"ETag": '"synthetic-single"'}
+
+    async def delete_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        self.calls.append("DeleteObject")
+        self.small.pop((Bucket, Key), None)
+        return {}
+
+    async def list_multipart_uploads(self, *, Bucket: str, Prefix: str = "", **_: Any) -> Any:
+        """The one upload this fake makes, while it is neither completed nor aborted."""
+        self.calls.append("ListMultipartUploads")
+        live = self._fd is not None and not (self.completed or self.aborted)
+        uploads = [{"Key": self.upload_key, "UploadId": "synthetic-upload"}] if live else []
+        return {
+            "Uploads": [u for u in uploads if u["Key"].startswith(Prefix)],
+            "IsTruncated": False,
+        }
 
     def _close(self) -> None:
         if self._fd is not None:

@@ -70,6 +70,34 @@ def test_workers_for(length: int, kwargs: dict[str, int], want: int) -> None:
     assert fo.workers_for(length, 8 * MiB, **args) == want
 
 
+@given(
+    length=st.integers(1, 6 * 2**40),
+    part=st.integers(5 * MiB, 5 * GiB),
+    cap=st.integers(1, 64),
+    per=st.integers(1, 64 * GiB),
+    budget=st.integers(1, 4 * GiB),
+)
+def test_workers_for_respects_every_cap(
+    length: int, part: int, cap: int, per: int, budget: int
+) -> None:
+    n = fo.workers_for(
+        length,
+        part,
+        max_workers=cap,
+        min_bytes_per_worker=per,
+        budget_bytes=budget,
+        min_worker_budget=part + 4 * MiB,
+    )
+    assert 1 <= n <= cap
+    assert n == 1 or (n <= -(-length // part) and n * (part + 4 * MiB) <= budget)
+    assert n == 1 or length > per * (n - 1)  # one more worker only for a whole share more
+    bigger = fo.workers_for(
+        length * 2, part, max_workers=cap, min_bytes_per_worker=per, budget_bytes=budget,
+        min_worker_budget=part + 4 * MiB,
+    )  # fmt: skip
+    assert bigger >= n  # never fewer workers for a larger archive
+
+
 @given(data=st.binary(max_size=5000), cuts=st.lists(st.integers(0, 5000), max_size=8))
 def test_segments_combine_to_the_crc_of_the_whole(data: bytes, cuts: list[int]) -> None:
     bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})

@@ -117,3 +117,18 @@ def test_sweeper_settings_default_to_a_two_minute_resend_and_are_validated() -> 
     with pytest.raises(SettingsError) as err:
         Settings.from_env({**BASE, "ZIPJOBS_RESEND_AFTER_SECONDS": "0", "ZIPJOBS_MAX_RESENDS": "x"})
     assert len(err.value.problems) == 2
+
+
+def test_job_resume_is_on_by_default_and_can_be_switched_off() -> None:
+    assert Settings.from_env(BASE).resume_jobs is True
+    assert Settings.from_env({**BASE, "ZIPJOBS_RESUME_JOBS": "0"}).resume_jobs is False
+    assert Settings.from_env({**BASE, "ZIPJOBS_RESUME_JOBS": "1"}).resume_jobs is True
+    with pytest.raises(SettingsError, match="ZIPJOBS_RESUME_JOBS"):
+        Settings.from_env({**BASE, "ZIPJOBS_RESUME_JOBS": "2"})
+
+
+def test_checkpoint_seconds_default_to_five_and_are_validated() -> None:
+    assert Settings.from_env(BASE).checkpoint_seconds == 5
+    assert Settings.from_env({**BASE, "ZIPJOBS_CHECKPOINT_SECONDS": "0"}).checkpoint_seconds == 0
+    with pytest.raises(SettingsError, match="ZIPJOBS_CHECKPOINT_SECONDS"):
+        Settings.from_env({**BASE, "ZIPJOBS_CHECKPOINT_SECONDS": "-1"})

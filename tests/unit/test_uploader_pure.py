@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tracemalloc
 import urllib.parse
 import zlib
 from pathlib import Path
@@ -243,3 +244,32 @@ async def test_a_part_corrupted_in_transit_is_refused_and_the_upload_aborted(
     await w.abort()
     assert s3.aborted and not s3.completed
     assert budget.in_use == 0
+
+
+@pytest.mark.parametrize("end", ["finish", "stop", "abort"])
+async def test_a_writer_that_is_done_holds_no_buffer(tmp_path: Path, end: str) -> None:
+    """Buffers are kept for reuse during the upload, each given back to the budget
+    when its part is done; once the upload is over, whatever still holds the
+    writer (a callback, a traceback) must not hold them, or the budget stops
+    bounding memory (docs/resume.md, "What kept job-level resume off")."""
+    payload = data(3 * PART + 4321)
+    # finish: the whole archive; stop/abort: two parts up and a third half-filled.
+    sent = payload if end == "finish" else payload[: 2 * PART + 99]
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    tracemalloc.start()
+    try:
+        w, _ = writer(s3, expected=len(payload) if end == "finish" else None)
+        await write_in_chunks(w, sent)
+        if end == "finish":
+            await w.finish()
+        else:
+            for _turn in range(10_000):
+                if len(w.uploaded_parts) == 2:
+                    break
+                await asyncio.sleep(0)
+            await getattr(w, end)()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(w.uploaded_parts) == (4 if end == "finish" else 2)  # alive, and it did upload
+    assert held < PART // 2, f"{held / MiB:.1f} MiB held by a writer that is done"
