@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import datetime as dt
 import json
 import os
@@ -697,6 +698,12 @@ def main(argv: list[str] | None = None) -> int:
         "round_loads": [],
     }
     print(f"load average before: {meta['load_before']} ({meta['cpus']} CPUs)", flush=True)
+    # Contenders start as an installed worker or Lambda package would, with
+    # compiled modules: under PYTHONDONTWRITEBYTECODE (tox sets it) no .pyc is
+    # ever written for the project, and every contender process would compile
+    # its modules again (about 0.1 CPU s each; docs/performance.md).
+    for package in ("service", "loadtest"):
+        compileall.compile_dir(ROOT / package, quiet=1)
     tmp = tempfile.TemporaryDirectory(prefix="bench-tls-")
     ca_file, server_pem = make_ca(Path(tmp.name))
     endpoint = Service(

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from loadtest.bench_endpoint.store import seed_keys
+from loadtest.bench_keys import seed_keys
 from service.units import MiB
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from service.engine.crc import crc32_combine
 
+from ..bench_keys import seed_keys
 from .content import content_crc32, etag_for
 from .zipcheck import Reorder, ZipChecker, ZipReport
 
@@ -127,11 +128,6 @@ class Upload:
                 for chunk in part:
                     self.checker.feed(chunk)
         return part_etag(number, crc, length)
-
-
-def seed_keys(prefix: str, count: int, width: int = 6) -> list[str]:
-    """The keys ``/_bench/seed`` creates, in key (and archive) order."""
-    return [f"{prefix}{i:0{width}d}.bin" for i in range(count)]
 
 
 def part_etag(number: int, crc: int | None, length: int) -> str:

@@ -165,6 +165,25 @@ async def test_same_bytes_and_fields_as_botocore(
     assert fast_requests_signed(proxy) == 1
 
 
+@pytest.mark.parametrize(
+    "key",
+    ["a b+c=d&e?f#g%h~i!j'k(l)m*n,o;p:q@r$s.pdf", "/leading/slash.pdf", "dots/./and/../x.pdf"],
+)
+async def test_odd_keys_reach_the_same_object_on_the_same_path(
+    key: str, s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, both: dict[str, RangedGet]
+) -> None:
+    """The fast path's URL (yarl, no normalising) is the one botocore sends, byte for byte."""
+    await put_objects({key: DATA})
+    etag = (await s3.head_object(Bucket=bucket, Key=key))["ETag"]
+    got = {}
+    for name, transport in both.items():
+        got[name] = await read_all(await transport.get(bucket, key, 0, 999, etag), 1000)
+    assert got["fast"] == got["botocore"] == DATA[:1000]
+    fast, slow = proxy.seen("GET")
+    assert fast.target.partition("?")[0] == slow.target.partition("?")[0]
+    assert fast_requests_signed(proxy) == 1
+
+
 async def test_if_match_412_is_the_same_client_error(
     bucket: str, etag: str, proxy: FaultProxy, both: dict[str, RangedGet]
 ) -> None:

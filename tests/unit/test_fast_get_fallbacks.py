@@ -1,0 +1,111 @@
+"""What the fast GET path leaves to botocore: a bucket in another region, a proxied client.
+
+A bucket that lives in another region goes to botocore, whose redirector follows it.
+
+S3 answers a request signed for the wrong region with 301 PermanentRedirect
+(or 400 AuthorizationHeaderMalformed naming the right region, with
+``x-amz-bucket-region``); botocore's S3 region redirector re-signs and
+remembers the region, the fast path does not. So on such an answer the fast
+path hands the bucket to botocore for good. Checked against a small real
+HTTP server that answers the fast path's first GET with the redirect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from service.aws import AwsSettings, aws_client
+from service.s3_ranged_get import (
+    USER_AGENT,
+    BotocoreRangedGet,
+    FastRangedGet,
+    RangedAnswer,
+    ranged_get_for,
+)
+
+REDIRECT = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PermanentRedirect</Code>'
+    b"<Message>The bucket you are attempting to access must be addressed using the specified"
+    b" endpoint.</Message><Bucket>far</Bucket><Endpoint>far.s3.eu-west-2.amazonaws.com"
+    b"</Endpoint></Error>"
+)
+
+
+class Fallback:
+    """Stands in for botocore's path: records what it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int, int, str]] = []
+
+    async def get(
+        self, bucket: str, key: str, first: int, last: int, if_match: str
+    ) -> RangedAnswer:
+        self.calls.append((bucket, key, first, last, if_match))
+        return RangedAnswer({"ETag": if_match}, body=None)  # type: ignore[arg-type]
+
+
+@pytest_asyncio.fixture
+async def server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+    seen: list[dict[str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(
+            status=301,
+            body=REDIRECT,
+            headers={"Content-Type": "application/xml", "x-amz-bucket-region": "eu-west-2"},
+        )
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_redirect_hands_the_bucket_to_botocore(
+    server: tuple[str, list[dict[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, seen = server
+    settings = AwsSettings(
+        region="us-east-1", endpoint_url=url, access_key_id="a", secret_access_key="s"
+    )
+    async with aws_client("s3", settings) as s3:
+        fast: Any = ranged_get_for(s3)
+        assert isinstance(fast, FastRangedGet)
+        fallback = Fallback()
+        monkeypatch.setattr(fast, "fallback", fallback)
+
+        await fast.get("far", "a.pdf", 0, 9, '"e1"')
+        await fast.get("far", "b.pdf", 10, 19, '"e2"')
+
+    assert len(seen) == 1 and seen[0]["User-Agent"] == USER_AGENT  # tried once, fast
+    assert fallback.calls == [("far", "a.pdf", 0, 9, '"e1"'), ("far", "b.pdf", 10, 19, '"e2"')]
+
+
+async def test_a_client_behind_a_proxy_keeps_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore sends through HTTP(S)_PROXY; the fast path does not, so it is not used."""
+    settings = AwsSettings(
+        region="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        access_key_id="a",
+        secret_access_key="s",
+    )
+    async with aws_client("s3", settings) as s3:
+        assert isinstance(ranged_get_for(s3), FastRangedGet)  # the same settings, no proxy
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with aws_client("s3", settings) as s3:
+        assert isinstance(ranged_get_for(s3), BotocoreRangedGet)
