@@ -34,6 +34,15 @@ from tests.terraform.tfrun import Terraform, endpoint_overrides, missing_tooling
 _CLIENT_CREATION = threading.Lock()
 
 
+RECONFIGURES_THE_STACK = "test_token_on_stack.py"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The module that re-applies the stack with other variables runs after every other test."""
+    last = [item for item in items if item.path.name == RECONFIGURES_THE_STACK]
+    items[:] = [item for item in items if item.path.name != RECONFIGURES_THE_STACK] + last
+
+
 def emulator_client(endpoint: AwsEndpoint, service: str) -> Any:
     """A boto3 client on the emulator."""
     with _CLIENT_CREATION:
@@ -54,6 +63,9 @@ class TfStack:
     endpoint: AwsEndpoint
     variables: dict[str, Any]
     timings: dict[str, float]
+    # How it was applied: a module may re-apply it with other variables (`make tf-apply`).
+    runner: Terraform | None = None
+    build_args: str = ""
 
     @property
     def table_name(self) -> str:
@@ -145,7 +157,7 @@ def tf_stack(
         tf.make("tf-plan", BUILD_ARGS=build_args, TF_ARGS="-input=false")
         try:
             tf.make("tf-apply", BUILD_ARGS=build_args, TF_ARGS="-auto-approve -input=false")
-            stack = TfStack(tf.outputs(), endpoint, variables, tf.timings)
+            stack = TfStack(tf.outputs(), endpoint, variables, tf.timings, tf, build_args)
             yield stack
         finally:
             tf.make("tf-destroy", TF_ARGS="-auto-approve -input=false")

@@ -13,8 +13,10 @@ function's environment, and Lambda runs one event per container at a time.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import traceback
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -27,6 +29,80 @@ from tests.lambda_.events import FakeContext, sqs_event
 
 if TYPE_CHECKING:  # conftest imports this module for its fixtures
     from tests.terraform.conftest import TfStack
+
+
+# The IAM action that authorises each API operation our code calls.
+IAM_ACTION = {
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "GetObject"): "s3:GetObject",
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "PutObject"): "s3:PutObject",
+    ("s3", "CreateMultipartUpload"): "s3:PutObject",
+    ("s3", "UploadPart"): "s3:PutObject",
+    ("s3", "CompleteMultipartUpload"): "s3:PutObject",
+    ("s3", "AbortMultipartUpload"): "s3:AbortMultipartUpload",
+    ("s3", "ListMultipartUploads"): "s3:ListBucketMultipartUploads",
+    ("s3", "ListParts"): "s3:ListMultipartUploadParts",
+    ("s3", "DeleteObject"): "s3:DeleteObject",
+    ("dynamodb", "GetItem"): "dynamodb:GetItem",
+    ("dynamodb", "PutItem"): "dynamodb:PutItem",
+    ("dynamodb", "UpdateItem"): "dynamodb:UpdateItem",
+    # A transaction is authorised per item action; ours puts the job and its
+    # idempotency record (service/jobs/store.py).
+    ("dynamodb", "TransactWriteItems"): "dynamodb:PutItem",
+    ("sqs", "SendMessage"): "sqs:SendMessage",
+    # The status function signs download URLs with the signing role's session.
+    ("sts", "AssumeRole"): "sts:AssumeRole",
+    ("sqs", "GetQueueAttributes"): "sqs:GetQueueAttributes",
+    ("sqs", "ChangeMessageVisibility"): "sqs:ChangeMessageVisibility",
+    ("sqs", "DeleteMessage"): "sqs:DeleteMessage",
+    ("sqs", "ReceiveMessage"): "sqs:ReceiveMessage",
+    ("dynamodb", "Scan"): "dynamodb:Scan",
+    # The API token, read at cold start (service/api_token.py).
+    ("secretsmanager", "GetSecretValue"): "secretsmanager:GetSecretValue",
+    ("ssm", "GetParameter"): "ssm:GetParameter",
+}
+
+# With SSE-KMS buckets S3 calls KMS with the caller's rights, so these S3
+# operations need these KMS actions (docs/aws.md, rules K1-K3). The stack
+# under test encrypts both sides with KMS.
+KMS_FOR = {
+    ("s3", "PutObject"): {"kms:GenerateDataKey"},
+    ("s3", "CreateMultipartUpload"): {"kms:GenerateDataKey"},
+    ("s3", "UploadPart"): {"kms:GenerateDataKey"},
+    ("s3", "CompleteMultipartUpload"): {"kms:Decrypt"},
+    ("s3", "GetObject"): {"kms:Decrypt"},
+}
+
+
+def iam_actions_called(calls: set[tuple[str, str]]) -> set[str]:
+    """The IAM actions a function's recorded operations need, KMS through S3 included."""
+    unknown = {c for c in calls if c not in IAM_ACTION}
+    assert not unknown, f"operations with no IAM mapping here: {unknown}"
+    return {IAM_ACTION[c] for c in calls} | {a for c in calls for a in KMS_FOR.get(c, set())}
+
+
+def role_policies(stack: TfStack, role: str) -> list[dict[str, Any]]:
+    """The role's inline policies as IAM holds them."""
+    iam = stack.client("iam")
+    docs = []
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        docs.append(json.loads(doc) if isinstance(doc, str) else doc)
+    return docs
+
+
+def granted_actions(stack: TfStack) -> dict[str, set[str]]:
+    """Function -> every action its role's policies name."""
+    out: dict[str, set[str]] = {}
+    for fn, role in stack.outputs["role_names"].items():
+        actions: set[str] = set()
+        for doc in role_policies(stack, role):
+            for st in doc["Statement"]:
+                acts = st["Action"]
+                actions.update([acts] if isinstance(acts, str) else acts)
+        out[fn] = actions
+    return out
 
 
 class Recorder:
@@ -156,3 +232,29 @@ def deliver_batch(
             ],
         )
     return failures
+
+
+class EventSourceMapping:
+    """Delivers the jobs queue to the zipper in a thread until stopped."""
+
+    def __init__(self, fns: Functions) -> None:
+        self.fns = fns
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="esm", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                deliver_batch(self.fns, wait_seconds=1)
+            except Exception:
+                self.errors.append(traceback.format_exc())
+                self._stop.wait(1)
+
+    def __enter__(self) -> EventSourceMapping:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import traceback
 import urllib.error
 import urllib.request
 import uuid
@@ -33,7 +31,7 @@ from tests.support.archive_check import verify_archive
 from tests.support.dev_process import clean_env
 from tests.terraform.conftest import TfStack
 from tests.terraform.http_api import Caller, HttpApiGateway
-from tests.terraform.stack_functions import Functions, deliver_batch
+from tests.terraform.stack_functions import EventSourceMapping, Functions, deliver_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -73,32 +71,6 @@ def callers(tf_stack: TfStack) -> dict[str, tuple[str, Caller]]:
         "invoker": _create_caller(tf_stack, f"invoker-{suffix}", invoke),
         "outsider": _create_caller(tf_stack, f"outsider-{suffix}", None),
     }
-
-
-class EventSourceMapping:
-    """Delivers the jobs queue to the zipper in a thread until stopped."""
-
-    def __init__(self, fns: Functions) -> None:
-        self.fns = fns
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="esm", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                deliver_batch(self.fns, wait_seconds=1)
-            except Exception:
-                self.errors.append(traceback.format_exc())
-                self._stop.wait(1)
-
-    def __enter__(self) -> EventSourceMapping:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=120)
 
 
 @pytest.fixture(scope="module")

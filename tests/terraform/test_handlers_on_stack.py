@@ -25,49 +25,15 @@ from service.local.samples import make_pdf
 from tests.lambda_.events import FakeContext, http_event, sqs_event
 from tests.support.archive_check import verify_archive_bytes
 from tests.terraform.conftest import TfStack
-from tests.terraform.stack_functions import Functions, Recorder, deliver_batch
+from tests.terraform.stack_functions import (
+    Functions,
+    Recorder,
+    deliver_batch,
+    granted_actions,
+    iam_actions_called,
+)
 
 pytestmark = pytest.mark.integration
-
-# The IAM action that authorises each API operation our code calls.
-IAM_ACTION = {
-    ("s3", "HeadObject"): "s3:GetObject",
-    ("s3", "GetObject"): "s3:GetObject",
-    ("s3", "ListObjectsV2"): "s3:ListBucket",
-    ("s3", "PutObject"): "s3:PutObject",
-    ("s3", "CreateMultipartUpload"): "s3:PutObject",
-    ("s3", "UploadPart"): "s3:PutObject",
-    ("s3", "CompleteMultipartUpload"): "s3:PutObject",
-    ("s3", "AbortMultipartUpload"): "s3:AbortMultipartUpload",
-    ("s3", "ListMultipartUploads"): "s3:ListBucketMultipartUploads",
-    ("s3", "ListParts"): "s3:ListMultipartUploadParts",
-    ("s3", "DeleteObject"): "s3:DeleteObject",
-    ("dynamodb", "GetItem"): "dynamodb:GetItem",
-    ("dynamodb", "PutItem"): "dynamodb:PutItem",
-    ("dynamodb", "UpdateItem"): "dynamodb:UpdateItem",
-    # A transaction is authorised per item action; ours puts the job and its
-    # idempotency record (service/jobs/store.py).
-    ("dynamodb", "TransactWriteItems"): "dynamodb:PutItem",
-    ("sqs", "SendMessage"): "sqs:SendMessage",
-    # The status function signs download URLs with the signing role's session.
-    ("sts", "AssumeRole"): "sts:AssumeRole",
-    ("sqs", "GetQueueAttributes"): "sqs:GetQueueAttributes",
-    ("sqs", "ChangeMessageVisibility"): "sqs:ChangeMessageVisibility",
-    ("sqs", "DeleteMessage"): "sqs:DeleteMessage",
-    ("sqs", "ReceiveMessage"): "sqs:ReceiveMessage",
-    ("dynamodb", "Scan"): "dynamodb:Scan",
-}
-
-# With SSE-KMS buckets S3 calls KMS with the caller's rights, so these S3
-# operations need these KMS actions (docs/aws.md, rules K1-K3). The stack
-# under test encrypts both sides with KMS.
-KMS_FOR = {
-    ("s3", "PutObject"): {"kms:GenerateDataKey"},
-    ("s3", "CreateMultipartUpload"): {"kms:GenerateDataKey"},
-    ("s3", "UploadPart"): {"kms:GenerateDataKey"},
-    ("s3", "CompleteMultipartUpload"): {"kms:Decrypt"},
-    ("s3", "GetObject"): {"kms:Decrypt"},
-}
 
 # Granted for the platform, not for our code: the SQS event source mapping
 # polls and deletes with the zipper's role; every function writes its logs.
@@ -307,30 +273,12 @@ def test_the_sweeper_resends_a_lost_send_and_fails_a_dead_lettered_job(
     assert _uploads(tf_stack, upload) == []
 
 
-def _granted(tf_stack: TfStack) -> dict[str, set[str]]:
-    iam = tf_stack.client("iam")
-    out: dict[str, set[str]] = {}
-    for fn, role in tf_stack.outputs["role_names"].items():
-        actions: set[str] = set()
-        for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
-            doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
-            doc = json.loads(doc) if isinstance(doc, str) else doc
-            for st in doc["Statement"]:
-                acts = st["Action"]
-                actions.update([acts] if isinstance(acts, str) else acts)
-        out[fn] = actions
-    return out
-
-
 def test_iam_grants_equal_what_each_function_calls(tf_stack: TfStack, recorder: Recorder) -> None:
     """Runs last in this module: the scenarios above drove every function."""
-    granted = _granted(tf_stack)
+    granted = granted_actions(tf_stack)
     assert set(recorder.calls) == {"enqueue", "status", "zipper", "sweeper"}, recorder.calls.keys()
     for fn in ("enqueue", "status", "zipper", "sweeper"):
-        unknown = {c for c in recorder.calls[fn] if c not in IAM_ACTION}
-        assert not unknown, f"{fn} calls operations with no IAM mapping here: {unknown}"
-        called = {IAM_ACTION[c] for c in recorder.calls[fn]}
-        called |= {a for c in recorder.calls[fn] for a in KMS_FOR.get(c, set())}
+        called = iam_actions_called(recorder.calls[fn])
         assert called <= granted[fn], f"{fn} calls but is not granted: {called - granted[fn]}"
         allowed_extra = PLATFORM[fn] | set(RARE.get(fn, {}))
         assert granted[fn] <= called | allowed_extra, (
