@@ -70,9 +70,12 @@ distclean: clean
 # make tf-init / tf-plan / tf-apply / tf-destroy   the stack in terraform/ (your AWS credentials);
 #   plan and apply build the package first. TF_ARGS passes options, e.g.
 #   make tf-apply TF_ARGS="-var-file=prod.tfvars"   (terraform asks before changing anything)
+#   TF_DIR runs them on another copy of the configuration (the terraform tests apply
+#   their moto stack through these targets, with its endpoints in a *.auto.tfvars.json).
 .PHONY: build tf-check tf-init tf-plan tf-apply tf-destroy
 BUILD_ARGS ?=
 TERRAFORM ?= terraform
+TF_DIR ?= terraform
 TF_ARGS ?=
 TF_INIT_ARGS ?= $(if $(TF_PLUGIN_DIR),-plugin-dir=$(TF_PLUGIN_DIR),)
 
@@ -92,15 +95,15 @@ tf-check: venv
 	$(BIN)/tox run -e tf-scan $(TOX_ARGS)
 
 tf-init:
-	$(TERRAFORM) -chdir=terraform init -input=false $(TF_INIT_ARGS)
+	$(TERRAFORM) -chdir=$(TF_DIR) init -input=false $(TF_INIT_ARGS)
 
 # Plan and apply read build/lambda.manifest.json: a package built for another
 # runtime or CPU than lambda_runtime/lambda_architecture fails the plan.
 tf-plan: build
-	$(TERRAFORM) -chdir=terraform plan $(TF_ARGS)
+	$(TERRAFORM) -chdir=$(TF_DIR) plan $(TF_ARGS)
 
 tf-apply: build
-	$(TERRAFORM) -chdir=terraform apply $(TF_ARGS)
+	$(TERRAFORM) -chdir=$(TF_DIR) apply $(TF_ARGS)
 
 tf-destroy:
-	$(TERRAFORM) -chdir=terraform destroy $(TF_ARGS)
+	$(TERRAFORM) -chdir=$(TF_DIR) destroy $(TF_ARGS)

@@ -27,6 +27,16 @@ resource "aws_apigatewayv2_api" "http" {
       max_age        = 3600
     }
   }
+
+  lifecycle {
+    # The token travels as `Authorization: Bearer`, the header that carries the
+    # SigV4 signature (AWS_IAM) or the JWT: with either, every call would be
+    # refused 401 by the function (docs/aws.md, "API token").
+    precondition {
+      condition     = var.api_token_secret_arn == "" || var.api_authorization == "NONE"
+      error_message = "api_token_secret_arn needs api_authorization = NONE: with ${var.api_authorization} the Authorization header already carries the caller's credentials, so no request could also carry the bearer token."
+    }
+  }
 }
 
 resource "aws_apigatewayv2_authorizer" "jwt" {

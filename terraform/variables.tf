@@ -470,7 +470,7 @@ variable "extra_environment" {
 }
 
 variable "api_token_secret_arn" {
-  description = "Optional bearer token for the API (on top of api_authorization): the ARN of a Secrets Manager secret (SecretString = the token) or of an SSM SecureString parameter. Read by the enqueue and status functions at cold start; never in the environment, plan or state. A customer managed KMS key on it needs kms:Decrypt added separately."
+  description = "Optional bearer token for the API, with api_authorization = NONE (AWS_IAM and JWT carry their own credentials in the Authorization header, where the token would go): the ARN of a Secrets Manager secret (SecretString = the token) or of an SSM SecureString parameter. Read by the enqueue and status functions at cold start; never in the environment, plan or state. A customer managed KMS key on it needs kms:Decrypt added separately."
   type        = string
   default     = ""
 

@@ -19,37 +19,74 @@ def http_event(
     stage: str = "$default",
     base64_body: bool = False,
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API payload format 2.0 event."""
+    """An API Gateway HTTP API payload format 2.0 event for one of our routes."""
     raw = "" if body is None else (body if isinstance(body, str) else json.dumps(body))
     raw_path = path if stage == "$default" else f"/{stage}{path}"
     route = "/zip-jobs" if path == "/zip-jobs" else "/zip-jobs/{id}"
-    return {
-        "version": "2.0",
-        "routeKey": f"{method} {route}",
-        "rawPath": raw_path,
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json", **(headers or {})},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api1",
-            "domainName": "api1.execute-api.us-east-1.amazonaws.com",
-            "http": {
-                "method": method,
-                "path": raw_path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": "pytest",
-            },
-            "requestId": uuid.uuid4().hex,
-            "routeKey": f"{method} {route}",
-            "stage": stage,
-            "time": "29/Nov/2026:04:00:00 +0000",
-            "timeEpoch": int(time.time() * 1000),
+    return http_api_event(
+        method,
+        raw_path,
+        route_key=f"{method} {route}",
+        path_parameters={"id": path.rsplit("/", 1)[-1]} if route.endswith("{id}") else None,
+        headers={"content-type": "application/json", **(headers or {})},
+        body=base64.b64encode(raw.encode()) if base64_body else raw.encode(),
+        base64_body=base64_body,
+        stage=stage,
+    )
+
+
+def http_api_event(
+    method: str,
+    raw_path: str,
+    *,
+    route_key: str,
+    path_parameters: dict[str, str] | None,
+    headers: dict[str, str],
+    body: bytes,
+    base64_body: bool,
+    raw_query: str = "",
+    stage: str = "$default",
+    authorizer: dict[str, Any] | None = None,
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """The payload format 2.0 event API Gateway builds for a request a route matched.
+
+    ``body`` is what goes into the event's ``body`` field (already base64 when
+    ``base64_body``); ``headers`` have lower-case names, repeated ones joined
+    with commas; ``authorizer`` is the ``requestContext.authorizer`` block.
+    https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html
+    """
+    context: dict[str, Any] = {
+        "accountId": "123456789012",
+        "apiId": "api1",
+        "domainName": headers.get("host", "api1.execute-api.us-east-1.amazonaws.com"),
+        "http": {
+            "method": method,
+            "path": raw_path,
+            "protocol": "HTTP/1.1",
+            "sourceIp": source_ip,
+            "userAgent": headers.get("user-agent", "pytest"),
         },
-        "pathParameters": {"id": path.rsplit("/", 1)[-1]} if route.endswith("{id}") else None,
-        "body": base64.b64encode(raw.encode()).decode() if base64_body else raw,
+        "requestId": uuid.uuid4().hex,
+        "routeKey": route_key,
+        "stage": stage,
+        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+        "timeEpoch": int(time.time() * 1000),
+    }
+    if authorizer is not None:
+        context["authorizer"] = authorizer
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": raw_path,
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": context,
+        "pathParameters": path_parameters,
+        "body": body.decode("utf-8"),
         "isBase64Encoded": base64_body,
     }
+    return event
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:

@@ -9,7 +9,8 @@ https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html
 service, "aws4_request"). Only GET with ``SignedHeaders=host`` is handled:
 what our download URLs are. ``header_signature_problems`` does the same for
 header-signed requests (the engine's ranged GETs), from the request as it
-arrived at a server.
+arrived at a server; ``check_signed_request`` for requests to other services
+(API Gateway's AWS_IAM routes, where each path segment is encoded twice).
 """
 
 from __future__ import annotations
@@ -222,3 +223,137 @@ def header_signature_problems(
     ):
         problems.append("signature does not match")
     return problems
+
+
+# -- signed requests to other services (API Gateway's AWS_IAM routes) --------------------
+#
+# https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
+# Canonical request = method, canonical URI (each path segment URI-encoded again:
+# "twice", except for S3), canonical query, canonical headers (lower-case names,
+# trimmed values with inner runs of spaces collapsed, sorted), signed header
+# names, hex SHA-256 of the body. The signature covers only the headers listed
+# in SignedHeaders, which must include host.
+
+MAX_CLOCK_SKEW = dt.timedelta(minutes=15)  # the request date's allowed distance from AWS's clock
+
+
+class SignatureRejected(Exception):
+    """The request is not validly signed; ``str()`` is what AWS answers, roughly."""
+
+
+def _canonical_uri(raw_path: str) -> str:
+    """The path as sent (encoded once), each segment encoded again (non-S3 services)."""
+    return "/".join(_uri_encode(segment) for segment in (raw_path or "/").split("/"))
+
+
+def _canonical_query(raw_query: str) -> str:
+    pairs = parse_qsl(raw_query, keep_blank_values=True)
+    return "&".join(f"{_uri_encode(k)}={_uri_encode(v)}" for k, v in sorted(pairs))
+
+
+def _canonical_headers(headers: list[tuple[str, str]], names: tuple[str, ...]) -> str:
+    values: dict[str, list[str]] = {}
+    for name, value in headers:
+        values.setdefault(name.lower(), []).append(" ".join(value.split()))
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise SignatureRejected(f"signed headers not in the request: {', '.join(missing)}")
+    return "".join(f"{n}:{','.join(values[n])}\n" for n in names)
+
+
+def request_signature(
+    claims: HeaderAuth,
+    secret_key: str,
+    *,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> str:
+    """The signature AWS computes for this request with ``secret_key`` (hex)."""
+    amz_date = _header(headers, "x-amz-date")
+    if amz_date is None:
+        raise SignatureRejected("no X-Amz-Date header")
+    canonical_request = "\n".join(
+        [
+            method.upper(),
+            _canonical_uri(raw_path),
+            _canonical_query(raw_query),
+            _canonical_headers(headers, claims.signed_headers),
+            ";".join(claims.signed_headers),
+            hashlib.sha256(body).hexdigest(),
+        ]
+    )
+    string_to_sign = "\n".join(
+        [
+            ALGORITHM,
+            amz_date,
+            f"{claims.scope_date}/{claims.region}/{claims.service}/aws4_request",
+            hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
+        ]
+    )
+    key = signing_key(secret_key, claims.scope_date, claims.region, claims.service)
+    return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
+def check_signed_request(
+    *,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    secret_for: dict[str, str],
+    region: str,
+    service: str = "execute-api",
+    now: dt.datetime | None = None,
+) -> HeaderAuth:
+    """The request's verified claims; ``SignatureRejected`` saying why when it is not valid.
+
+    ``secret_for`` maps the access keys AWS knows to their secret keys. The
+    body's hash is computed here: a signature over another body fails.
+    """
+    authorization = _header(headers, "authorization")
+    if not authorization:
+        raise SignatureRejected("Missing Authentication Token")
+    try:
+        claims = parse_authorization(authorization)
+    except ValueError as err:
+        raise SignatureRejected(str(err)) from None
+    if "host" not in claims.signed_headers:
+        raise SignatureRejected("the host header is not signed")
+    if (claims.region, claims.service) != (region, service):
+        raise SignatureRejected(
+            f"credential scope {claims.region}/{claims.service}, expected {region}/{service}"
+        )
+    secret = secret_for.get(claims.access_key)
+    if secret is None:
+        raise SignatureRejected("The security token included in the request is invalid.")
+    amz_date = _header(headers, "x-amz-date") or ""
+    try:
+        signed_at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise SignatureRejected(f"bad X-Amz-Date {amz_date!r}") from None
+    if amz_date[:8] != claims.scope_date:
+        raise SignatureRejected("X-Amz-Date and the credential scope name different days")
+    if now is not None and abs(now - signed_at) > MAX_CLOCK_SKEW:
+        raise SignatureRejected(f"Signature expired: {amz_date} is more than 15 minutes away")
+    expected = request_signature(
+        claims,
+        secret,
+        method=method,
+        raw_path=raw_path,
+        raw_query=raw_query,
+        headers=headers,
+        body=body,
+    )
+    if not hmac.compare_digest(expected, claims.signature):
+        raise SignatureRejected(
+            "The request signature we calculated does not match the signature you provided."
+        )
+    return claims

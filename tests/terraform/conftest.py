@@ -1,8 +1,10 @@
 """Fixtures for the Terraform stack: one ``terraform apply`` per session, against moto.
 
 ``tf_stack`` applies terraform/ to an in-process moto server (127.0.0.1, a
-port the OS picks) once per session, yields a ``TfStack`` with the stack's
-outputs, and destroys it afterwards (checking the destroy removed the table).
+port the OS picks) once per session through the Makefile's ``tf-init``,
+``tf-plan``, ``tf-apply`` and ``tf-destroy`` (on a copy of the configuration),
+yields a ``TfStack`` with the stack's outputs, and destroys it afterwards
+(checking the destroy removed the table).
 Other tests use it to reach the deployed names, e.g. to run the handlers
 in-process with ``stack.handler_env("zipper")``.
 
@@ -14,29 +16,34 @@ reset moto while a ``tf_stack`` test runs.
 
 from __future__ import annotations
 
+import threading
 import uuid
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
 from tests.support.aws_backend import AwsEndpoint, moto_endpoint
-from tests.terraform.tfrun import Terraform, endpoint_overrides, load_build_tool, missing_tooling
+from tests.terraform.stack_functions import Functions, Recorder
+from tests.terraform.tfrun import Terraform, endpoint_overrides, missing_tooling
+
+# boto3's default session is not thread-safe while it creates clients; the API
+# Gateway double and the event source mapping thread both create them.
+_CLIENT_CREATION = threading.Lock()
 
 
 def emulator_client(endpoint: AwsEndpoint, service: str) -> Any:
     """A boto3 client on the emulator."""
-    return boto3.client(
-        service,
-        endpoint_url=endpoint.endpoint_url,
-        region_name=endpoint.region,
-        aws_access_key_id=endpoint.access_key_id,
-        aws_secret_access_key=endpoint.secret_access_key,
-    )
+    with _CLIENT_CREATION:
+        return boto3.client(
+            service,
+            endpoint_url=endpoint.endpoint_url,
+            region_name=endpoint.region,
+            aws_access_key_id=endpoint.access_key_id,
+            aws_secret_access_key=endpoint.secret_access_key,
+        )
 
 
 @dataclass(frozen=True)
@@ -81,22 +88,6 @@ class TfStack:
         return env
 
 
-def _tiny_package(path: Path) -> Path:
-    """Moto stores the zip but never runs it here, so the handlers' sources suffice.
-
-    The manifest beside it says it was built for the stack's default runtime
-    and architecture, as ``tools/build_lambda.py`` would (terraform checks it).
-    """
-    repo = Path(__file__).resolve().parents[2]
-    with zipfile.ZipFile(path, "w") as zf:
-        for src in sorted((repo / "lambda_adapter").glob("*.py")):
-            zf.write(src, f"lambda_adapter/{src.name}")
-    tool = load_build_tool()
-    content = tool.manifest(tool.DEFAULT_ARCH, tool.DEFAULT_PYTHON, {}, with_dependencies=False)
-    tool.write_sidecar_manifest(path, content)
-    return path
-
-
 @pytest.fixture(scope="session")
 def terraform_available() -> None:
     reason = missing_tooling()
@@ -110,6 +101,8 @@ def tf_stack(
 ) -> Iterator[TfStack]:
     """Apply terraform/ to moto once per session; destroy it at the end."""
     workdir = tmp_path_factory.mktemp("tf-stack")
+    package = workdir / "lambda.zip"
+    build_args = f"--no-deps -o {package}"
     suffix = uuid.uuid4().hex[:8]
     with moto_endpoint() as endpoint:
         # SSE-KMS on both sides (moto has KMS; the keys are the customer's, not the stack's).
@@ -134,7 +127,8 @@ def tf_stack(
             # moto speaks plain HTTP and enforces the TLS-only bucket policy;
             # the default (true) is checked by the structure tests.
             "dst_bucket_require_tls": False,
-            "lambda_package_path": str(_tiny_package(workdir / "lambda.zip")),
+            # `make tf-plan`/`tf-apply` build it (our code only: moto never runs it).
+            "lambda_package_path": str(package),
             "aws_endpoint_overrides": endpoint_overrides(endpoint.endpoint_url),
             "dst_kms_key_arn": dst_key,
             "src_kms_key_arns": [src_key],
@@ -146,14 +140,37 @@ def tf_stack(
             "resend_after_seconds": 1,
         }
         tf.write_vars(variables)
-        tf.init()
+        # The Makefile's targets, as an operator runs them (README, "Deploying").
+        tf.make("tf-init")
+        tf.make("tf-plan", BUILD_ARGS=build_args, TF_ARGS="-input=false")
         try:
-            tf.run("apply", "-auto-approve", "-input=false", timeout=900)
+            tf.make("tf-apply", BUILD_ARGS=build_args, TF_ARGS="-auto-approve -input=false")
             stack = TfStack(tf.outputs(), endpoint, variables, tf.timings)
             yield stack
         finally:
-            tf.run("destroy", "-auto-approve", "-input=false", timeout=900)
+            tf.make("tf-destroy", TF_ARGS="-auto-approve -input=false")
         # The destroy really removed things (moto answers 400 for a missing table).
         tables = emulator_client(endpoint, "dynamodb").list_tables()["TableNames"]
         assert f"zj-{suffix}-jobs" not in tables, "terraform destroy left the jobs table"
         print(f"\nterraform timings (s): {tf.timings}")
+
+
+@pytest.fixture(scope="session")
+def src_bucket(tf_stack: TfStack) -> str:
+    """The stack's first source bucket: the user's own; Terraform only grants access to it."""
+    tf_stack.client("s3").create_bucket(Bucket=tf_stack.src_bucket)
+    return tf_stack.src_bucket
+
+
+@pytest.fixture(scope="session")
+def recorder() -> Recorder:
+    """Every AWS call each function made this session (for the IAM == calls test)."""
+    return Recorder()
+
+
+@pytest.fixture(scope="session")
+def fns(tf_stack: TfStack, recorder: Recorder) -> Iterator[Functions]:
+    """The stack's functions in-process, shared by every module that drives them."""
+    functions = Functions(tf_stack, recorder)
+    yield functions
+    functions.close()

@@ -163,18 +163,24 @@ def test_operator_options_cors_settings_and_alarms(tf_stack: TfStack) -> None:
     }
     assert set(alarms) == {"dlq-not-empty", "zipper-errors", "zipper-throttles", "oldest-job-age"}
     dlq, queue = tf_stack.outputs["dlq_name"], tf_stack.outputs["queue_name"]
+    # (namespace, metric, dimension, statistic, threshold): any message in the DLQ,
+    # any zipper error or throttle, a job queued longer than the default 30 min.
     expected = {
-        "dlq-not-empty": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq),
-        "zipper-errors": ("AWS/Lambda", "Errors", names["zipper"]),
-        "zipper-throttles": ("AWS/Lambda", "Throttles", names["zipper"]),
-        "oldest-job-age": ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue),
+        "dlq-not-empty": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq, "Maximum", 0),
+        "zipper-errors": ("AWS/Lambda", "Errors", names["zipper"], "Sum", 0),
+        "zipper-throttles": ("AWS/Lambda", "Throttles", names["zipper"], "Sum", 0),
+        "oldest-job-age": ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue, "Maximum", 1800),
     }
-    for name, (namespace, metric, dimension) in expected.items():
+    topic = tf_stack.variables["alarm_sns_topic_arn"]
+    for name, (namespace, metric, dimension, statistic, threshold) in expected.items():
         alarm = alarms[name]
         assert (alarm["Namespace"], alarm["MetricName"]) == (namespace, metric)
-        assert [d["Value"] for d in alarm["Dimensions"]] == [dimension]
-        assert alarm["AlarmActions"] == [tf_stack.variables["alarm_sns_topic_arn"]]
+        dimension_name = "FunctionName" if namespace == "AWS/Lambda" else "QueueName"
+        assert alarm["Dimensions"] == [{"Name": dimension_name, "Value": dimension}]
+        assert (alarm["Statistic"], alarm["Threshold"]) == (statistic, threshold), name
         assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        # The operator hears when it fires and when it clears.
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [topic]
 
 
 def test_the_sweeper_runs_on_a_schedule_and_reads_the_dead_letter_queue(tf_stack: TfStack) -> None:

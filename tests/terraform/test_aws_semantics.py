@@ -26,6 +26,7 @@ from tests.support import sigv4
 from tests.support.iam_policy import Request, allows
 from tests.support.sigv4 import signature_is_valid
 from tests.terraform.conftest import TfStack
+from tests.terraform.http_api import route_functions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -56,15 +57,7 @@ def _function_policy(stack: TfStack, function: str) -> tuple[str, str]:
 
 def _routes(stack: TfStack) -> dict[str, str]:
     """Route key -> the function its integration invokes."""
-    api = stack.client("apigatewayv2")
-    api_id = stack.outputs["api_id"]
-    integrations = {i["IntegrationId"]: i for i in api.get_integrations(ApiId=api_id)["Items"]}
-    by_name = {name: fn for fn, name in stack.outputs["function_names"].items()}
-    out = {}
-    for route in api.get_routes(ApiId=api_id)["Items"]:
-        uri = integrations[route["Target"].removeprefix("integrations/")]["IntegrationUri"]
-        out[route["RouteKey"]] = next(fn for name, fn in by_name.items() if name in uri)
-    return out
+    return {key: fn for key, (_, fn) in route_functions(stack).items()}
 
 
 def test_every_route_permission_admits_the_source_arn_api_gateway_sends(

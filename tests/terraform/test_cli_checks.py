@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +96,49 @@ def test_plan_refuses_a_missing_or_stale_manifest(initialised: Terraform, tmp_pa
     assert "the manifest is from another build" in _plan_error(initialised, args)
     package.with_name("lambda.manifest.json").unlink()
     assert "built for ?/? " in _plan_error(initialised, args)
+
+
+TOKEN = "-var=api_token_secret_arn=arn:aws:secretsmanager:us-east-1:123456789012:secret:t-AbC"
+
+
+def _planned(initialised: Terraform, args: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Resource type -> the ``after`` values of each planned resource (terraform show -json)."""
+    plan = initialised.workdir / "operator.tfplan"
+    initialised.run(*args, f"-out={plan}")
+    shown = json.loads(initialised.run("show", "-json", str(plan)).stdout)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for change in shown["resource_changes"]:
+        by_type.setdefault(change["type"], []).append(change["change"]["after"])
+    return by_type
+
+
+def test_without_a_topic_or_origins_the_alarms_stay_silent_and_cors_is_off(
+    initialised: Terraform, tmp_path: Path
+) -> None:
+    """The applied stack sets both (test_apply_local.py); the defaults set neither.
+
+    The plan also carries an API token with ``api_authorization = NONE``, the
+    combination that is allowed (test_plan_refuses_an_api_token_behind_iam_or_jwt).
+    """
+    args = [*_plan_args(initialised, _package(tmp_path)), TOKEN, "-var=api_authorization=NONE"]
+    planned = _planned(initialised, args)
+    alarms = planned["aws_cloudwatch_metric_alarm"]
+    assert len(alarms) == 4
+    # An empty set of actions is planned as null.
+    assert all(not a["alarm_actions"] and not a["ok_actions"] for a in alarms), alarms
+    (api,) = planned["aws_apigatewayv2_api"]
+    assert not api["cors_configuration"], api
+
+
+def test_plan_refuses_an_api_token_behind_iam_or_jwt(
+    initialised: Terraform, tmp_path: Path
+) -> None:
+    """The token is sent as ``Authorization: Bearer``, the header that carries the SigV4
+    signature (AWS_IAM) or the JWT, so with either no request could carry both.
+    https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-access-control-iam.html
+    https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-jwt-authorizer.html
+    """
+    args = _plan_args(initialised, _package(tmp_path))
+    assert "api_token_secret_arn needs api_authorization = NONE" in _plan_error(
+        initialised, [*args, TOKEN]
+    )

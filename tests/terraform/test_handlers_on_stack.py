@@ -14,22 +14,18 @@ back from the emulator. Two promises are checked per function:
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 import urllib.request
-from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from lambda_adapter import handlers
-from lambda_adapter.runtime import Container
 from service.local.samples import make_pdf
 from tests.lambda_.events import FakeContext, http_event, sqs_event
 from tests.support.archive_check import verify_archive_bytes
 from tests.terraform.conftest import TfStack
+from tests.terraform.stack_functions import Functions, Recorder, deliver_batch
 
 pytestmark = pytest.mark.integration
 
@@ -120,80 +116,6 @@ RARE = {
 }
 
 
-class Recorder:
-    """(service, operation) pairs each function's clients performed."""
-
-    def __init__(self) -> None:
-        self.calls: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        self.function = ""
-
-    def attach(self, function: str, svc: Any) -> None:
-        for name, client in (("s3", svc.s3), ("dynamodb", svc.dynamodb), ("sqs", svc.sqs)):
-            client.meta.events.register(
-                "before-call.*.*",
-                lambda model, _fn=function, _svc=name, **_: self.calls[_fn].add((_svc, model.name)),
-            )
-        presign = svc.s3.generate_presigned_url
-
-        async def recording_presign(method: str, *args: Any, **kwargs: Any) -> Any:
-            # A presigned URL is used with the signer's rights: it needs GetObject.
-            self.calls[function].add(("s3", "GetObject"))
-            return await presign(method, *args, **kwargs)
-
-        svc.s3.generate_presigned_url = recording_presign
-        signer = getattr(svc, "_signer", None)
-        if signer is not None:  # its STS client lives inside the signer: record the call
-            assume = signer._assume
-
-            async def recording_assume() -> Any:
-                self.calls[function].add(("sts", "AssumeRole"))
-                return await assume()
-
-            signer._assume = recording_assume
-
-
-class Functions:
-    """One container per function, each with its Terraform environment."""
-
-    def __init__(self, stack: TfStack, recorder: Recorder) -> None:
-        self.stack = stack
-        self.recorder = recorder
-        self.containers: dict[str, Container] = {}
-
-    def call(self, function: str, event: dict[str, Any], context: FakeContext) -> Any:
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update({**saved, **self.stack.handler_env(function)})
-        try:
-            if function not in self.containers:
-                self.containers[function] = Container()
-                container = self.containers[function]
-                svc = container.run(container.service())
-                self.recorder.attach(function, svc)
-            handlers._container = self.containers[function]
-            return getattr(handlers, function)(event, context)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            handlers._container = None
-
-    def close(self) -> None:
-        for container in self.containers.values():
-            container.close()
-
-
-@pytest.fixture(scope="module")
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture(scope="module")
-def fns(tf_stack: TfStack, recorder: Recorder) -> Iterator[Functions]:
-    functions = Functions(tf_stack, recorder)
-    yield functions
-    functions.close()
-
-
 def _submit(fns: Functions, body: dict[str, Any], idempotency_key: str | None = None) -> str:
     headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
     event = http_event("POST", "/zip-jobs", body=body, headers=headers)
@@ -213,25 +135,15 @@ def _drain(fns: Functions, seconds: float = 900.0) -> list[dict[str, str]]:
 
     Returns every batch item failure reported on the way.
     """
-    sqs = fns.stack.client("sqs")
-    arn = sqs.get_queue_attributes(QueueUrl=fns.stack.queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
     failures: list[dict[str, str]] = []
     empty_polls = 0
     while empty_polls < 2:
-        got = sqs.receive_message(
-            QueueUrl=fns.stack.queue_url,
-            AttributeNames=["All"],
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=1,
-        ).get("Messages", [])
-        if not got:
+        got = deliver_batch(fns, seconds)
+        if got is None:
             empty_polls += 1
             continue
         empty_polls = 0
-        result = fns.call("zipper", sqs_event(got, arn), FakeContext(seconds))
-        failures += result["batchItemFailures"]
+        failures += got
         if failures and seconds < 900:
             return failures  # a short-deadline run: report, let the caller retry
     return failures
@@ -244,10 +156,8 @@ def _download(url: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def sources(tf_stack: TfStack) -> dict[str, bytes]:
+def sources(tf_stack: TfStack, src_bucket: str) -> dict[str, bytes]:
     s3 = tf_stack.client("s3")
-    # The source bucket is the user's own; Terraform only grants access to it.
-    s3.create_bucket(Bucket=tf_stack.src_bucket)
     docs = {
         f"docs/statement-{i:02d}.pdf": make_pdf(f"s{i}", 30_000 + 997 * i, seed=i)
         for i in range(24)
@@ -261,7 +171,7 @@ def sources(tf_stack: TfStack) -> dict[str, bytes]:
     src_key = tf_stack.variables["src_kms_key_arns"][0]
     for key, body in docs.items():
         s3.put_object(
-            Bucket=tf_stack.src_bucket,
+            Bucket=src_bucket,
             Key=key,
             Body=body,
             ServerSideEncryption="aws:kms",

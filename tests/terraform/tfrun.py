@@ -95,20 +95,46 @@ class Terraform:
 
     def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run one command; on failure raise with its output, so the test log says why."""
+        return self._run(args[0], ["terraform", *args, "-no-color"], self.env, timeout)
+
+    def make(
+        self, target: str, timeout: float = 900, **variables: str
+    ) -> subprocess.CompletedProcess[str]:
+        """The Makefile's ``target`` on this copy (``TF_DIR``), as an operator runs it.
+
+        ``VENV`` is this interpreter's environment, which already holds what a
+        build needs (``-o`` its install marker: make would reinstall the
+        project into it otherwise). The provider mirror reaches ``tf-init``
+        through ``TF_PLUGIN_DIR``, the emulator's endpoints the copy's
+        ``*.auto.tfvars.json``.
+        """
+        venv = sys.prefix
+        command = [
+            "make", "--no-print-directory", "-C", str(REPO), target,
+            f"TF_DIR={self.workdir}", f"VENV={venv}", "-o", f"{venv}/.lambda-installed",
+            *(f"{name}={value}" for name, value in variables.items()),
+        ]  # fmt: skip
+        return self._run(
+            f"make {target}", command, {**self.env, "TF_CLI_ARGS": "-no-color"}, timeout
+        )
+
+    def _run(
+        self, label: str, command: list[str], env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
         proc = subprocess.run(
-            ["terraform", *args, "-no-color"],
+            command,
             cwd=self.workdir,
-            env=self.env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
         )
-        self.timings[args[0]] = round(time.monotonic() - started, 1)
+        self.timings[label] = round(time.monotonic() - started, 1)
         if proc.returncode != 0:
             raise AssertionError(
-                f"terraform {' '.join(args)} exited {proc.returncode}\n"
+                f"{' '.join(command)} exited {proc.returncode}\n"
                 f"--- stdout (tail) ---\n{proc.stdout[-4000:]}\n"
                 f"--- stderr ---\n{proc.stderr[-4000:]}"
             )
