@@ -11,7 +11,6 @@ rule, its AWS page, whether moto enforces it and the test that encodes it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import aioboto3
@@ -27,6 +26,7 @@ from tests.support.iam_policy import Request, allows
 from tests.support.sigv4 import signature_is_valid
 from tests.terraform.conftest import TfStack
 from tests.terraform.http_api import route_functions
+from tests.terraform.stack_functions import role_policies
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -35,16 +35,7 @@ JOB_ID = "0123456789abcdef0123456789abcdef"
 
 
 def _role_policies(stack: TfStack, function: str) -> list[dict[str, Any]]:
-    return _role_policies_by_name(stack, stack.outputs["role_names"][function])
-
-
-def _role_policies_by_name(stack: TfStack, role: str) -> list[dict[str, Any]]:
-    iam = stack.client("iam")
-    docs = []
-    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
-        doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
-        docs.append(json.loads(doc) if isinstance(doc, str) else doc)
-    return docs
+    return role_policies(stack, stack.outputs["role_names"][function])
 
 
 def _function_policy(stack: TfStack, function: str) -> tuple[str, str]:
@@ -220,7 +211,7 @@ def test_kms_grants_cover_what_s3_asks_for_and_only_through_s3(tf_stack: TfStack
         policies = _role_policies(tf_stack, fn)
         if fn == "status" and tf_stack.outputs["url_signing_role_name"]:
             # URLs are signed by the signing role's session: its rights decrypt the GET.
-            policies = _role_policies_by_name(tf_stack, tf_stack.outputs["url_signing_role_name"])
+            policies = role_policies(tf_stack, tf_stack.outputs["url_signing_role_name"])
         for key, action in needed:
             assert allows(policies, Request(action, key, via_s3)), f"{fn} lacks {action} on {key}"
             assert not allows(policies, Request(action, key, direct)), f"{fn}: {action} not via S3"
@@ -248,7 +239,7 @@ async def test_urls_signed_by_the_signing_role_expire_with_its_session(tf_stack:
     assert not allows([trust], Request("sts:AssumeRole", role["Arn"], {}, {"AWS": zipper_role}))
     status = _role_policies(tf_stack, "status")
     assert allows(status, Request("sts:AssumeRole", role["Arn"], {}))
-    signer = _role_policies_by_name(tf_stack, role_name)
+    signer = role_policies(tf_stack, role_name)
     env = tf_stack.handler_env("status")
     settings = Settings.from_env(env)
     archive = f"arn:aws:s3:::{tf_stack.dst_bucket}/{settings.dst_prefix}{JOB_ID}/a.zip"
