@@ -28,7 +28,8 @@ from enum import StrEnum
 
 from .ending import fail_job
 from .models import FailureReason, JobRecord, JobStatus
-from .runner import parse_message, retries_exhausted
+from .messages import parse_message
+from .runner import retries_exhausted
 from .service import JobService
 
 log = logging.getLogger(__name__)

@@ -78,6 +78,9 @@ RARE = {
         # is there an upload to abort (engine.uploader abort, runner leftovers).
         "s3:AbortMultipartUpload": "upload aborted when the deadline strikes mid-upload "
         "(engine.uploader, engine.cleanup.abort_uploads)",
+        # The stack keeps the default ZIPJOBS_FANOUT_MIN_MB (8 GiB): no job here is split.
+        "sqs:SendMessage": "range messages of a job past ZIPJOBS_FANOUT_MIN_MB "
+        "(jobs.fanout.split, jobs.fanout.resend_ranges)",
     },
 }
 
