@@ -263,9 +263,7 @@ class _Reader:
             resume_jobs=bool(self.number("ZIPJOBS_RESUME_JOBS", 1, 0, 1)),
             checkpoint_seconds=self.number("ZIPJOBS_CHECKPOINT_SECONDS", 5, 0, 3600),
             fanout_min_mb=self.number("ZIPJOBS_FANOUT_MIN_MB", 8192, 1, 1024 * 1024),
-            fanout_max_workers=self.number(
-                "ZIPJOBS_FANOUT_MAX_WORKERS", 8, 1, MAX_FANOUT_WORKERS
-            ),
+            fanout_max_workers=self.number("ZIPJOBS_FANOUT_MAX_WORKERS", 8, 1, MAX_FANOUT_WORKERS),
             sweep_interval_seconds=self.number("ZIPJOBS_SWEEP_INTERVAL_SECONDS", 60, 0, 86_400),
             resend_after_seconds=self.number("ZIPJOBS_RESEND_AFTER_SECONDS", 60, 1, 86_400),
             max_resends=self.number("ZIPJOBS_MAX_RESENDS", 5, 0, 100),

@@ -33,7 +33,13 @@ from ..engine.resume import FINGERPRINT_METADATA, completed_archive, discard_par
 from ..engine.stored_zip import StoredLayout
 from ..engine.uploader import UploadResult, create_upload
 from ..settings import Settings
-from .fanout_store import load_plan, load_result, save_plan, save_result
+from .fanout_store import (
+    delete_fanout_objects,
+    load_plan,
+    load_result,
+    save_plan,
+    save_result,
+)
 from .models import FanOut, JobRecord
 
 if TYPE_CHECKING:
@@ -95,16 +101,15 @@ async def split(
     # An earlier single attempt's upload and checkpoint: a fan-out starts over.
     await discard_partial(svc.s3, dest)
     await save_plan(svc.s3, dest, plan, fp)
-    upload_id = await create_upload(
-        svc.s3, dest, options.content_type, {FINGERPRINT_METADATA: fp}
-    )
+    upload_id = await create_upload(svc.s3, dest, options.content_type, {FINGERPRINT_METADATA: fp})
     fan = FanOut(upload_id, workers, part_size, layout.length, fp)
     totals = Progress(0, plan.total_source_bytes, 0, len(plan.entries))
     recorded = await svc.store.start_fanout(
         record.job_id, owner, fan, totals, svc.settings.lease_seconds
     )
-    if not recorded:  # cancelled, or the lease lost: the upload is nobody's
+    if not recorded:  # cancelled, or the lease lost: the upload and plan are nobody's
         await svc.s3.abort_multipart_upload(Bucket=dest.bucket, Key=dest.key, UploadId=upload_id)
+        await delete_fanout_objects(svc.s3, dest.bucket, dest.key, 0)
         raise LeaseLostError(f"job {record.job_id}: lease lost before the split was recorded")
     log.info(
         "job %s: %d bytes split into %d ranges of parts of %d bytes",

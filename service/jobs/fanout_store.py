@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..engine import Destination
 from ..engine.fanout import RangeResult, decode, encode
-from ..engine.models import PlannedEntry, Plan, SourceObject, SourceProblem
+from ..engine.models import Plan, PlannedEntry, SourceObject, SourceProblem
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

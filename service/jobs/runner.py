@@ -97,6 +97,7 @@ async def run_job_message(
     job RUNNING under a live lease is either acknowledged (a second message
     for it) or returned until that lease would have expired (the same
     message, redelivered: if its worker died, we take the job over then).
+    A range message of a job split into ranges goes to ``_run_range``.
     """
     if msg.range is not None:
         return await _run_range(svc, msg, budget=budget)
@@ -291,9 +292,7 @@ async def _range_work(
     done: frozenset[int] | None = fan.done
     if k not in fan.done:
         holder.append(range_progress(loaded, fan, k))
-        done = await build_one_range(
-            svc, record, fan, k, loaded, budget=budget, progress=holder[0]
-        )
+        done = await build_one_range(svc, record, fan, k, loaded, budget=budget, progress=holder[0])
         if done is None or len(done) < fan.workers:
             return done
         log.info("job %s: range %d was the last of %d; finishing", record.job_id, k, fan.workers)
@@ -482,6 +481,9 @@ async def _build(
         )
         if not plan.entries:
             raise EmptyArchiveError("no sources to archive")
+        # The totals are known now; the heartbeat must not write zeros over
+        # the ones the split records.
+        tracker.update(Progress(0, plan.total_source_bytes, 0, len(plan.entries)))
         fan = await split(svc, record, plan, options, owner)
         if fan is not None:
             return fan

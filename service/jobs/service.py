@@ -21,8 +21,8 @@ from ..api_token import with_api_token
 from ..aws import BACKGROUND, CallLimits, aws_client
 from ..settings import Settings
 from .ending import cancel_job, fail_job
-from .messages import job_message
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
+from .messages import job_message
 from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .presign import presign_download
 from .problems import ApiError, not_found

@@ -321,8 +321,7 @@ class JobStore:
         return bool(
             await self._update(
                 job_id,
-                "SET fanBytes.#r = :b, fanFiles.#r = :f, leaseExpiresAt = :exp, "
-                "updatedAt = :stamp",
+                "SET fanBytes.#r = :b, fanFiles.#r = :f, leaseExpiresAt = :exp, updatedAt = :stamp",
                 "#s = :running AND fanUpload = :uid",
                 {
                     ":b": done[0],
@@ -370,7 +369,12 @@ class JobStore:
             if _failed_condition(err):
                 return None
             raise
-        members = resp.get("Attributes", {}).get("rangesDone", {}).get("NS", [])
+        members = resp.get("Attributes", {}).get("rangesDone", {}).get("NS")
+        if members is None:
+            # Nothing changed (k was in the set): an emulator may then leave the
+            # attribute out of UPDATED_NEW. Read the set, as AWS would return it.
+            current = await self.get(job_id)
+            return current.fanout.done if current and current.fanout else frozenset()
         return frozenset(int(m) for m in members)
 
     async def mark_failed(

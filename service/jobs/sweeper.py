@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .ending import fail_job
-from .models import FailureReason, JobRecord, JobStatus
 from .messages import parse_message
+from .models import FailureReason, JobRecord, JobStatus
 from .runner import retries_exhausted
 from .service import JobService
 

@@ -23,10 +23,18 @@ from typing import Any
 import pytest
 
 from lambda_adapter.sqs_batch import process_batch
-from service.engine import Budget, Destination, MiB, SourceObject, ZipOptions, build_zip
+from service.engine import (
+    Budget,
+    Destination,
+    MiB,
+    Progress,
+    SourceObject,
+    ZipOptions,
+    build_zip,
+)
 from service.jobs import Action, JobMessage, JobService, JobStatus, run_job_message
 from service.jobs.fanout_store import PLAN_SUFFIX, RANGE_SUFFIX
-from service.jobs.models import JobRecord
+from service.jobs.models import FanOut, JobRecord
 from service.jobs.validation import parse_job_request
 from service.local.stack import Provisioned, StackNames, provision
 from tests.support.archive_check import verify_archive_bytes
@@ -374,3 +382,33 @@ async def test_a_lost_range_message_is_re_sent_by_the_job_s_own_message(
     assert done is not None and done.status is JobStatus.READY
     verify_archive_bytes(await archive_bytes(svc, record.dst_bucket, record.dst_key), docs)
     assert await leftovers(svc, record) == ([], [])
+
+
+async def test_racing_ranges_counted_by_add_to_a_number_set_have_one_last(
+    svc: JobService,
+) -> None:
+    """The store's ``range_done``: of 8 ranges counting themselves at once exactly one
+    sees all 8, and a range counted again leaves the set as it was.
+
+    What AWS documents and this relies on
+    (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html):
+    ``ADD`` of a set to a set attribute adds its members (a member already there
+    stays once), ``ReturnValues=UPDATED_NEW`` returns the attribute as it is after
+    this very update, and each UpdateItem is applied atomically to its item. The
+    emulator's writes are serialized by ``service.local.moto_atomic`` (see
+    test_emulator_atomicity.py) so that this test can fail only through our code.
+    """
+    job_id = await new_job(svc, ["race/a.pdf"])
+    assert await svc.store.claim(job_id, "splitter", 60, "m-race") is not None
+    fan = FanOut("upload-1", 8, 8 * MiB, 64 * MiB, "f" * 64)
+    assert await svc.store.start_fanout(job_id, "splitter", fan, Progress(0, 9, 0, 1), 60)
+    assert not await svc.store.start_fanout(job_id, "splitter", fan, Progress(0, 9, 0, 1), 60)
+    n = 8
+    sets = await asyncio.gather(
+        *(svc.store.range_done(job_id, "upload-1", k, (k, 1)) for k in range(n))
+    )
+    assert all(s is not None for s in sets)
+    assert sum(1 for s in sets if s is not None and len(s) == n) == 1
+    again = await svc.store.range_done(job_id, "upload-1", 3, (3, 1))
+    assert again == frozenset(range(n))
+    assert await svc.store.range_done(job_id, "another-upload", 5, (0, 0)) is None

@@ -26,7 +26,9 @@ def record() -> JobRecord:
     return JobRecord(
         job_id="cd" * 16,
         status=JobStatus.RUNNING,
-        request=JobRequest("src", ("a.pdf",), None, "x.zip", MissingPolicy.FAIL, Compression.STORED),
+        request=JobRequest(
+            "src", ("a.pdf",), None, "x.zip", MissingPolicy.FAIL, Compression.STORED
+        ),
         dst_bucket="dst",
         dst_key="archives/x.zip",
         created_at=T0,
