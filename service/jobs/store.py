@@ -46,6 +46,11 @@ _IDEM_PREFIX = "idem#"
 # Placeholders for attribute names that are DynamoDB reserved words (or the key).
 _NAMES = {"#s": "status", "#k": HASH_KEY, "#e": "error", "#kind": "kind"}
 _UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.WAITING)
+# A heartbeat's write: progress and a renewed lease (values from ``JobStore._renewal``).
+_RENEW = (
+    "SET bytesDone = :bd, bytesTotal = :bt, filesDone = :fd, filesTotal = :ft, "
+    "leaseExpiresAt = :exp, updatedAt = :stamp"
+)
 
 
 def _failed_condition(err: ClientError) -> bool:
@@ -208,26 +213,29 @@ class JobStore:
         self, job_id: str, owner: str, progress: Progress, lease_seconds: float
     ) -> bool:
         """Write progress and renew the lease; False if cancelled or the lease was lost."""
-        now, stamp = self._now()
-        p = progress_json(progress)
         return bool(
             await self._update(
                 job_id,
-                "SET bytesDone = :bd, bytesTotal = :bt, filesDone = :fd, filesTotal = :ft, "
-                "leaseExpiresAt = :exp, updatedAt = :stamp",
+                _RENEW,
                 "#s = :running AND leaseOwner = :owner",
-                {
-                    ":bd": p["bytesDone"],
-                    ":bt": p["bytesTotal"],
-                    ":fd": p["filesDone"],
-                    ":ft": p["filesTotal"],
-                    ":exp": now + lease_seconds,
-                    ":stamp": stamp,
-                    ":running": JobStatus.RUNNING.value,
-                    ":owner": owner,
-                },
+                self._renewal(progress, owner, lease_seconds),
             )
         )
+
+    def _renewal(self, progress: Progress, owner: str, lease_seconds: float) -> dict[str, Any]:
+        """The values of ``_RENEW`` and of the lease condition: progress, a new expiry."""
+        now, stamp = self._now()
+        p = progress_json(progress)
+        return {
+            ":bd": p["bytesDone"],
+            ":bt": p["bytesTotal"],
+            ":fd": p["filesDone"],
+            ":ft": p["filesTotal"],
+            ":exp": now + lease_seconds,
+            ":stamp": stamp,
+            ":running": JobStatus.RUNNING.value,
+            ":owner": owner,
+        }
 
     async def mark_ready(
         self,
@@ -279,26 +287,16 @@ class JobStore:
         self, job_id: str, owner: str, fan: FanOut, progress: Progress, lease_seconds: float
     ) -> bool:
         """Record the split under our lease, once: its upload, sizes and per-range counters."""
-        now, stamp = self._now()
-        p = progress_json(progress)
         fields = fanout_item(fan)
         sets = ", ".join(f"{name} = :{name}" for name in fields)
         return bool(
             await self._update(
                 job_id,
-                f"SET {sets}, bytesDone = :bd, bytesTotal = :bt, filesDone = :fd, "
-                "filesTotal = :ft, leaseExpiresAt = :exp, updatedAt = :stamp",
+                f"{_RENEW}, {sets}",
                 "#s = :running AND leaseOwner = :owner AND attribute_not_exists(fanUpload)",
                 {
                     **{f":{name}": value for name, value in fields.items()},
-                    ":bd": p["bytesDone"],
-                    ":bt": p["bytesTotal"],
-                    ":fd": p["filesDone"],
-                    ":ft": p["filesTotal"],
-                    ":exp": now + lease_seconds,
-                    ":stamp": stamp,
-                    ":running": JobStatus.RUNNING.value,
-                    ":owner": owner,
+                    **self._renewal(progress, owner, lease_seconds),
                 },
             )
         )

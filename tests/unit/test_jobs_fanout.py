@@ -92,21 +92,6 @@ def test_how_many_ranges_a_job_gets() -> None:
     assert workers_wanted(default, 8 * 1024 * MiB + 1, 8 * MiB) == 2
 
 
-def test_settings_read_the_fanout_variables() -> None:
-    env = {
-        "ZIPJOBS_TABLE": "t",
-        "ZIPJOBS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/q",
-        "ZIPJOBS_SRC_BUCKETS": "src-bucket",
-        "ZIPJOBS_DST_BUCKET": "dst-bucket",
-        "ZIPJOBS_FANOUT_MIN_MB": "64",
-        "ZIPJOBS_FANOUT_MAX_WORKERS": "3",
-    }
-    got = Settings.from_env(env)
-    assert (got.fanout_min_mb, got.fanout_max_workers) == (64, 3)
-    with pytest.raises(ValueError, match="ZIPJOBS_FANOUT_MAX_WORKERS"):
-        Settings.from_env({**env, "ZIPJOBS_FANOUT_MAX_WORKERS": "33"})
-
-
 def test_range_progress_never_goes_below_what_the_record_holds() -> None:
     progress = RangeProgress(owned=(2, 5), floor=(1000, 2))
     assert progress.value == (1000, 2)  # a rebuilt range starts from zero: not shown
