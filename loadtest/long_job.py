@@ -545,7 +545,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.total_gb, args.file_mb, args.attempt_seconds = 2.5, 25.0, 30.0
-        args.part_mib = args.part_mib or 54  # the 500 GB layout's part size
+        args.part_mib = args.part_mib or 53  # the 500 GB layout's part size
         args.tag = args.tag or "quick"
         args.sample_seconds = min(args.sample_seconds, 3.0)
     args.file_bytes = int(args.file_mb * 1_000_000)
