@@ -160,9 +160,7 @@ async def run_attempt(limit_s: float, wait_s: float, part_mib: int) -> dict[str,
 
 
 def attempt_main(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     report = asyncio.run(run_attempt(args.seconds, args.wait_seconds, args.part_mib))
     report["seconds"] = round(time.monotonic() - START, 2)
     Path(args.out).write_text(json.dumps(report))

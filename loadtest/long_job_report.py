@@ -8,6 +8,7 @@ endpoint did not verify, a job that did not end READY.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -84,7 +85,7 @@ def progress_problems(
     previous: Snapshot | None = None
     for a in attempts:
         chain = [a.before, *a.samples, a.after]
-        pairs = [(f"attempt {a.number}", old, new) for old, new in zip(chain, chain[1:])]
+        pairs = [(f"attempt {a.number}", old, new) for old, new in itertools.pairwise(chain)]
         if previous is not None:
             pairs.insert(0, (f"between attempts {a.number - 1} and {a.number}", previous, a.before))
         for where, old, new in pairs:
@@ -204,7 +205,8 @@ def markdown(result: dict[str, Any]) -> str:
         *([""] if findings else []),
     ]
     lines += [
-        "| attempt | wall s | outcome | archive GB start -> end | MB/s | peak RSS MiB | load 1 min |",
+        "| attempt | wall s | outcome | archive GB start -> end | MB/s | peak RSS MiB "
+        "| load 1 min |",
         "|---|---|---|---|---|---|---|",
     ]
     for a in result["attempts"]:

@@ -728,7 +728,9 @@ async def test_list_parts_pages_and_matches_the_uploaded_parts(bench: Bench) -> 
             Bucket=OUT, Key=key, UploadId=upload_id, PartNumberMarker=marker, MaxParts=2
         )
         pages += 1
-        listed += [(p["PartNumber"], p["ETag"], p["Size"], p["ChecksumCRC32"]) for p in page["Parts"]]
+        listed += [
+            (p["PartNumber"], p["ETag"], p["Size"], p["ChecksumCRC32"]) for p in page["Parts"]
+        ]
         if not page["IsTruncated"]:
             break
         marker = page["NextPartNumberMarker"]
@@ -811,7 +813,9 @@ async def test_relative_names_let_a_prefix_job_s_archive_verify(bench: Bench) ->
         "seed",
         {"bucket": SRC, "prefix": "deep/dir/", "count": 2, "size": 1000, "relative_names": True},
     )
-    files = {k.removeprefix("deep/dir/"): read_content(k, 0, 1000) for k in seed_keys("deep/dir/", 2)}
+    files = {
+        k.removeprefix("deep/dir/"): read_content(k, 0, 1000) for k in seed_keys("deep/dir/", 2)
+    }
     await bench.s3.put_object(Bucket=OUT, Key="relative.zip", Body=zipstream_archive(files))
     report = await bench.verify("relative.zip")
     assert report["zip_ok"] and report["unknown_entries"] == 0, report
@@ -849,7 +853,11 @@ async def test_a_resumed_engine_build_is_verified_by_the_endpoint(bench: Bench) 
         await first
     seen: list[int] = []
     result = await build_zip(
-        sources_, dest, s3=bench.s3, options=options, on_progress=lambda p: seen.append(p.bytes_done)
+        sources_,
+        dest,
+        s3=bench.s3,
+        options=options,
+        on_progress=lambda p: seen.append(p.bytes_done),
     )
     assert result.resumed_from > 0
     # Progress counts from the archive's start, not from this run's first byte:

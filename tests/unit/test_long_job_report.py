@@ -23,7 +23,9 @@ from loadtest.long_job_report import (
 GB = 1_000_000_000
 
 
-def snap(archive: int, progress: int | None = None, files: int = 0, status: str = "WAITING") -> Snapshot:
+def snap(
+    archive: int, progress: int | None = None, files: int = 0, status: str = "WAITING"
+) -> Snapshot:
     return Snapshot(status, archive, archive if progress is None else progress, files)
 
 
@@ -119,9 +121,7 @@ def test_rss_over_the_ceiling_is_caught_and_at_it_is_not() -> None:
     attempts[0].peak_rss_mib = 233.0
     assert rss_problems(attempts, 233) == []
     attempts[2].peak_rss_mib = 233.1
-    assert rss_problems(attempts, 233) == [
-        "attempt 3: peak RSS 233.1 MiB > ceiling 233 MiB"
-    ]
+    assert rss_problems(attempts, 233) == ["attempt 3: peak RSS 233.1 MiB > ceiling 233 MiB"]
 
 
 def test_verification_failures_are_each_caught() -> None:
@@ -182,8 +182,6 @@ def test_the_markdown_names_every_attempt_and_the_verdict() -> None:
         "problems": ["something"],
         "verification_problems": [],
     }
-    text = markdown(
-        {"meta": meta, "summary": summary, "attempts": [a.as_json() for a in attempts]}
-    )
+    text = markdown({"meta": meta, "summary": summary, "attempts": [a.as_json() for a in attempts]})
     assert "**Result: FAIL**" in text and "- something" in text
     assert text.count("\n| ") == 1 + len(attempts)  # the header, then one row per attempt
