@@ -109,3 +109,52 @@ async def test_a_client_behind_a_proxy_keeps_botocore(monkeypatch: pytest.Monkey
     monkeypatch.delenv("no_proxy", raising=False)
     async with aws_client("s3", settings) as s3:
         assert isinstance(ranged_get_for(s3), BotocoreRangedGet)
+
+
+@pytest_asyncio.fixture
+async def chunked_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """Answers every GET with a 206 whose body is chunked (no Content-Length)."""
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("User-Agent", ""))
+        resp = web.StreamResponse(
+            status=206, headers={"ETag": '"e1"', "Content-Range": "bytes 0-9/10"}
+        )
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b"0123456789")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_answer_without_length_hands_the_bucket_to_botocore(
+    chunked_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path reads bodies of a known length into the reader's buffer; a
+    server that streams a chunked 2xx is botocore's to read, for good."""
+    url, seen = chunked_server
+    settings = AwsSettings(
+        region="us-east-1", endpoint_url=url, access_key_id="a", secret_access_key="s"
+    )
+    async with aws_client("s3", settings) as s3:
+        fast: Any = ranged_get_for(s3)
+        assert isinstance(fast, FastRangedGet)
+        fallback = Fallback()
+        monkeypatch.setattr(fast, "fallback", fallback)
+        await fast.get("b", "a.pdf", 0, 9, '"e1"')
+        await fast.get("b", "b.pdf", 0, 9, '"e1"')
+    assert seen == [USER_AGENT]  # tried once on the fast path
+    assert fallback.calls == [("b", "a.pdf", 0, 9, '"e1"'), ("b", "b.pdf", 0, 9, '"e1"')]
