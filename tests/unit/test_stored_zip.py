@@ -86,13 +86,18 @@ def _entries(sizes: list[int], dates: list[dt.datetime] | None = None) -> list[P
     ]
 
 
+# Archives of a few small entries, cut into parts of ``boundary`` bytes and fed
+# in pieces of ``piece`` bytes; ``cut`` picks an offset to resume from.
+ARCHIVE_CASES = {
+    "sizes": st.lists(st.integers(0, 5000), min_size=1, max_size=12),
+    "boundary": st.integers(64, 4096),
+    "piece": st.integers(1, 3000),
+    "cut": st.integers(0, 10**9),
+}
+
+
 @settings(max_examples=40, deadline=None)
-@given(
-    sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=12),
-    boundary=st.integers(64, 4096),
-    piece=st.integers(1, 3000),
-    cut=st.integers(0, 10**9),
-)
+@given(**ARCHIVE_CASES)
 def test_same_bytes_as_zipstream_and_resumable_anywhere(
     sizes: list[int], boundary: int, piece: int, cut: int
 ) -> None:
@@ -214,12 +219,7 @@ def test_snapshot_crc_is_the_crc_of_the_data_before_the_boundary() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=8),
-    boundary=st.integers(64, 4096),
-    piece=st.integers(1, 3000),
-    cut=st.integers(0, 10**9),
-)
+@given(**ARCHIVE_CASES)
 def test_every_data_piece_comes_with_its_own_crc(
     sizes: list[int], boundary: int, piece: int, cut: int
 ) -> None:
