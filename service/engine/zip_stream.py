@@ -177,7 +177,9 @@ class Cursor:
 
 
 class Sink(Protocol):
-    async def write(self, data: bytes | memoryview) -> None: ...
+    async def write(self, data: bytes | memoryview, crc: int | None = None) -> None:
+        """Take ``data``; ``crc`` is its CRC-32 when the stream already knows it."""
+        ...
 
 
 def build_stream(
@@ -208,8 +210,12 @@ class ZipPump:
         *,
         on_step: Callable[[int, int], None],
         threaded: bool,
+        chunk_crc: Callable[[], int | None] | None = None,
     ) -> None:
         self._gen: Iterator[bytes | memoryview] = iter(stream)
+        # The CRC-32 of the chunk the generator just yielded, if it knows it
+        # (``StoredArchive.yielded_crc``); handed to the sink with the chunk.
+        self._chunk_crc = chunk_crc
         self._feeds = feeds
         self._cursor = cursor
         self._read_budget = read_budget
@@ -243,7 +249,7 @@ class ZipPump:
             if executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
 
-    async def _write(self, chunks: list[bytes | memoryview]) -> None:
+    async def _write(self, chunks: list[tuple[bytes | memoryview, int | None]]) -> None:
         """Write a batch to the sink; its views are released once it is written
         or the write failed.
 
@@ -254,11 +260,11 @@ class ZipPump:
         views in it hold no memory.
         """
         try:
-            for chunk in chunks:
-                await self._sink.write(chunk)
+            for chunk, crc in chunks:
+                await self._sink.write(chunk, crc)
                 self.archive_bytes += len(chunk)
         finally:
-            for chunk in chunks:
+            for chunk, _ in chunks:
                 if isinstance(chunk, memoryview):
                     chunk.release()
 
@@ -291,15 +297,16 @@ class ZipPump:
                 return
             await self._wake.wait()
 
-    def _step_batch(self) -> tuple[list[bytes | memoryview], bool]:
+    def _step_batch(self) -> tuple[list[tuple[bytes | memoryview, int | None]], bool]:
         """A few steps, each guaranteed not to block.
 
         Bounded in count (loop latency) and in bytes: STORED output is views
         of budgeted range buffers, but deflate output is new memory that the
         budget does not cover until the sink has copied it.
         """
-        out: list[bytes | memoryview] = []
+        out: list[tuple[bytes | memoryview, int | None]] = []
         size = 0
+        chunk_crc = self._chunk_crc
         for _ in range(MAX_STEPS_PER_TURN):
             if size >= MAX_BATCH_BYTES or not self.ready():
                 return out, False
@@ -308,13 +315,13 @@ class ZipPump:
             except StopIteration:
                 return out, True
             if chunk:  # deflate yields many empty chunks
-                out.append(chunk)
+                out.append((chunk, None if chunk_crc is None else chunk_crc()))
                 size += len(chunk)
         return out, False
 
     async def _steps(
         self, executor: ThreadPoolExecutor | None
-    ) -> tuple[list[bytes | memoryview], bool]:
+    ) -> tuple[list[tuple[bytes | memoryview, int | None]], bool]:
         if executor is None:
             return self._step_batch()
         return await asyncio.get_running_loop().run_in_executor(executor, self._step_batch)
