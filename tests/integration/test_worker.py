@@ -294,3 +294,64 @@ async def test_stop_releases_an_unfinished_job_for_another_worker(
     # Repeated keys get " (n)" before the extension (the engine's renaming).
     expected = {name: by_key[re.sub(r" \(\d+\)(\.pdf)$", r"\1", name)] for name in names}
     verify_archive_bytes(data, expected, tmp_dir=tmp_path)
+
+
+async def test_redeploys_that_progress_never_use_up_a_stored_jobs_attempts(
+    svc: JobService, samples: list[Sample], tmp_path: Any
+) -> None:
+    """More shutdowns mid-job than the queue's receive limit (2 here): the job ends READY.
+
+    Each worker is stopped (SIGTERM, as a redeploy does) once the upload holds
+    more parts than before; the STORED job keeps them, so its release is a
+    continuation with a fresh message, not a used-up attempt
+    (service/jobs/continuation.py). Without that, the third delivery would
+    go to the dead-letter queue.
+    """
+    keys = [s.key for s in samples] * 4  # ~290 MiB STORED: seconds of work on moto
+    job_id = await new_job(svc, keys)
+    await send(svc, job_id)
+    record = await svc.store.get(job_id)
+    assert record is not None
+    bucket = record.dst_bucket
+
+    async def parts_uploaded() -> int:
+        for upload in await uploads_for(svc, job_id):
+            listed = await svc.s3.list_parts(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+            return len(listed.get("Parts", []))
+        return 0
+
+    kept = 0
+    for n in range(3):
+        worker = Worker(svc, poll_seconds=1, grace_seconds=0.2, owner=f"deploy-{n}")
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + 60
+        while await parts_uploaded() <= kept:
+            assert time.monotonic() < deadline, f"no progress in deployment {n}"
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await task
+        released = await svc.store.get(job_id)
+        assert released is not None and released.status is JobStatus.WAITING, released
+        assert released.attempts == 0  # continued afresh, not counted
+        now = await parts_uploaded()
+        assert now > kept
+        kept = now
+
+    last = Worker(svc, poll_seconds=1, owner="deploy-last")
+    task = asyncio.create_task(last.run())
+    try:
+        done = await wait_status(svc, job_id, {JobStatus.READY, JobStatus.FAILED})
+    finally:
+        last.stop()
+        await task
+    assert done.status is JobStatus.READY, done.error
+    assert await uploads_for(svc, job_id) == []
+    data = await get_bytes(svc.s3, done.dst_bucket, done.dst_key)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+    by_key = {s.key: s.data for s in samples}
+    expected = {name: by_key[re.sub(r" \(\d+\)(\.pdf)$", r"\1", name)] for name in names}
+    assert len(names) == len(keys)
+    verify_archive_bytes(data, expected, tmp_dir=tmp_path)
