@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from service.engine import Progress
+from service.engine.uploader import PartWriter
 from service.jobs import Action, JobMessage, JobService, JobStatus, run_job_message
 from service.jobs.models import FailureReason
 from service.jobs.validation import parse_job_request
@@ -297,7 +298,7 @@ async def test_stop_releases_an_unfinished_job_for_another_worker(
 
 
 async def test_redeploys_that_progress_never_use_up_a_stored_jobs_attempts(
-    svc: JobService, samples: list[Sample], tmp_path: Any
+    svc: JobService, samples: list[Sample], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More shutdowns mid-job than the queue's receive limit (2 here): the job ends READY.
 
@@ -307,7 +308,14 @@ async def test_redeploys_that_progress_never_use_up_a_stored_jobs_attempts(
     (service/jobs/continuation.py). Without that, the third delivery would
     go to the dead-letter queue.
     """
-    keys = [s.key for s in samples] * 4  # ~290 MiB STORED: seconds of work on moto
+    keys = [s.key for s in samples] * 24  # ~290 MiB STORED, 36 parts
+    real_upload = PartWriter._upload_part
+
+    async def slow(self: PartWriter, number: int, *rest: Any) -> None:
+        await asyncio.sleep(0.3)  # each deployment gets a few parts done, not all
+        await real_upload(self, number, *rest)
+
+    monkeypatch.setattr(PartWriter, "_upload_part", slow)
     job_id = await new_job(svc, keys)
     await send(svc, job_id)
     record = await svc.store.get(job_id)
@@ -333,7 +341,7 @@ async def test_redeploys_that_progress_never_use_up_a_stored_jobs_attempts(
         worker.stop()
         await task
         released = await svc.store.get(job_id)
-        assert released is not None and released.status is JobStatus.WAITING, released
+        assert released is not None and released.status is JobStatus.WAITING, (n, released)
         assert released.attempts == 0  # continued afresh, not counted
         now = await parts_uploaded()
         assert now > kept

@@ -297,7 +297,8 @@ def test_a_job_out_of_time_resumes_on_the_next_delivery(
     for extra in (2.0, 4.0, 8.0):
         [message] = _receive(stack, aws, 1)
         result = _zipper(stack, aws, [message], FakeContext(seconds=SAFETY_SECONDS + extra))
-        assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+        # Returned for a retry, or (parts kept) deleted and continued by a fresh message.
+        assert result["batchItemFailures"] in ([{"itemIdentifier": message["MessageId"]}], [])
         cp = _checkpoint(stack, aws, job_id)
         if cp is not None and len(cp.parts) >= 2:
             break
