@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, cast
 
 from .budget import ByteSemaphore
 from .cleanup import abort_uploads
-from .crc import crc32_combine
+from .crc import crc32_combine, fast_combine
 from .models import Destination, LengthMismatchError
 
 if TYPE_CHECKING:
@@ -222,6 +222,7 @@ class PartWriter:
         self._buf: bytearray | None = None
         self._fill = 0
         self._crc = 0  # CRC-32 of the filling buffer's bytes so far
+        self._fast_combine = fast_combine()
         self._written = 0
         self._parts: dict[int, UploadedPart] = {}
         self._next_part = 1
@@ -265,8 +266,17 @@ class PartWriter:
         """Parts S3 has acknowledged so far, in part order (for checkpoints)."""
         return [self._parts[n] for n in sorted(self._parts)]
 
-    async def write(self, data: bytes | memoryview) -> None:
+    async def write(self, data: bytes | memoryview, crc: int | None = None) -> None:
+        """Copy ``data`` into part buffers; ``crc`` is its CRC-32 if the caller knows it.
+
+        A known CRC is combined into the part's (one C call) instead of reading
+        the bytes a second time: the zip stream has just computed it for the
+        entry's data descriptor. It is the CRC of the bytes the stream meant to
+        send, so S3, checking the part against it, also catches a copy gone
+        wrong here (docs/performance.md, "Checksums").
+        """
         view = memoryview(data).cast("B")
+        whole = len(view)
         while view:
             self._raise_failure()
             if self._buf is None:
@@ -275,7 +285,10 @@ class PartWriter:
             n = min(room, len(view))
             piece = view[:n]
             self._buf[self._fill : self._fill + n] = piece
-            self._crc = zlib.crc32(piece, self._crc)
+            if crc is not None and n == whole and (self._fill == 0 or self._fast_combine):
+                self._crc = crc32_combine(self._crc, crc, n)
+            else:
+                self._crc = zlib.crc32(piece, self._crc)
             self._fill += n
             self._written += n
             view = view[n:]

@@ -170,7 +170,9 @@ class Cursor:
 
 
 class Sink(Protocol):
-    async def write(self, data: bytes | memoryview) -> None: ...
+    async def write(self, data: bytes | memoryview, crc: int | None = None) -> None:
+        """Take ``data``; ``crc`` is its CRC-32 when the stream already knows it."""
+        ...
 
 
 def build_stream(
@@ -201,8 +203,12 @@ class ZipPump:
         *,
         on_step: Callable[[int, int], None],
         threaded: bool,
+        chunk_crc: Callable[[], int | None] | None = None,
     ) -> None:
         self._gen: Iterator[bytes | memoryview] = iter(stream)
+        # The CRC-32 of the chunk the generator just yielded, if it knows it
+        # (``StoredArchive.yielded_crc``); handed to the sink with the chunk.
+        self._chunk_crc = chunk_crc
         self._feeds = feeds
         self._cursor = cursor
         self._read_budget = read_budget
@@ -226,8 +232,8 @@ class ZipPump:
             while True:
                 await self._wait_ready()
                 chunks, finished = await self._steps(executor)
-                for chunk in chunks:
-                    await self._sink.write(chunk)
+                for chunk, crc in chunks:
+                    await self._sink.write(chunk, crc)
                     self.archive_bytes += len(chunk)
                     if isinstance(chunk, memoryview):
                         # The sink has copied it. zipstream-ng's generator frames
@@ -251,15 +257,16 @@ class ZipPump:
                 return
             await self._wake.wait()
 
-    def _step_batch(self) -> tuple[list[bytes | memoryview], bool]:
+    def _step_batch(self) -> tuple[list[tuple[bytes | memoryview, int | None]], bool]:
         """A few steps, each guaranteed not to block.
 
         Bounded in count (loop latency) and in bytes: STORED output is views
         of budgeted range buffers, but deflate output is new memory that the
         budget does not cover until the sink has copied it.
         """
-        out: list[bytes | memoryview] = []
+        out: list[tuple[bytes | memoryview, int | None]] = []
         size = 0
+        chunk_crc = self._chunk_crc
         for _ in range(MAX_STEPS_PER_TURN):
             if size >= MAX_BATCH_BYTES or not self.ready():
                 return out, False
@@ -268,13 +275,13 @@ class ZipPump:
             except StopIteration:
                 return out, True
             if chunk:  # deflate yields many empty chunks
-                out.append(chunk)
+                out.append((chunk, None if chunk_crc is None else chunk_crc()))
                 size += len(chunk)
         return out, False
 
     async def _steps(
         self, executor: ThreadPoolExecutor | None
-    ) -> tuple[list[bytes | memoryview], bool]:
+    ) -> tuple[list[tuple[bytes | memoryview, int | None]], bool]:
         if executor is None:
             return self._step_batch()
         return await asyncio.get_running_loop().run_in_executor(executor, self._step_batch)
