@@ -279,14 +279,26 @@ async def test_stop_releases_an_unfinished_job_for_another_worker(
     assert released.last_error is None and released.next_attempt_at is not None
     assert await uploads_for(svc, job_id) == []  # the engine aborted its upload
 
-    second = Worker(svc, poll_seconds=1, owner="second")
-    task = asyncio.create_task(second.run())
-    try:
-        record = await wait_status(svc, job_id, {JobStatus.READY, JobStatus.FAILED})
-    finally:
-        second.stop()
-        await task
+    record = await run_to_the_end(svc, job_id, owner="second")
     assert record.status is JobStatus.READY and record.attempts == 2
+    await check_repeated_keys_archive(svc, record, keys, samples, tmp_path)
+
+
+async def run_to_the_end(svc: JobService, job_id: str, owner: str) -> Any:
+    """A fresh worker until the job is READY or FAILED; the final record."""
+    worker = Worker(svc, poll_seconds=1, owner=owner)
+    task = asyncio.create_task(worker.run())
+    try:
+        return await wait_status(svc, job_id, {JobStatus.READY, JobStatus.FAILED})
+    finally:
+        worker.stop()
+        await task
+
+
+async def check_repeated_keys_archive(
+    svc: JobService, record: Any, keys: list[str], samples: list[Sample], tmp_path: Any
+) -> None:
+    """The archive has every key (repeats renamed) and passes the five readers."""
     by_key = {s.key: s.data for s in samples}
     data = await get_bytes(svc.s3, record.dst_bucket, record.dst_key)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -347,19 +359,7 @@ async def test_redeploys_that_progress_never_use_up_a_stored_jobs_attempts(
         assert now > kept
         kept = now
 
-    last = Worker(svc, poll_seconds=1, owner="deploy-last")
-    task = asyncio.create_task(last.run())
-    try:
-        done = await wait_status(svc, job_id, {JobStatus.READY, JobStatus.FAILED})
-    finally:
-        last.stop()
-        await task
+    done = await run_to_the_end(svc, job_id, owner="deploy-last")
     assert done.status is JobStatus.READY, done.error
     assert await uploads_for(svc, job_id) == []
-    data = await get_bytes(svc.s3, done.dst_bucket, done.dst_key)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        names = zf.namelist()
-    by_key = {s.key: s.data for s in samples}
-    expected = {name: by_key[re.sub(r" \(\d+\)(\.pdf)$", r"\1", name)] for name in names}
-    assert len(names) == len(keys)
-    verify_archive_bytes(data, expected, tmp_dir=tmp_path)
+    await check_repeated_keys_archive(svc, done, keys, samples, tmp_path)
