@@ -27,6 +27,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from service.engine import (
+    Compression,
     Destination,
     MiB,
     ReadFailedError,
@@ -113,13 +114,24 @@ def _assert_let_go(traced: Traced, kept: BaseException) -> None:
     )
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["single", "fan-out"])
+@pytest.mark.parametrize(
+    ("workers", "compression"),
+    [(1, Compression.STORED), (2, Compression.STORED), (1, Compression.DEFLATE)],
+    ids=["single", "fan-out", "deflate"],
+)
 async def test_a_failed_build_s_kept_error_holds_no_buffer(
-    workers: int, bucket: str, put_objects: Any, proxy: FaultProxy, proxied_s3: Any
+    workers: int,
+    compression: Compression,
+    bucket: str,
+    put_objects: Any,
+    proxy: FaultProxy,
+    proxied_s3: Any,
 ) -> None:
     """The bad source is held 1 s (the ranges after it are read ahead), then cut."""
     sources = await _seed(put_objects, bucket)
-    options = dataclasses.replace(OPTIONS, workers=workers, worker_min_bytes=1)
+    options = dataclasses.replace(
+        OPTIONS, workers=workers, worker_min_bytes=1, compression=compression
+    )
     with reference_counting_only() as traced:
         proxy.add(
             Fault(
