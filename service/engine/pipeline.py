@@ -243,6 +243,7 @@ async def build_zip(
             await run_together(reader.run(), pump.run())
             upload = await writer.finish()
         except BaseException as err:
+            pump.discard()
             await _stop(writer, zs, err)
             raise
         finally:
