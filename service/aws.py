@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-import aioboto3
+from aiobotocore.session import AioSession, get_session
 from botocore.config import Config
 
 from .s3_ranged_get import disable_fast_get, enable_fast_get
@@ -47,13 +47,20 @@ class AwsSettings:
     def endpoint_for(self, service: str) -> str | None:
         return dict(self.service_endpoints).get(service, self.endpoint_url)
 
-    def session(self) -> aioboto3.Session:
-        return aioboto3.Session(
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            aws_session_token=self.session_token,
-            region_name=self.region,
-        )
+    def session(self) -> AioSession:
+        """An aiobotocore session with these credentials (or the default chain) and region.
+
+        aiobotocore's, not aioboto3's: clients are all we make, and aioboto3
+        would import boto3 and its resource layer into every process for
+        them (start-up time; docs/performance.md).
+        """
+        session = get_session()
+        if self.access_key_id or self.secret_access_key or self.session_token:
+            if not (self.access_key_id and self.secret_access_key):
+                raise ValueError("AWS credentials need an access key id and a secret access key")
+            session.set_credentials(self.access_key_id, self.secret_access_key, self.session_token)
+        session.set_config_variable("region", self.region)
+        return session
 
 
 def signs_payload(endpoint_url: str | None) -> bool:
@@ -160,7 +167,7 @@ def aws_client(
     max_pool_connections: int = 64,
     limits: CallLimits = BACKGROUND,
 ) -> AbstractAsyncContextManager[Any]:
-    """An entered aioboto3 client for ``service``, typed by the aiobotocore stubs.
+    """An entered aiobotocore client for ``service``, typed by the aiobotocore stubs.
 
     The overloads give each caller ``S3Client``/``DynamoDBClient``/``SQSClient``,
     so a misspelt operation or parameter fails mypy instead of failing in AWS.
@@ -181,8 +188,8 @@ async def _client(
     )
     session = settings.session()
     # Per-request SDK overhead that is ours to cut (docs/performance.md).
-    use_fast_timestamps(getattr(session, "_session", None))
-    async with session.client(service, endpoint_url=endpoint_url, config=cfg) as client:  # type: ignore[call-overload]
+    use_fast_timestamps(session)
+    async with session.create_client(service, endpoint_url=endpoint_url, config=cfg) as client:  # type: ignore[call-overload]
         if service != "s3":
             yield client
             return

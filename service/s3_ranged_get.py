@@ -1,4 +1,4 @@
-"""The engine's ranged GETs: a fast signed-GET path over aiohttp, or botocore's get_object.
+"""The engine's ranged GETs: a fast signed-GET path, or botocore's get_object.
 
 Why a second path at all: on many small objects the engine is CPU-bound and
 about half of its CPU went to botocore's per-request machinery for GetObject
@@ -6,8 +6,9 @@ about half of its CPU went to botocore's per-request machinery for GetObject
 signing through an ``AWSRequest``, user agent, response parsing), where a
 ranged GET needs one signed request and three response headers
 (docs/performance.md, "Where the CPU goes"). The fast path sends exactly that
-request, on the client's own aiohttp session, and gives the reader answers it
-cannot tell from botocore's:
+request, on keep-alive connections of its own (``service/http1_get.py``, which
+reads each body straight into the reader's buffer), and gives the reader
+answers it cannot tell from botocore's:
 
 - **the same request**: the endpoint URL, addressing style, key encoding,
   signing region and service come from botocore itself, once per bucket (a
@@ -18,9 +19,10 @@ cannot tell from botocore's:
   (``service/sigv4_header.py``); credentials from the client's own provider,
   frozen per request as botocore's signer does, so refreshable credentials
   refresh as they would;
-- **the same connection pool**: the client's own aiohttp session (its
-  connector is sized by ``max_pool_connections`` and carries the client's CA
-  bundle/verify setting and timeouts);
+- **the same connection settings**: the TLS context of the client's own
+  aiohttp connector (its CA bundle, or its ``verify=False``), its
+  ``max_pool_connections``, connect and read timeouts; a pool of its own,
+  because aiohttp's per-request work and body copies were what it cost;
 - **the same errors**: a non-2xx answer is parsed by botocore's REST-XML
   parser and raised as the client's modeled exception (a ``ClientError``
   with the same Code), so If-Match 412, NoSuchKey and AccessDenied mean what
@@ -35,7 +37,8 @@ Anything the fast path does not cover goes to botocore, decided once per
 client (no credentials, a signature version other than SigV4, a proxy,
 another retry mode, an HTTP session of another shape) or once per bucket (an
 access point ARN, a directory bucket, an endpoint botocore signs any other
-way, a redirect to another region). ``ZIPJOBS_FAST_GET=0`` turns it off.
+way, a redirect to another region, a 2xx answer without Content-Length).
+``ZIPJOBS_FAST_GET=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-import socket
+import ssl
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -70,8 +73,17 @@ from botocore.exceptions import (
 )
 from botocore.parsers import RestXMLParser
 from botocore.retries import quota, standard
-from yarl import URL
 
+from .http1_get import (
+    Answer,
+    BodyCut,
+    ClosedBeforeAnswer,
+    ConnectTimeout,
+    Http1Pool,
+    MalformedAnswer,
+    Origin,
+    UnsupportedAnswer,
+)
 from .sigv4_header import ALGORITHM, UNSIGNED_PAYLOAD, HeaderSigner, amz_date
 
 if TYPE_CHECKING:
@@ -152,51 +164,48 @@ class BotocoreRangedGet:
 # -- the fast path ------------------------------------------------------------------------
 
 
-class _AiohttpBody:
-    """The body of a 2xx answer; errors named as aiobotocore's StreamingBody names them."""
+class _Http1Body:
+    """The body of a 2xx answer, read straight into the reader's buffer; errors named
+    as aiobotocore's StreamingBody names them."""
 
-    __slots__ = ("_resp",)
+    __slots__ = ("_answer", "_url")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
+    def __init__(self, answer: Answer, url: str) -> None:
+        self._answer = answer
+        self._url = url
 
     async def readinto(self, b: memoryview) -> int:
         try:
-            chunk = await self._resp.content.read(len(b))
+            return await self._answer.readinto(b)
         except TimeoutError as err:
-            raise ReadTimeoutError(endpoint_url=str(self._resp.url), error=err) from err
-        except aiohttp.ClientConnectionError as err:
+            raise ReadTimeoutError(endpoint_url=self._url, error=err) from err
+        except (ConnectionError, OSError) as err:
             raise ResponseStreamingError(error=err) from err
-        n = len(chunk)
-        b[:n] = chunk
-        return n
 
     def release(self) -> None:
-        self._resp.release()
+        self._answer.release()
 
     def close(self) -> None:
-        self._resp.close()
+        self._answer.close()
 
 
 def botocore_error(err: BaseException, url: str) -> Exception:
-    """The botocore exception aiobotocore raises for this aiohttp/socket error.
+    """The botocore exception aiobotocore raises for this transport/socket error.
 
-    The same mapping as aiobotocore's ``AIOHTTPSession.send``, so retries
-    (botocore retries ``ConnectionError``/``HTTPClientError``) and the
+    The same classes as aiobotocore's ``AIOHTTPSession.send`` gives, so
+    retries (botocore retries ``ConnectionError``/``HTTPClientError``) and the
     reader's own resume logic see the classes they always saw.
     """
-    if isinstance(err, aiohttp.ClientSSLError):
+    if isinstance(err, ssl.SSLError):
         return SSLError(endpoint_url=url, error=err)
-    if isinstance(err, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+    if isinstance(err, ConnectTimeout):
+        return ConnectTimeoutError(endpoint_url=url, error=err)
+    if isinstance(err, TimeoutError):
+        return ReadTimeoutError(endpoint_url=url, error=err)
+    if isinstance(err, ClosedBeforeAnswer | BodyCut | MalformedAnswer):
         return ConnectionClosedError(error=err, endpoint_url=url)
-    if isinstance(err, aiohttp.ServerTimeoutError):
-        if str(err).lower().startswith("connect"):
-            return ConnectTimeoutError(endpoint_url=url, error=err)
-        return ReadTimeoutError(endpoint_url=url, error=err)
-    if isinstance(err, aiohttp.ClientConnectionError | socket.gaierror):
+    if isinstance(err, OSError):  # refused, unreachable, name not resolved
         return EndpointConnectionError(endpoint_url=url, error=err)
-    if isinstance(err, asyncio.TimeoutError):
-        return ReadTimeoutError(endpoint_url=url, error=err)
     return HTTPClientError(error=err)
 
 
@@ -303,14 +312,15 @@ class FastRangedGet:
     def __init__(
         self,
         s3: S3Client,
-        http: aiohttp.ClientSession,
+        pool: Http1Pool,
         credentials: Any,
         max_attempts: int,
         proxy_for: Callable[[str], str | None] = lambda url: None,
     ) -> None:
         self._s3 = s3
         self._proxy_for = proxy_for
-        self._http = http
+        self._pool = pool
+        self._origins: dict[str, Origin] = {}
         self._credentials = credentials
         self.fallback = BotocoreRangedGet(s3)
         self._targets: dict[str, BucketTarget | None] = {}
@@ -332,6 +342,15 @@ class FastRangedGet:
             retry_quota=self._quota,  # type: ignore[arg-type]
         )
         self.sent = 0  # requests this path sent (tests and diagnostics)
+
+    def close(self) -> None:
+        """Close the pooled connections (the client is closing)."""
+        self._pool.close()
+
+    @property
+    def connections_opened(self) -> int:
+        """Connections this path has opened so far (tests: keep-alive reuse)."""
+        return self._pool.opened
 
     async def _target(self, bucket: str) -> BucketTarget | None:
         target = self._targets.get(bucket, _UNKNOWN)
@@ -412,12 +431,17 @@ class FastRangedGet:
             return await self.fallback.get(bucket, key, first, last, if_match)
         path = target.path_prefix + quote(key, safe="/~")
         url = target.origin + path
+        origin = self._origin(target.origin)
         request_context: dict[str, Any] = {}
         attempt = 0
         while True:
             attempt += 1
             headers = await self._signed_headers(target, path, first, last, if_match)
-            resp, body, caught = await self._exchange(url, headers)
+            try:
+                resp, body, caught = await self._exchange(origin, path, url, headers)
+            except UnsupportedAnswer:
+                self._targets[bucket] = None  # an answer we do not read: botocore's from now on
+                return await self.fallback.get(bucket, key, first, last, if_match)
             if resp is not None and 200 <= resp.status < 300:
                 # As botocore's after-call hook does, with the request context
                 # dict (the stub says RetryContext).
@@ -426,13 +450,13 @@ class FastRangedGet:
                     _Status(resp.status),
                 )
                 h = resp.headers
-                length = h.get("Content-Length")
+                length = h.get("content-length")
                 fields = {
-                    "ETag": h.get("ETag"),
-                    "ContentRange": h.get("Content-Range"),
+                    "ETag": h.get("etag"),
+                    "ContentRange": h.get("content-range"),
                     "ContentLength": None if length is None else int(length),
                 }
-                return RangedAnswer(fields, _AiohttpBody(resp))
+                return RangedAnswer(fields, _Http1Body(resp, url))
             http_response, parsed = None, None
             if resp is not None:
                 http_response, parsed = self._error_answer(url, resp, body)
@@ -454,23 +478,36 @@ class FastRangedGet:
             error_class = cast("type[ClientError]", self._s3.exceptions.from_code(code))
             raise error_class(cast("_ClientErrorResponseTypeDef", parsed), "GetObject")
 
+    def _origin(self, origin: str) -> Origin:
+        found = self._origins.get(origin)
+        if found is None:
+            parts = urlsplit(origin)
+            scheme = parts.scheme.lower()
+            port = parts.port or {"http": 80, "https": 443}[scheme]
+            found = self._origins[origin] = Origin(scheme, parts.hostname or "", port)
+        return found
+
     async def _exchange(
-        self, url: str, headers: dict[str, str]
-    ) -> tuple[aiohttp.ClientResponse | None, bytes, Exception | None]:
+        self, origin: Origin, path: str, url: str, headers: dict[str, str]
+    ) -> tuple[Answer | None, bytes, Exception | None]:
         """One request: a 2xx answer (body unread), an error answer and its body, or the
-        botocore exception for what went wrong on the way (mapped as aiobotocore maps it)."""
+        botocore exception for what went wrong on the way (mapped as aiobotocore maps it).
+        A 2xx answer this client cannot read raises ``UnsupportedAnswer``."""
         self.sent += 1
         try:
-            resp = await self._http.get(
-                URL(url, encoded=True), headers=headers, allow_redirects=False
-            )
+            resp = await self._pool.get(origin, path, headers)
             if 200 <= resp.status < 300:
+                try:
+                    resp.check_readable()
+                except UnsupportedAnswer:
+                    resp.close()
+                    raise
                 return resp, b"", None
             try:
                 return resp, await resp.read(), None
             finally:
                 resp.release()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, UnsupportedAnswer):
             raise
         except Exception as err:
             caught = botocore_error(err, url)
@@ -478,12 +515,10 @@ class FastRangedGet:
             return None, b"", caught
 
     def _error_answer(
-        self, url: str, resp: aiohttp.ClientResponse, body: bytes
+        self, url: str, resp: Answer, body: bytes
     ) -> tuple[AWSResponse, dict[str, Any]]:
         """An error answer as botocore sees it: the response and its parsed S3 XML error."""
-        headers = HTTPHeaders.from_dict(
-            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.raw_headers}
-        )
+        headers = HTTPHeaders.from_dict(dict(resp.headers))
         http_response = AWSResponse(url, resp.status, headers, None)
         parsed = self._parser.parse(
             {"status_code": resp.status, "headers": headers, "body": body}, self._output_shape
@@ -537,7 +572,9 @@ async def enable_fast_get(s3: S3Client) -> FastRangedGet | None:
 
 
 def disable_fast_get(s3: S3Client) -> None:
-    _FAST.pop(s3, None)
+    fast = _FAST.pop(s3, None)
+    if fast is not None:
+        fast.close()
 
 
 def ranged_get_for(s3: S3Client) -> RangedGet:
@@ -566,4 +603,30 @@ async def _build(s3: S3Client) -> FastRangedGet | None:
     http = await get_session(None)
     if not isinstance(http, aiohttp.ClientSession):
         return None
-    return FastRangedGet(s3, http, credentials, max_attempts, proxy_config.proxy_url_for)
+    tls = _ssl_context(http.connector)
+    if tls is None and endpoint.lower().startswith("https:"):
+        return None  # TLS set up some other way (a fingerprint): aiohttp's
+    config = s3.meta.config
+    pool = Http1Pool(
+        tls,
+        limit=int(getattr(config, "max_pool_connections", None) or 10),
+        connect_timeout=float(getattr(config, "connect_timeout", None) or 60),
+        read_timeout=float(getattr(config, "read_timeout", None) or 60),
+    )
+    return FastRangedGet(s3, pool, credentials, max_attempts, proxy_config.proxy_url_for)
+
+
+def _ssl_context(connector: Any) -> ssl.SSLContext | None:
+    """The TLS settings the client's own connector verifies with (its CA bundle, or
+    none when the client was made with ``verify=False``), as aiohttp applies them."""
+    setting = getattr(connector, "_ssl", None)
+    if isinstance(setting, ssl.SSLContext):
+        return setting
+    if setting is True:
+        return ssl.create_default_context()
+    if setting is False:  # verify=False: what aiohttp does then
+        unverified = ssl.create_default_context()
+        unverified.check_hostname = False
+        unverified.verify_mode = ssl.CERT_NONE
+        return unverified
+    return None

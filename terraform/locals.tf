@@ -153,9 +153,10 @@ locals {
     }
     zipper = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-      # The event source mapping polls with the function's role.
-      # SendMessage: a job past ZIPJOBS_FANOUT_MIN_MB is split into range
-      # messages on this queue (service/jobs/fanout.py, docs/resume.md).
+      # The event source mapping polls with the function's role. SendMessage:
+      # a job that ran out of time after making progress is continued with a
+      # fresh message (service/jobs/continuation.py), and a job past
+      # ZIPJOBS_FANOUT_MIN_MB is split into range messages (service/jobs/fanout.py).
       sqs_queue  = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"]
       src_object = ["s3:GetObject"]
       src_bucket = ["s3:ListBucket"]

@@ -3,13 +3,20 @@
 Used wherever a CRC-32 is known only piecewise: a multipart object's
 full-object checksum from its parts' CRCs, an entry resumed or split across
 workers from the CRCs of its pieces, and the benchmark endpoint's own check.
-Python's zlib does not expose crc32_combine; this is its GF(2) matrix form
-(our own code because the standard library has no binding).
+Python's zlib does not expose crc32_combine. The C library behind it does:
+where it can be loaded (``libz.so.1`` is already mapped into the process by
+the ``zlib`` module on Linux), combining costs about a microsecond, cheap
+enough to take a part's CRC-32 from the CRCs its entry data already has
+instead of reading every byte a second time (``uploader.PartWriter``;
+docs/performance.md). Elsewhere the same function runs as the GF(2) matrix
+form below (our own code because the standard library has no binding),
+which is fast only for lengths it has seen (``fast_combine()`` is False there,
+and callers that would combine per piece compute CRCs directly instead).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 _POLY = 0xEDB88320
@@ -60,8 +67,48 @@ def _operator(len2: int) -> tuple[int, ...]:
     return tuple(cols)
 
 
+def matrix_crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC of A+B given crc(A), crc(B) and len(B), in pure Python."""
+    if len2 <= 0:
+        return crc1
+    return (_times(_operator(len2), crc1) ^ crc2) & 0xFFFFFFFF
+
+
+# Shared-library names of zlib, tried in order (no ``ctypes.util.find_library``:
+# on Linux it runs ``ldconfig -p``, a process start-up would pay for it).
+_LIBZ_NAMES = ("libz.so.1", "libz.1.dylib", "libz.so")
+
+
+@lru_cache(maxsize=1)
+def _libz_combine() -> Callable[[int, int, int], int] | None:
+    """zlib's own ``crc32_combine64`` (zlib >= 1.2.3.3), or None where it cannot be loaded.
+
+    Loaded on first use: ctypes is not imported by a process that never combines.
+    """
+    import ctypes
+
+    for name in _LIBZ_NAMES:
+        try:
+            lib = ctypes.CDLL(name)
+            func = lib.crc32_combine64
+        except (OSError, AttributeError):
+            continue
+        func.argtypes = (ctypes.c_ulong, ctypes.c_ulong, ctypes.c_int64)
+        func.restype = ctypes.c_ulong
+        return func
+    return None
+
+
+def fast_combine() -> bool:
+    """Is combining a C call (about 1 us) rather than Python matrix work?"""
+    return _libz_combine() is not None
+
+
 def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     """CRC of A+B given crc(A), crc(B) and len(B)."""
     if len2 <= 0:
         return crc1
-    return (_times(_operator(len2), crc1) ^ crc2) & 0xFFFFFFFF
+    libz = _libz_combine()
+    if libz is not None:
+        return int(libz(crc1, crc2, len2)) & 0xFFFFFFFF
+    return matrix_crc32_combine(crc1, crc2, len2)

@@ -117,7 +117,16 @@ async def build_range(
         first_part=first,
         drop=drop,
     )
-    pump = ZipPump(stream, feeds, cursor, read_budget, writer, on_step=on_step, threaded=False)
+    pump = ZipPump(
+        stream,
+        feeds,
+        cursor,
+        read_budget,
+        writer,
+        on_step=on_step,
+        threaded=False,
+        chunk_crc=lambda: stream.yielded_crc,
+    )
     stop = layout.entry_at(end)
     reader = RangeReader(
         job.s3,
@@ -135,6 +144,7 @@ async def build_range(
         await run_together(reader.run(), pump.run())
         parts = await writer.upload_rest()
     except BaseException:
+        pump.discard()
         await writer.stop()
         raise
     return range_result(

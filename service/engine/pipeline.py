@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,7 +55,7 @@ from .resume import (
     existing_upload,
     usable_checkpoint,
 )
-from .stored_zip import StoredLayout, build_stored_stream
+from .stored_zip import StoredArchive, StoredLayout, build_stored_stream
 from .taskgroups import run_together
 from .uploader import ExistingUpload, PartWriter, UploadResult
 from .zip_stream import Cursor, EntryFeed, ZipPump, build_stream
@@ -111,6 +111,10 @@ async def _stored_stream(
     start = (0, 0)
     if state is not None:
         start = (state.entry, layout.data_before(state.entry, state.offset))
+        # Progress counts source bytes from the archive's start, so a resumed
+        # job's progress carries on from its checkpoint instead of falling back
+        # towards zero (docs/resume.md, "The 500 GB run").
+        cursor.bytes_pulled = sum(e.size for e in plan.entries[: state.entry]) + start[1]
         log.info(
             "resuming s3://%s/%s at byte %d", destination.bucket, destination.key, state.offset
         )
@@ -226,6 +230,7 @@ async def build_zip(
             writer,
             on_step=progress.update,
             threaded=options.compression is not Compression.STORED,
+            chunk_crc=_chunk_crc(zs.stream),
         )
         reader = RangeReader(
             s3,
@@ -242,6 +247,7 @@ async def build_zip(
             await run_together(reader.run(), pump.run())
             upload = await writer.finish()
         except BaseException as err:
+            pump.discard()
             await _stop(writer, zs, err)
             raise
         finally:
@@ -254,6 +260,13 @@ async def build_zip(
 
     resumed = zs.existing.offset if zs.existing is not None else 0
     return _result(plan, destination, upload, shares.part_size, started, peak, resumed_from=resumed)
+
+
+def _chunk_crc(stream: object) -> Callable[[], int | None] | None:
+    """How the pump learns the CRC-32 of the chunk the stream just yielded, if it can."""
+    if isinstance(stream, StoredArchive):
+        return lambda: stream.yielded_crc
+    return None
 
 
 def _result(

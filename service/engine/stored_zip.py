@@ -30,6 +30,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from .crc import crc32_combine, fast_combine
 from .models import PlannedEntry
 from .zip_stream import FILE_MODE, Cursor, EntryFeed, dos_date_time
 
@@ -270,6 +271,11 @@ class StoredArchive:
         self.crcs[: len(known)] = known
         # Running CRCs at part boundaries inside entry data; popped by checkpoints.
         self.snapshots: dict[int, int] = {}
+        # The CRC-32 of the data piece just yielded (None for headers, descriptors,
+        # the central directory, or when unknown): the part writer combines it
+        # instead of reading the piece's bytes again (docs/performance.md).
+        self.yielded_crc: int | None = None
+        self._fast_combine = fast_combine()
 
     def __len__(self) -> int:
         """Bytes this stream yields: the archive's length when it runs from 0 to the end."""
@@ -309,9 +315,12 @@ class StoredArchive:
             done = layout.data_before(index, start.offset) if first else 0
             want = layout.data_before(index, end)
             for piece in self._feeds[index]:
+                before = crc
                 crc = self._crc(piece, crc, at + done, at + entry.size)
                 done += len(piece)
+                self.yielded_crc = self._piece_crc(before, crc, len(piece))
                 yield piece
+                self.yielded_crc = None
             if done != want:
                 raise RuntimeError(
                     f"{entry.arcname}: read {done} bytes, planned {want}; archive aborted"
@@ -323,6 +332,20 @@ class StoredArchive:
             descriptor = data_descriptor(crc, entry.size, local_zip64(entry.size))
             yield from _window(descriptor, at, start.offset, end)
         yield from self._footer(start.offset, end)
+
+    def _piece_crc(self, before: int, after: int, length: int) -> int | None:
+        """The CRC-32 of one piece alone, from the entry's running CRC before and after it.
+
+        crc(A+B) = shift(crc(A), len(B)) ^ crc(B), so crc(B) is
+        ``crc32_combine(crc(A), crc(A+B), len(B))``: free for an entry's first
+        piece (crc(A) is 0, as for every small object), one C call otherwise,
+        and None where combining is slow Python (the writer then reads the bytes).
+        """
+        if length == 0:
+            return 0
+        if before == 0:
+            return after
+        return crc32_combine(before, after, length) if self._fast_combine else None
 
     def _crc(self, piece: bytes | memoryview, crc: int, pos: int, data_end: int) -> int:
         """CRC over ``piece`` at archive ``pos``, noting it at each boundary it crosses."""

@@ -165,6 +165,22 @@ async def test_same_bytes_and_fields_as_botocore(
     assert fast_requests_signed(proxy) == 1
 
 
+async def test_many_gets_share_one_kept_alive_connection(
+    bucket: str, etag: str, proxy: FaultProxy, proxied_s3: Any
+) -> None:
+    """Sequential GETs reuse one pooled connection (the request, not a TCP and
+    TLS set-up, is the per-object cost), and every one reads its own bytes."""
+    fast = ranged_get_for(proxied_s3)
+    assert isinstance(fast, FastRangedGet)
+    opened = fast.connections_opened
+    for i in range(20):
+        first = i * 7919
+        answer = await fast.get(bucket, KEY, first, first + 999, etag)
+        assert await read_all(answer, 1000) == DATA[first : first + 1000]
+    assert fast.connections_opened - opened <= 1
+    assert fast_requests_signed(proxy) == 20
+
+
 @pytest.mark.parametrize(
     "key",
     ["a b+c=d&e?f#g%h~i!j'k(l)m*n,o;p:q@r$s.pdf", "/leading/slash.pdf", "dots/./and/../x.pdf"],
@@ -172,7 +188,8 @@ async def test_same_bytes_and_fields_as_botocore(
 async def test_odd_keys_reach_the_same_object_on_the_same_path(
     key: str, s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, both: dict[str, RangedGet]
 ) -> None:
-    """The fast path's URL (yarl, no normalising) is the one botocore sends, byte for byte."""
+    """The fast path's request target (sent as is, never normalised) is the one botocore
+    sends, byte for byte."""
     await put_objects({key: DATA})
     etag = (await s3.head_object(Bucket=bucket, Key=key))["ETag"]
     got = {}

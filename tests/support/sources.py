@@ -113,10 +113,16 @@ class CountingSink:
         self.bytes = 0
         self.crc = 0
         self.writes = 0
+        self.known_crc_bytes = 0  # bytes that came with their CRC-32
         self._file: BinaryIO | None = path.open("wb") if path is not None else None
 
-    async def write(self, data: bytes | memoryview) -> None:
+    async def write(self, data: bytes | memoryview, crc: int | None = None) -> None:
+        """``crc``, when the stream hands one over, must be the CRC-32 of ``data``."""
         self.bytes += len(data)
+        own = zlib.crc32(data)
+        if crc is not None:
+            assert crc == own, "the stream handed over a wrong chunk CRC"
+            self.known_crc_bytes += len(data)
         self.crc = zlib.crc32(data, self.crc)
         self.writes += 1
         if self._file is not None:

@@ -79,8 +79,9 @@ RARE = {
         "s3:AbortMultipartUpload": "upload aborted when the deadline strikes mid-upload "
         "(engine.uploader, engine.cleanup.abort_uploads)",
         # The stack keeps the default ZIPJOBS_FANOUT_MIN_MB (8 GiB): no job here is split.
-        "sqs:SendMessage": "range messages of a job past ZIPJOBS_FANOUT_MIN_MB "
-        "(jobs.fanout.split, jobs.fanout.resend_ranges)",
+        "sqs:SendMessage": "a job out of time after keeping more parts is continued with "
+        "a fresh message (jobs.continuation.continue_if_progressed); range messages of a "
+        "job past ZIPJOBS_FANOUT_MIN_MB (jobs.fanout.split, jobs.fanout.resend_ranges)",
     },
 }
 

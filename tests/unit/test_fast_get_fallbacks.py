@@ -12,7 +12,8 @@ HTTP server that answers the fast path's first GET with the redirect.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -49,6 +50,41 @@ class Fallback:
         return RangedAnswer({"ETag": if_match}, body=None)  # type: ignore[arg-type]
 
 
+async def fallback_calls(
+    url: str, gets: list[tuple[str, str, int, int, str]], monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[str, str, int, int, str]]:
+    """Send ``gets`` on the fast path of a client of ``url``; what reached the fallback."""
+    settings = AwsSettings(
+        region="us-east-1", endpoint_url=url, access_key_id="a", secret_access_key="s"
+    )
+    async with aws_client("s3", settings) as s3:
+        fast: Any = ranged_get_for(s3)
+        assert isinstance(fast, FastRangedGet)
+        fallback = Fallback()
+        monkeypatch.setattr(fast, "fallback", fallback)
+        for get in gets:
+            await fast.get(*get)
+    return fallback.calls
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A real HTTP server on 127.0.0.1 answering every GET with ``handle``; its URL."""
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest_asyncio.fixture
 async def server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
     seen: list[dict[str, str]] = []
@@ -61,37 +97,17 @@ async def server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
             headers={"Content-Type": "application/xml", "x-amz-bucket-region": "eu-west-2"},
         )
 
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serving(handle) as url:
+        yield url, seen
 
 
 async def test_a_redirect_hands_the_bucket_to_botocore(
     server: tuple[str, list[dict[str, str]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, seen = server
-    settings = AwsSettings(
-        region="us-east-1", endpoint_url=url, access_key_id="a", secret_access_key="s"
-    )
-    async with aws_client("s3", settings) as s3:
-        fast: Any = ranged_get_for(s3)
-        assert isinstance(fast, FastRangedGet)
-        fallback = Fallback()
-        monkeypatch.setattr(fast, "fallback", fallback)
-
-        await fast.get("far", "a.pdf", 0, 9, '"e1"')
-        await fast.get("far", "b.pdf", 10, 19, '"e2"')
-
+    gets = [("far", "a.pdf", 0, 9, '"e1"'), ("far", "b.pdf", 10, 19, '"e2"')]
+    assert await fallback_calls(url, gets, monkeypatch) == gets
     assert len(seen) == 1 and seen[0]["User-Agent"] == USER_AGENT  # tried once, fast
-    assert fallback.calls == [("far", "a.pdf", 0, 9, '"e1"'), ("far", "b.pdf", 10, 19, '"e2"')]
 
 
 async def test_a_client_behind_a_proxy_keeps_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,3 +125,34 @@ async def test_a_client_behind_a_proxy_keeps_botocore(monkeypatch: pytest.Monkey
     monkeypatch.delenv("no_proxy", raising=False)
     async with aws_client("s3", settings) as s3:
         assert isinstance(ranged_get_for(s3), BotocoreRangedGet)
+
+
+@pytest_asyncio.fixture
+async def chunked_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """Answers every GET with a 206 whose body is chunked (no Content-Length)."""
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("User-Agent", ""))
+        resp = web.StreamResponse(
+            status=206, headers={"ETag": '"e1"', "Content-Range": "bytes 0-9/10"}
+        )
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b"0123456789")
+        await resp.write_eof()
+        return resp
+
+    async with serving(handle) as url:
+        yield url, seen
+
+
+async def test_an_answer_without_length_hands_the_bucket_to_botocore(
+    chunked_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path reads bodies of a known length into the reader's buffer; a
+    server that streams a chunked 2xx is botocore's to read, for good."""
+    url, seen = chunked_server
+    gets = [("b", "a.pdf", 0, 9, '"e1"'), ("b", "b.pdf", 0, 9, '"e1"')]
+    assert await fallback_calls(url, gets, monkeypatch) == gets
+    assert seen == [USER_AGENT]  # tried once on the fast path

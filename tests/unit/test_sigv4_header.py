@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import socket
+import ssl
 from typing import Any
 from unittest import mock
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 import boto3
 import pytest
 from botocore.auth import S3SigV4Auth
@@ -28,11 +29,19 @@ from botocore.exceptions import (
     EndpointConnectionError,
     HTTPClientError,
     ReadTimeoutError,
+    SSLError,
 )
 from hypothesis import given
 from hypothesis import strategies as st
 
 from service.aws import client_config
+from service.http1_get import (
+    BodyCut,
+    ClosedBeforeAnswer,
+    ConnectTimeout,
+    MalformedAnswer,
+    ReadTimeout,
+)
 from service.s3_ranged_get import PROBE_KEY, botocore_error, host_header, target_from_request
 from service.sigv4_header import UNSIGNED_PAYLOAD, HeaderSigner, amz_date
 from tests.support.sigv4 import header_signature_problems
@@ -246,11 +255,15 @@ def test_host_header_as_sigv4_signs_it() -> None:
 @pytest.mark.parametrize(
     ("err", "expected"),
     [
-        (aiohttp.ServerDisconnectedError(), ConnectionClosedError),
-        (aiohttp.ServerTimeoutError("Connection timeout to host"), ConnectTimeoutError),
-        (aiohttp.ServerTimeoutError("Timeout on reading data from socket"), ReadTimeoutError),
-        (aiohttp.ClientConnectionError("refused"), EndpointConnectionError),
+        (ClosedBeforeAnswer("closed"), ConnectionClosedError),
+        (BodyCut("cut"), ConnectionClosedError),
+        (MalformedAnswer("garbage"), ConnectionClosedError),
+        (ConnectTimeout("connect"), ConnectTimeoutError),
+        (ReadTimeout("read"), ReadTimeoutError),
         (TimeoutError(), ReadTimeoutError),
+        (ConnectionRefusedError("refused"), EndpointConnectionError),
+        (socket.gaierror("no such host"), EndpointConnectionError),
+        (ssl.SSLCertVerificationError("bad cert"), SSLError),
         (ValueError("odd"), HTTPClientError),
     ],
 )

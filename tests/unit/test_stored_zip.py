@@ -86,13 +86,18 @@ def _entries(sizes: list[int], dates: list[dt.datetime] | None = None) -> list[P
     ]
 
 
+# Archives of a few small entries, cut into parts of ``boundary`` bytes and fed
+# in pieces of ``piece`` bytes; ``cut`` picks an offset to resume from.
+ARCHIVE_CASES = {
+    "sizes": st.lists(st.integers(0, 5000), min_size=1, max_size=12),
+    "boundary": st.integers(64, 4096),
+    "piece": st.integers(1, 3000),
+    "cut": st.integers(0, 10**9),
+}
+
+
 @settings(max_examples=40, deadline=None)
-@given(
-    sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=12),
-    boundary=st.integers(64, 4096),
-    piece=st.integers(1, 3000),
-    cut=st.integers(0, 10**9),
-)
+@given(**ARCHIVE_CASES)
 def test_same_bytes_as_zipstream_and_resumable_anywhere(
     sizes: list[int], boundary: int, piece: int, cut: int
 ) -> None:
@@ -211,3 +216,31 @@ def test_snapshot_crc_is_the_crc_of_the_data_before_the_boundary() -> None:
     for boundary, crc in archive.snapshots.items():
         assert crc == zlib.crc32(data[0][: boundary - start])
     assert len(archive.snapshots) == len(range(1024, start + 10_000, 1024))
+
+
+@settings(max_examples=30, deadline=None)
+@given(**ARCHIVE_CASES)
+def test_every_data_piece_comes_with_its_own_crc(
+    sizes: list[int], boundary: int, piece: int, cut: int
+) -> None:
+    """``yielded_crc`` is the CRC-32 of the piece just yielded (the part writer
+    uses it instead of reading the bytes again), for first and later pieces of
+    an entry, from the start and from a resumed state, and None for the bytes
+    the stream makes itself (headers, descriptors, central directory)."""
+    entries = _entries(sizes)
+    data = [_content(i, s) for i, s in enumerate(sizes)]
+    full, archive = _ours(entries, data, boundary, piece)
+    offset = cut % (len(full) + 1) // boundary * boundary
+    state = archive.state_at(offset)
+    for start, feeds in ((None, _feeds(archive.layout, data, 0, piece)),
+                         (state, _feeds(archive.layout, data, offset, piece))):  # fmt: skip
+        stream = StoredArchive(archive.layout, feeds, boundary=boundary, start=start)
+        data_pieces = {id(p) for f in feeds for p in f}
+        known = 0
+        for chunk in stream:
+            if id(chunk) in data_pieces:
+                assert stream.yielded_crc == zlib.crc32(chunk)
+                known += len(chunk)
+            else:
+                assert stream.yielded_crc is None
+        assert known == sum(len(p) for f in feeds for p in f)

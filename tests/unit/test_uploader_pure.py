@@ -273,3 +273,48 @@ async def test_a_writer_that_is_done_holds_no_buffer(tmp_path: Path, end: str) -
         tracemalloc.stop()
     assert len(w.uploaded_parts) == (4 if end == "finish" else 2)  # alive, and it did upload
     assert held < PART // 2, f"{held / MiB:.1f} MiB held by a writer that is done"
+
+
+# ------------------------------------------------------------ CRCs the stream already knows
+
+
+async def test_known_chunk_crcs_give_the_parts_their_crcs(tmp_path: Path) -> None:
+    """Chunks written with their CRC-32 (as the zip stream writes entry data)
+    give every part, and the archive, the CRC of the bytes S3 received, also
+    where a chunk straddles a part boundary and is split."""
+    payload = data(3 * PART + 4321)
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    w, _ = writer(s3, expected=len(payload))
+    view = memoryview(payload)
+    sizes = [200_000, 17, 1_000_003, 5, 777_777]  # some chunks cross part boundaries
+    start, i = 0, 0
+    while start < len(payload):
+        chunk = view[start : start + sizes[i % len(sizes)]]
+        # every other chunk comes without a CRC, like headers and descriptors
+        await w.write(chunk, zlib.crc32(chunk) if i % 2 == 0 else None)
+        start += len(chunk)
+        i += 1
+    result = await w.finish()
+    assert (tmp_path / "out.zip").read_bytes() == payload
+    assert s3.object_crc32 == result.crc32 == zlib.crc32(payload)
+    for p in w.uploaded_parts:
+        begin = (p.number - 1) * PART
+        assert p.crc32 == zlib.crc32(payload[begin : begin + p.length]) == s3.part_crcs[p.number]
+
+
+async def test_a_known_crc_is_used_as_given_so_s3_checks_what_was_meant(tmp_path: Path) -> None:
+    """The writer combines a chunk's known CRC instead of reading its bytes again:
+    a CRC that does not match the bytes reaches S3 as it is and S3 refuses the
+    part (BadDigest). The same check refuses a part whose bytes the copy into the
+    part buffer got wrong."""
+    payload = data(2 * PART + 10)
+    s3 = SyntheticS3(tmp_path / "out.zip")
+    w, _ = writer(s3, expected=len(payload))
+    view = memoryview(payload)
+    with pytest.raises(ClientError, match="BadDigest"):
+        await w.write(view[:1000], zlib.crc32(view[:1000]))
+        await w.write(view[1000:2000], zlib.crc32(view[1000:2000]) ^ 1)  # not these bytes
+        await w.write(view[2000:])
+        await w.finish()
+    await w.abort()
+    assert s3.aborted and not s3.completed
