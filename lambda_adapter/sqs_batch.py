@@ -33,6 +33,7 @@ from service.jobs import (
     parse_message,
     run_job_message,
 )
+from service.jobs.continuation import continue_if_progressed, kept_bytes
 from service.jobs.queue import settle
 from service.jobs.runner import fail_on_last_receive
 from service.jobs.visibility import keep_invisible, visibility_window
@@ -99,7 +100,10 @@ async def _process(
     current_job.set(msg.job_id)
     deadline = seconds_left() - SAFETY_SECONDS
     if deadline <= 0:  # not even time to start: same decision as running out mid-job
-        return await _out_of_time(svc, rec, msg)
+        return await _out_of_time(svc, rec, msg, kept_before=None)
+    # What the upload holds now, to tell a stopped attempt that made progress
+    # (continued afresh) from one that did not (counted): continuation.py.
+    kept_before = await kept_bytes(svc, msg.job_id)
     # The queue's visibility timeout is 6x the function timeout (90 minutes);
     # a short window extended while the job runs here makes a crashed
     # attempt come back within a minute instead (service/jobs/visibility.py).
@@ -119,7 +123,7 @@ async def _process(
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
     except TimeoutError:
-        return await _out_of_time(svc, rec, msg)
+        return await _out_of_time(svc, rec, msg, kept_before=kept_before)
     return await _act(svc, rec, outcome)
 
 
@@ -128,13 +132,19 @@ async def _act(svc: JobService, rec: Record, outcome: Outcome) -> bool:
     return await settle(svc.sqs, svc.settings.queue_url, rec.receipt_handle, outcome, delete=False)
 
 
-async def _out_of_time(svc: JobService, rec: Record, msg: JobMessage) -> bool:
-    """Retry soon, or FAIL the job at the queue's receive limit.
+async def _out_of_time(
+    svc: JobService, rec: Record, msg: JobMessage, *, kept_before: int | None
+) -> bool:
+    """Continue, retry soon, or FAIL the job at the queue's receive limit.
 
     When the deadline hit mid-job, the engine has checkpointed a STORED
     upload for the next delivery to resume (docs/resume.md), or aborted a
     deflate one, and the runner has released the lease by the time this runs.
+    An attempt that kept more of the archive than it started with does not
+    count against the limit: a fresh message continues the job.
     """
+    if await continue_if_progressed(svc, msg.job_id, kept_before):
+        return await _act(svc, rec, Outcome(Action.DELETE, "out of time; continued afresh"))
     reason = FailureReason(
         "TimeLimit",
         f"the archive could not be built within the function's time limit "

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .engine import Budget, MiB
 from .jobs import Action, JobService, Outcome, parse_message, run_job_message
+from .jobs.continuation import continue_if_progressed, kept_bytes
 from .jobs.queue import settle
 from .jobs.sweeper import drain_dead_letters, sweep
 from .jobs.visibility import keep_invisible, visibility_window
@@ -205,6 +206,10 @@ class Worker:
                 self.svc.sqs, self.svc.settings.queue_url, receipt, self.visibility_seconds
             )
         )
+        # What the upload holds now: a job released on shutdown that kept more
+        # is continued afresh, so redeploys never use up its attempts
+        # (service/jobs/continuation.py).
+        kept_before = await kept_bytes(self.svc, msg.job_id)
         job = asyncio.create_task(
             run_job_message(self.svc, msg, owner=self.owner, budget=self.budget)
         )
@@ -216,6 +221,8 @@ class Worker:
             job.cancel()
             await asyncio.gather(job, return_exceptions=True)
             outcome = Outcome(Action.RETRY, "released on shutdown")
+            if await continue_if_progressed(self.svc, msg.job_id, kept_before):
+                outcome = Outcome(Action.DELETE, "released on shutdown; continued afresh")
         finally:
             keeper.cancel()
         log.info("job %s: %s (%s)", msg.job_id, outcome.action.value, outcome.reason)

@@ -150,8 +150,10 @@ locals {
     }
     zipper = {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-      # The event source mapping polls with the function's role.
-      sqs_queue  = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+      # The event source mapping polls with the function's role. SendMessage:
+      # a job that ran out of time after making progress is continued with a
+      # fresh message (service/jobs/continuation.py).
+      sqs_queue  = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"]
       src_object = ["s3:GetObject"]
       src_bucket = ["s3:ListBucket"]
       # GetObject/ListMultipartUploadParts: the resume checkpoint next to the

@@ -144,6 +144,7 @@ async def build_range(
         await run_together(reader.run(), pump.run())
         parts = await writer.upload_rest()
     except BaseException:
+        pump.discard()
         await writer.stop()
         raise
     return range_result(

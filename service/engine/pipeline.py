@@ -111,6 +111,10 @@ async def _stored_stream(
     start = (0, 0)
     if state is not None:
         start = (state.entry, layout.data_before(state.entry, state.offset))
+        # Progress counts source bytes from the archive's start, so a resumed
+        # job's progress carries on from its checkpoint instead of falling back
+        # towards zero (docs/resume.md, "The 500 GB run").
+        cursor.bytes_pulled = sum(e.size for e in plan.entries[: state.entry]) + start[1]
         log.info(
             "resuming s3://%s/%s at byte %d", destination.bucket, destination.key, state.offset
         )
@@ -239,6 +243,7 @@ async def build_zip(
             await run_together(reader.run(), pump.run())
             upload = await writer.finish()
         except BaseException as err:
+            pump.discard()
             await _stop(writer, zs, err)
             raise
         finally:

@@ -359,6 +359,23 @@ class JobStore:
             )
         )
 
+    async def renew_attempts(self, job_id: str) -> bool:
+        """A released job that made progress starts its attempt count again.
+
+        Only from WAITING with no lease, i.e. right after our own release, so
+        a job cancelled or claimed in between is left alone
+        (service/jobs/continuation.py says why attempts that progress do not count).
+        """
+        _, stamp = self._now()
+        return bool(
+            await self._update(
+                job_id,
+                "SET attempts = :zero, updatedAt = :stamp",
+                "#s = :waiting AND attribute_not_exists(leaseOwner)",
+                {":zero": 0, ":stamp": stamp, ":waiting": JobStatus.WAITING.value},
+            )
+        )
+
     async def record_resend(self, record: JobRecord, retry_in: float = 0) -> bool:
         """The sweeper's claim on re-sending a job's message: True for exactly one sweeper.
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from service.engine import Progress
+from service.engine.uploader import PartWriter
 from service.jobs import Action, JobMessage, JobService, JobStatus, run_job_message
 from service.jobs.models import FailureReason
 from service.jobs.validation import parse_job_request
@@ -278,14 +279,26 @@ async def test_stop_releases_an_unfinished_job_for_another_worker(
     assert released.last_error is None and released.next_attempt_at is not None
     assert await uploads_for(svc, job_id) == []  # the engine aborted its upload
 
-    second = Worker(svc, poll_seconds=1, owner="second")
-    task = asyncio.create_task(second.run())
-    try:
-        record = await wait_status(svc, job_id, {JobStatus.READY, JobStatus.FAILED})
-    finally:
-        second.stop()
-        await task
+    record = await run_to_the_end(svc, job_id, owner="second")
     assert record.status is JobStatus.READY and record.attempts == 2
+    await check_repeated_keys_archive(svc, record, keys, samples, tmp_path)
+
+
+async def run_to_the_end(svc: JobService, job_id: str, owner: str) -> Any:
+    """A fresh worker until the job is READY or FAILED; the final record."""
+    worker = Worker(svc, poll_seconds=1, owner=owner)
+    task = asyncio.create_task(worker.run())
+    try:
+        return await wait_status(svc, job_id, {JobStatus.READY, JobStatus.FAILED})
+    finally:
+        worker.stop()
+        await task
+
+
+async def check_repeated_keys_archive(
+    svc: JobService, record: Any, keys: list[str], samples: list[Sample], tmp_path: Any
+) -> None:
+    """The archive has every key (repeats renamed) and passes the five readers."""
     by_key = {s.key: s.data for s in samples}
     data = await get_bytes(svc.s3, record.dst_bucket, record.dst_key)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -294,3 +307,59 @@ async def test_stop_releases_an_unfinished_job_for_another_worker(
     # Repeated keys get " (n)" before the extension (the engine's renaming).
     expected = {name: by_key[re.sub(r" \(\d+\)(\.pdf)$", r"\1", name)] for name in names}
     verify_archive_bytes(data, expected, tmp_dir=tmp_path)
+
+
+async def test_redeploys_that_progress_never_use_up_a_stored_jobs_attempts(
+    svc: JobService, samples: list[Sample], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More shutdowns mid-job than the queue's receive limit (2 here): the job ends READY.
+
+    Each worker is stopped (SIGTERM, as a redeploy does) once the upload holds
+    more parts than before; the STORED job keeps them, so its release is a
+    continuation with a fresh message, not a used-up attempt
+    (service/jobs/continuation.py). Without that, the third delivery would
+    go to the dead-letter queue.
+    """
+    keys = [s.key for s in samples] * 24  # ~290 MiB STORED, 36 parts
+    real_upload = PartWriter._upload_part
+
+    async def slow(self: PartWriter, number: int, *rest: Any) -> None:
+        await asyncio.sleep(0.3)  # each deployment gets a few parts done, not all
+        await real_upload(self, number, *rest)
+
+    monkeypatch.setattr(PartWriter, "_upload_part", slow)
+    job_id = await new_job(svc, keys)
+    await send(svc, job_id)
+    record = await svc.store.get(job_id)
+    assert record is not None
+    bucket = record.dst_bucket
+
+    async def parts_uploaded() -> int:
+        for upload in await uploads_for(svc, job_id):
+            listed = await svc.s3.list_parts(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+            return len(listed.get("Parts", []))
+        return 0
+
+    kept = 0
+    for n in range(3):
+        worker = Worker(svc, poll_seconds=1, grace_seconds=0.2, owner=f"deploy-{n}")
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + 60
+        while await parts_uploaded() <= kept:
+            assert time.monotonic() < deadline, f"no progress in deployment {n}"
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await task
+        released = await svc.store.get(job_id)
+        assert released is not None and released.status is JobStatus.WAITING, (n, released)
+        assert released.attempts == 0  # continued afresh, not counted
+        now = await parts_uploaded()
+        assert now > kept
+        kept = now
+
+    done = await run_to_the_end(svc, job_id, owner="deploy-last")
+    assert done.status is JobStatus.READY, done.error
+    assert await uploads_for(svc, job_id) == []
+    await check_repeated_keys_archive(svc, done, keys, samples, tmp_path)

@@ -297,7 +297,8 @@ def test_a_job_out_of_time_resumes_on_the_next_delivery(
     for extra in (2.0, 4.0, 8.0):
         [message] = _receive(stack, aws, 1)
         result = _zipper(stack, aws, [message], FakeContext(seconds=SAFETY_SECONDS + extra))
-        assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+        # Returned for a retry, or (parts kept) deleted and continued by a fresh message.
+        assert result["batchItemFailures"] in ([{"itemIdentifier": message["MessageId"]}], [])
         cp = _checkpoint(stack, aws, job_id)
         if cp is not None and len(cp.parts) >= 2:
             break
@@ -325,6 +326,72 @@ def test_a_job_out_of_time_resumes_on_the_next_delivery(
     _no_uploads_left(stack, aws)
     with pytest.raises(aws["s3"].exceptions.ClientError):  # the checkpoint went with it
         aws["s3"].head_object(Bucket=stack.names.dst_bucket, Key=kept["Key"] + SUFFIX)
+
+
+def test_a_job_that_progresses_in_every_attempt_outlives_the_receive_limit(
+    stack: Provisioned, aws: dict[str, Any], pdfs: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More out-of-time attempts than maxReceiveCount, each keeping one more part: READY.
+
+    Every invocation uploads only its first part and then stalls until its
+    deadline, so the archive needs more invocations than the queue's
+    receive limit (6 here). Counted as failures they would end the job
+    FAILED (TimeLimit); an attempt that kept more of the upload is continued
+    with a fresh message instead (service/jobs/continuation.py).
+    """
+    keys = ["lambda/big.pdf", *[k for k in pdfs if "doc-" in k]]
+    job_id = _submit(keys)
+    real_upload = PartWriter._upload_part
+    calls = {"n": 0}
+
+    async def one_part_per_attempt(self: PartWriter, number: int, *rest: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            await asyncio.sleep(3600)
+        await real_upload(self, number, *rest)
+
+    monkeypatch.setattr(PartWriter, "_upload_part", one_part_per_attempt)
+    attempts, counts, kept = 0, [], []
+    for _ in range(3 * stack.names.max_receives):
+        [message] = _receive(stack, aws, 1)
+        counts.append(int(message["Attributes"]["ApproximateReceiveCount"]))
+        calls["n"] = 0
+        _zipper(stack, aws, [message], FakeContext(seconds=SAFETY_SECONDS + 4.0))
+        attempts += 1
+        if _status(job_id)["status"] != "WAITING":
+            break
+        cp = _checkpoint(stack, aws, job_id)
+        kept.append(0 if cp is None else len(cp.parts))
+    doc = _status(job_id)
+    assert doc["status"] == "READY", (doc, counts, kept)
+    # It took more attempts than the queue allows receives of one message...
+    assert attempts > stack.names.max_receives, (attempts, counts, kept)
+    # ...each progressing one (the parts kept only grow) continued by a fresh message.
+    assert kept == sorted(kept) and kept[-1] > stack.names.max_receives - 1, kept
+    assert max(counts) < stack.names.max_receives, counts
+    verify_archive_bytes(_download(doc["downloadUrl"]), {k: pdfs[k] for k in keys})
+    _no_uploads_left(stack, aws)
+
+
+def test_attempts_that_keep_nothing_new_still_end_failed(
+    stack: Provisioned, aws: dict[str, Any], pdfs: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every attempt runs out of time before its first part: FAILED at the receive limit."""
+    job_id = _submit(["lambda/big.pdf"])
+
+    async def never(self: PartWriter, number: int, *rest: Any) -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(PartWriter, "_upload_part", never)
+    for attempt in range(1, stack.names.max_receives + 1):
+        [message] = _receive(stack, aws, 1)
+        assert int(message["Attributes"]["ApproximateReceiveCount"]) == attempt
+        result = _zipper(stack, aws, [message], FakeContext(seconds=SAFETY_SECONDS + 1.0))
+        assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    doc = _status(job_id)
+    assert doc["status"] == "FAILED", doc
+    assert doc["error"]["code"] == "TimeLimit"
+    _no_uploads_left(stack, aws)
 
 
 def test_delete_cancels_a_pending_job(

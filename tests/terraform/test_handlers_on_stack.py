@@ -78,6 +78,8 @@ RARE = {
         # is there an upload to abort (engine.uploader abort, runner leftovers).
         "s3:AbortMultipartUpload": "upload aborted when the deadline strikes mid-upload "
         "(engine.uploader, engine.cleanup.abort_uploads)",
+        "sqs:SendMessage": "a job out of time after keeping more parts is continued with "
+        "a fresh message (jobs.continuation.continue_if_progressed)",
     },
 }
 
