@@ -530,8 +530,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--part-mib", type=int, default=0, help="force parts of at least this size (0 = engine's)"
     )
-    p.add_argument("--max-receives", type=int, default=100, help="queue maxReceiveCount (100)")
-    p.add_argument("--max-attempts", type=int, default=100)
+    p.add_argument(
+        "--max-receives", type=int, default=5, help="queue maxReceiveCount (5, Terraform's)"
+    )
+    p.add_argument("--max-attempts", type=int, default=100, help="the harness gives up after")
     p.add_argument("--wait-seconds", type=float, default=120.0, help="an attempt waits this long")
     p.add_argument("--grace-seconds", type=float, default=30.0, help="then it is killed")
     p.add_argument("--sample-seconds", type=float, default=10.0, help="poll the job this often")

@@ -29,14 +29,13 @@ import asyncio
 import base64
 import logging
 import urllib.parse
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, cast
 
 from .budget import ByteSemaphore
 from .cleanup import abort_uploads
-from .crc import crc32_combine, fast_combine
+from .crc import crc32, crc32_combine, fast_combine
 from .models import Destination, LengthMismatchError
 
 if TYPE_CHECKING:
@@ -296,7 +295,7 @@ class PartWriter:
                     if crc is not None and n == whole and (self._fill == 0 or self._fast_combine):
                         self._crc = crc32_combine(self._crc, crc, n)
                     else:
-                        self._crc = zlib.crc32(piece, self._crc)
+                        self._crc = crc32(piece, self._crc)
                 self._fill += n
                 self._written += n
                 view = view[n:]
