@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from lambda_adapter.sqs_batch import process_batch
+from lambda_adapter.sqs_batch import SAFETY_SECONDS, process_batch
 from service.engine import (
     Budget,
     Destination,
@@ -296,6 +296,33 @@ async def test_a_range_failing_transiently_is_retried_then_fails_the_job_at_the_
     assert failed is not None and failed.status is JobStatus.FAILED
     assert failed.error is not None and failed.error.code == "RetriesExhausted"
     assert "network down" in failed.error.message
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def test_a_range_out_of_time_is_returned_and_built_again(svc: JobService) -> None:
+    """The Lambda deadline strikes inside a range: its message is reported as a batch
+    item failure (returned), the job stays RUNNING and uncounted for that range, and
+    the redelivery builds the range again; the job ends READY with a right archive."""
+    docs = sources("deadline")
+    record, messages = await split_job(svc, docs)
+    for m in messages[1:]:
+        assert await deliver(svc, m) == []
+    first = messages[0]
+    short = await process_batch(
+        svc,
+        Budget(128 * MiB),
+        [event_record(first)],
+        owner="lambda-short",
+        seconds_left=lambda: SAFETY_SECONDS + 0.05,  # 50 ms of work before the deadline
+    )
+    assert [f["itemIdentifier"] for f in short["batchItemFailures"]] == [first["MessageId"]]
+    between = await svc.store.get(record.job_id)
+    assert between is not None and between.status is JobStatus.RUNNING
+    assert between.fanout is not None and 0 not in between.fanout.done
+    assert await deliver(svc, first, receive_count=2) == []
+    done = await svc.store.get(record.job_id)
+    assert done is not None and done.status is JobStatus.READY, done
+    verify_archive_bytes(await archive_bytes(svc, record.dst_bucket, record.dst_key), docs)
     assert await leftovers(svc, record) == ([], [])
 
 
