@@ -35,6 +35,7 @@ from service.engine import (
 from service.jobs import Action, JobMessage, JobService, JobStatus, run_job_message
 from service.jobs.fanout_store import PLAN_SUFFIX, RANGE_SUFFIX
 from service.jobs.models import FanOut, JobRecord
+from service.jobs.sweeper import handle_dead_letter, sweep
 from service.jobs.validation import parse_job_request
 from service.local.stack import Provisioned, StackNames, provision
 from tests.support.archive_check import verify_archive_bytes
@@ -408,6 +409,61 @@ async def test_a_lost_range_message_is_re_sent_by_the_job_s_own_message(
     done = await svc.store.get(record.job_id)
     assert done is not None and done.status is JobStatus.READY
     verify_archive_bytes(await archive_bytes(svc, record.dst_bucket, record.dst_key), docs)
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def expire_lease(svc: JobService, job_id: str) -> None:
+    """As if no range had renewed the job's shared lease for a lease period."""
+    await svc.dynamodb.update_item(
+        TableName=svc.settings.table,
+        Key={"jobId": {"S": job_id}},
+        UpdateExpression="SET leaseExpiresAt = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+
+
+async def test_the_sweeper_re_sends_a_stuck_fanned_out_job_which_then_finishes(
+    svc: JobService,
+) -> None:
+    """A fanned-out job is RUNNING on a lease its ranges renew; once none has for a
+    lease period, the sweeper re-sends the job's message (as for any RUNNING job
+    whose lease expired), which re-sends the missing range."""
+    docs = sources("swept")
+    record, messages = await split_job(svc, docs)
+    for m in messages[1:]:
+        assert await deliver(svc, m) == []
+    assert (await sweep(svc))["resent"] == 0  # the lease the ranges renewed is live
+    await expire_lease(svc, record.job_id)
+    assert (await sweep(svc))["resent"] >= 1
+    (job_message,) = [
+        m for m in await take_messages(svc, 1) if json.loads(m["Body"])["jobId"] == record.job_id
+    ]
+    assert json.loads(job_message["Body"]) == {"jobId": record.job_id}
+    assert await deliver(svc, job_message) == []
+    (resent,) = await take_messages(svc, 1)
+    assert json.loads(resent["Body"]) == {"jobId": record.job_id, "range": 0}
+    assert await deliver(svc, resent) == []
+    done = await svc.store.get(record.job_id)
+    assert done is not None and done.status is JobStatus.READY
+    verify_archive_bytes(await archive_bytes(svc, record.dst_bucket, record.dst_key), docs)
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def test_a_dead_lettered_range_fails_the_job_once_no_range_holds_the_lease(
+    svc: JobService,
+) -> None:
+    docs = sources("dead")
+    record, messages = await split_job(svc, docs)
+    assert await deliver(svc, messages[0]) == []
+    body = messages[1]["Body"]
+    assert not await handle_dead_letter(svc, body, "dlq-1")  # a range may still be running
+    live = await svc.store.get(record.job_id)
+    assert live is not None and live.status is JobStatus.RUNNING
+    await expire_lease(svc, record.job_id)
+    assert await handle_dead_letter(svc, body, "dlq-1")
+    failed = await svc.store.get(record.job_id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error is not None and failed.error.code == "RetriesExhausted"
     assert await leftovers(svc, record) == ([], [])
 
 
