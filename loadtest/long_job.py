@@ -294,6 +294,9 @@ class Run:
             "ZIPJOBS_WORKER_CONCURRENCY": "1",  # one job per process: it gets the whole budget
             "ZIPJOBS_LEASE_SECONDS": "30",
             "ZIPJOBS_MAX_KEYS": str(max(100_000, self.args.files)),
+            # One job across time-limited attempts of one worker: the single
+            # path, not job-level fan-out (on by default past 8 GiB).
+            "ZIPJOBS_FANOUT_MAX_WORKERS": "1",
         }
         self.env = base | stack.env(**overrides)
         self.settings = stack.settings(**overrides)

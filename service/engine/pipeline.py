@@ -166,17 +166,21 @@ async def build_zip(
     options: ZipOptions | None = None,
     budget: Budget | None = None,
     on_progress: ProgressCallback | None = None,
+    plan: Plan | None = None,
 ) -> ZipResult:
     """Write one ZIP of ``sources`` to ``destination``; see the module docstring.
 
     With ``options.resume`` a STORED archive continues from its checkpoint
     (docs/resume.md) and a stop that is not a ZipJobError keeps its upload.
+    ``plan``: the plan of ``sources`` if the caller made it already (the job
+    runner, deciding whether to fan a job out), so no source is HEAD twice.
     """
     options = options or ZipOptions()
     started = time.monotonic()
-    plan = await make_plan(
-        s3, sources, missing=options.missing, concurrency=options.head_concurrency
-    )
+    if plan is None:
+        plan = await make_plan(
+            s3, sources, missing=options.missing, concurrency=options.head_concurrency
+        )
     if not plan.entries:
         raise EmptyArchiveError("no sources to archive")
     budget = budget or Budget(options.budget_bytes)
