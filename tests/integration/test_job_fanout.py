@@ -14,6 +14,7 @@ parts is split into 4 ranges.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import uuid
@@ -38,6 +39,7 @@ from service.jobs.models import FanOut, JobRecord
 from service.jobs.sweeper import handle_dead_letter, sweep
 from service.jobs.validation import parse_job_request
 from service.local.stack import Provisioned, StackNames, provision
+from service.worker import Worker
 from tests.support.archive_check import verify_archive_bytes
 from tests.support.aws_backend import AwsEndpoint
 
@@ -464,6 +466,44 @@ async def test_a_dead_lettered_range_fails_the_job_once_no_range_holds_the_lease
     failed = await svc.store.get(record.job_id)
     assert failed is not None and failed.status is JobStatus.FAILED
     assert failed.error is not None and failed.error.code == "RetriesExhausted"
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def test_two_workers_take_a_submitted_job_through_its_ranges_to_ready(
+    svc: JobService,
+) -> None:
+    """End to end through the queue: the API's submit sends the job's message, two
+    ``zipjobs worker`` loops take it and the range messages it sends, and the job
+    ends READY with the archive a single build makes."""
+    settings = dataclasses.replace(svc.settings, sweep_interval_seconds=0)
+    service = JobService(settings, s3=svc.s3, dynamodb=svc.dynamodb, sqs=svc.sqs)
+    docs = sources("workers")
+    await put_sources(svc, docs)
+    request = parse_job_request(json.dumps({"keys": list(docs)}).encode(), settings)
+    job_id = (await service.submit(request)).job_id
+    workers = [
+        Worker(service, concurrency=2, budget=Budget(256 * MiB), poll_seconds=1, owner=f"w{i}")
+        for i in range(2)
+    ]
+    running = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        async with asyncio.timeout(120):
+            while True:
+                record = await svc.store.get(job_id)
+                assert record is not None
+                if record.status.final:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*running)
+    assert record.status is JobStatus.READY, record
+    assert record.fanout is not None and record.fanout.workers == WORKERS
+    assert sum(w.completed for w in workers) == 1 + WORKERS  # the job's message and 4 ranges
+    data = await archive_bytes(svc, record.dst_bucket, record.dst_key)
+    assert data == await single_build(svc, docs, "workers")
+    verify_archive_bytes(data, docs)
     assert await leftovers(svc, record) == ([], [])
 
 
