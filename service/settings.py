@@ -50,6 +50,9 @@ from .units import MiB
 
 # The engine needs one 8 MiB upload part plus one 8 MiB read range per job.
 MIN_JOB_BUDGET_MB = 16
+# The most range messages one job is split into: each range's progress and
+# done-mark live in the job record, so this bounds its size (jobs/bounds.py).
+MAX_FANOUT_WORKERS = 32
 # Services whose AWS_ENDPOINT_URL_<SERVICE> is honoured (the SDKs' convention).
 SERVICE_ENDPOINT_SERVICES = ("s3", "sqs", "dynamodb")
 
@@ -92,6 +95,11 @@ class Settings:
     # How often a resumable job saves its checkpoint (ZipOptions.checkpoint_interval_s):
     # what a SIGKILL or a frozen Lambda can cost at most; 0 = after every part.
     checkpoint_seconds: int = 5
+    # Job-level fan-out (docs/resume.md, "Job-level fan-out"): a STORED job is
+    # split into one queue message per range once its archive passes
+    # fanout_min_mb per worker, at most fanout_max_workers ranges (1 = off).
+    fanout_min_mb: int = 8192
+    fanout_max_workers: int = 8
     # The sweeper (docs/lifecycle.md): a lost send is re-sent within
     # resend_after + sweep_interval seconds (2 minutes by default).
     sweep_interval_seconds: int = 60
@@ -254,6 +262,8 @@ class _Reader:
             lease_seconds=self.number("ZIPJOBS_LEASE_SECONDS", 30, 3, 3600),
             resume_jobs=bool(self.number("ZIPJOBS_RESUME_JOBS", 1, 0, 1)),
             checkpoint_seconds=self.number("ZIPJOBS_CHECKPOINT_SECONDS", 5, 0, 3600),
+            fanout_min_mb=self.number("ZIPJOBS_FANOUT_MIN_MB", 8192, 1, 1024 * 1024),
+            fanout_max_workers=self.number("ZIPJOBS_FANOUT_MAX_WORKERS", 8, 1, MAX_FANOUT_WORKERS),
             sweep_interval_seconds=self.number("ZIPJOBS_SWEEP_INTERVAL_SECONDS", 60, 0, 86_400),
             resend_after_seconds=self.number("ZIPJOBS_RESEND_AFTER_SECONDS", 60, 1, 86_400),
             max_resends=self.number("ZIPJOBS_MAX_RESENDS", 5, 0, 100),

@@ -86,6 +86,9 @@ locals {
         ZIPJOBS_BUDGET_MB = tostring(var.zipper_budget_mb)
         # The jobs of one SQS batch run concurrently and share the budget.
         ZIPJOBS_WORKER_CONCURRENCY = tostring(var.zipper_batch_size)
+        # Job-level fan-out: one range message per this many MiB of archive, capped.
+        ZIPJOBS_FANOUT_MIN_MB      = tostring(var.zipper_fanout_min_mb)
+        ZIPJOBS_FANOUT_MAX_WORKERS = tostring(var.zipper_fanout_max_workers)
       }
     }
   }
@@ -152,12 +155,14 @@ locals {
       dynamodb_table = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
       # The event source mapping polls with the function's role. SendMessage:
       # a job that ran out of time after making progress is continued with a
-      # fresh message (service/jobs/continuation.py).
+      # fresh message (service/jobs/continuation.py), and a job past
+      # ZIPJOBS_FANOUT_MIN_MB is split into range messages (service/jobs/fanout.py).
       sqs_queue  = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"]
       src_object = ["s3:GetObject"]
       src_bucket = ["s3:ListBucket"]
       # GetObject/ListMultipartUploadParts: the resume checkpoint next to the
-      # archive and the parts of the upload it names (docs/resume.md).
+      # archive and the parts of the upload it names, and a fanned-out job's
+      # plan and range results beside it (docs/resume.md).
       dst_object      = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"]
       dst_bucket      = ["s3:ListBucketMultipartUploads"]
       manifest_object = ["s3:GetObject"]

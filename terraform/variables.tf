@@ -280,6 +280,28 @@ variable "zipper_batch_size" {
   }
 }
 
+variable "zipper_fanout_min_mb" {
+  description = "A STORED job is split into one range message (one zipper invocation) per this many MiB of archive (ZIPJOBS_FANOUT_MIN_MB); the last range to finish completes the upload. docs/resume.md, \"Job-level fan-out\"."
+  type        = number
+  default     = 8192
+
+  validation {
+    condition     = var.zipper_fanout_min_mb >= 1
+    error_message = "zipper_fanout_min_mb must be at least 1."
+  }
+}
+
+variable "zipper_fanout_max_workers" {
+  description = "Most range messages one job is split into (ZIPJOBS_FANOUT_MAX_WORKERS); 1 turns job-level fan-out off. Ranges run at most zipper_max_concurrency at once."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.zipper_fanout_max_workers >= 1 && var.zipper_fanout_max_workers <= 32
+    error_message = "zipper_fanout_max_workers must be between 1 and 32."
+  }
+}
+
 variable "zipper_max_concurrency" {
   description = "Most zipper invocations the SQS event source runs at once (scaling_config.maximum_concurrency)."
   type        = number

@@ -2,7 +2,8 @@
 
 Only what the engine and the baselines call: HEAD/GET (ranged, If-Match),
 PutObject, the multipart calls, ListObjectsV2, plus CreateBucket, HeadBucket,
-DeleteObject and ListMultipartUploads for orphan checks. Any SigV4 signature
+DeleteObject and ListMultipartUploads for orphan checks, and ListParts plus
+reading back small written objects for a resumed build (its checkpoint). Any SigV4 signature
 is accepted: this is a benchmark endpoint, never a test double for S3's
 security behaviour.
 
@@ -32,7 +33,16 @@ from aiohttp import web
 from . import checksums
 from .awschunked import AwsChunkedDecoder
 from .content import iter_content
-from .store import LAST_MODIFIED, S3Error, Store, VirtualObject, WrittenObject
+from .store import (
+    KEEP_BYTES_MAX,
+    LAST_MODIFIED,
+    S3Error,
+    Store,
+    VirtualObject,
+    WrittenObject,
+    is_zip_key,
+    part_etag,
+)
 
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 HTTP_DATE = email.utils.format_datetime(LAST_MODIFIED, usegmt=True)
@@ -76,6 +86,17 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     if start >= size or end <= start:
         raise S3Error(416, "InvalidRange", "The requested range is not satisfiable")
     return start, end
+
+
+def _declared_length(request: web.Request) -> int:
+    """The payload length the client announced (aws-chunked bodies say it separately)."""
+    raw = request.headers.get("x-amz-decoded-content-length") or request.headers.get(
+        "Content-Length", ""
+    )
+    try:
+        return int(raw)
+    except ValueError:
+        return KEEP_BYTES_MAX + 1  # unknown: treat as large
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -122,6 +143,7 @@ class Endpoint:
             }
         elif "uploadId" in q:
             table = {
+                "GET": self._list_parts,
                 "PUT": self._upload_part,
                 "POST": self._complete,
                 "DELETE": self._abort,
@@ -250,9 +272,7 @@ class Endpoint:
         obj = self._lookup(bucket, key)
         self._precondition(request, obj.etag)
         if not isinstance(obj, VirtualObject):
-            raise S3Error(
-                501, "NotImplemented", "the benchmark endpoint keeps only checksums of uploads"
-            )
+            return self._get_kept(request, obj)
         start, end, status = 0, obj.size, 200
         headers = self._headers(obj.etag, obj.size)
         rng = request.headers.get("Range")
@@ -271,6 +291,21 @@ class Endpoint:
             self.bytes_out += len(view)
         await resp.write_eof()
         return resp
+
+    def _get_kept(self, request: web.Request, obj: WrittenObject) -> web.Response:
+        """A small written object whose bytes were kept (a checkpoint); others are gone."""
+        if obj.data is None:
+            raise S3Error(
+                501, "NotImplemented", "the benchmark endpoint keeps only checksums of uploads"
+            )
+        headers = self._headers(obj.etag, obj.length)
+        rng = request.headers.get("Range")
+        if not rng or not obj.length:
+            return web.Response(status=200, body=obj.data, headers=headers)
+        start, end = parse_range(rng, obj.length)
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{obj.length}"
+        headers["Content-Length"] = str(end - start)
+        return web.Response(status=206, body=obj.data[start:end], headers=headers)
 
     # -- writes -------------------------------------------------------------------
 
@@ -304,11 +339,13 @@ class Endpoint:
         self.store.bucket(bucket)
         checker = self.store.new_checker(key)
         sent = request.headers.get(checksums.HEADER)
+        small = not is_zip_key(key) and _declared_length(request) <= KEEP_BYTES_MAX
         crc, length, kept = await self._body(
-            request, keep=checker is not None, want_crc=sent is not None
+            request, keep=checker is not None or small, want_crc=sent is not None or small
         )
         checksums.check_body(sent, crc or 0)
-        obj = self.store.put_object(bucket, key, length, crc)
+        data = b"".join(kept) if small and kept is not None else None
+        obj = self.store.put_object(bucket, key, length, crc, data)
         obj.checksum = None if sent is None else "CRC32 verified"
         if checker is not None and kept is not None:
             for chunk in kept:
@@ -343,11 +380,18 @@ class Endpoint:
         checksums.check_body(sent, crc or 0)
         # The upload may have been aborted while the body streamed.
         upload = self.store.upload(bucket, key, request.query["uploadId"])
+        before = upload.part_crcs.get(number)
         if sent is not None:
             upload.part_crcs[number] = crc or 0
         # A .zip part's ETag stays checksum-free (its bytes are verified by the
         # ZIP checker); others are named by their CRC.
-        etag = upload.add_part(number, None if upload.checker else crc, length, kept)
+        etag = upload.add_part(
+            number,
+            None if upload.checker else crc,
+            length,
+            kept,
+            same_as_before=sent is not None and before is not None and before == crc,
+        )
         return web.Response(headers={"ETag": etag})
 
     async def _complete(self, request: web.Request, bucket: str, key: str) -> web.Response:
@@ -391,6 +435,34 @@ class Endpoint:
             f"<ETag>{escape(obj.etag)}</ETag></CompleteMultipartUploadResult>",
         )
 
+    async def _list_parts(self, request: web.Request, bucket: str, key: str) -> web.Response:
+        """ListParts, paged like S3 (``part-number-marker``, ``max-parts`` up to 1,000)."""
+        upload = self.store.upload(bucket, key, request.query["uploadId"])
+        marker = int(request.query.get("part-number-marker", "0") or 0)
+        max_parts = min(1000, int(request.query.get("max-parts", "1000")))
+        numbers = sorted(n for n in upload.parts if n > marker)
+        page, truncated = numbers[:max_parts], len(numbers) > max_parts
+        items = []
+        for n in page:
+            crc, length = upload.parts[n]
+            extra = ""
+            if n in upload.part_crcs:
+                extra = f"<ChecksumCRC32>{checksums.encode(upload.part_crcs[n])}</ChecksumCRC32>"
+            items.append(
+                f"<Part><PartNumber>{n}</PartNumber><LastModified>{ISO_DATE}</LastModified>"
+                f"<ETag>{escape(part_etag(n, crc, length))}</ETag><Size>{length}</Size>"
+                f"{extra}</Part>"
+            )
+        next_marker = f"<NextPartNumberMarker>{page[-1]}</NextPartNumberMarker>" if page else ""
+        return _xml(
+            200,
+            f'<ListPartsResult xmlns="{XMLNS}"><Bucket>{escape(bucket)}</Bucket>'
+            f"<Key>{escape(key)}</Key><UploadId>{upload.upload_id}</UploadId>"
+            f"<PartNumberMarker>{marker}</PartNumberMarker>{next_marker}"
+            f"<MaxParts>{max_parts}</MaxParts><IsTruncated>{str(truncated).lower()}</IsTruncated>"
+            f"{''.join(items)}</ListPartsResult>",
+        )
+
     async def _abort(self, request: web.Request, bucket: str, key: str) -> web.Response:
         self.store.abort(bucket, key, request.query["uploadId"])
         return web.Response(status=204)
@@ -409,7 +481,11 @@ class Endpoint:
         if m == "PUT" and cmd == "seed":
             spec = await request.json()
             keys = self.store.seed(
-                spec["bucket"], spec.get("prefix", ""), int(spec["count"]), int(spec["size"])
+                spec["bucket"],
+                spec.get("prefix", ""),
+                int(spec["count"]),
+                int(spec["size"]),
+                relative_names=bool(spec.get("relative_names", False)),
             )
             return web.json_response({"keys": len(keys), "bytes": len(keys) * int(spec["size"])})
         if m == "GET" and cmd == "verify":

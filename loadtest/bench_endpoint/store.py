@@ -20,6 +20,10 @@ from .content import content_crc32, etag_for
 from .zipcheck import Reorder, ZipChecker, ZipReport
 
 S3_MIN_PART = 5 * 1024 * 1024
+# A non-.zip PutObject up to this size keeps its bytes so it can be read back:
+# the engine's resume checkpoint (about 50 bytes per part plus 4 per entry,
+# ~0.6 MB at 9,000 parts and 20,000 entries) is written and read by the job.
+KEEP_BYTES_MAX = 8 * 1024 * 1024
 LAST_MODIFIED = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
 
 
@@ -61,6 +65,7 @@ class WrittenObject:
     # "CRC32 FULL_OBJECT verified"; None when the client sent none.
     checksum: str | None = None
     full_crc32: int | None = None
+    data: bytes | None = None  # kept for small non-.zip objects only (KEEP_BYTES_MAX)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -115,10 +120,23 @@ class Upload:
     part_crcs: dict[int, int] = field(default_factory=dict)
 
     def add_part(
-        self, number: int, crc: int | None, length: int, chunks: list[bytes] | None
+        self,
+        number: int,
+        crc: int | None,
+        length: int,
+        chunks: list[bytes] | None,
+        same_as_before: bool = False,
     ) -> str:
-        """Record a part; a ``.zip`` part's chunks go to the verifier in part order."""
+        """Record a part; a ``.zip`` part's chunks go to the verifier in part order.
+
+        ``same_as_before``: the client sent this part's CRC-32 both times, the
+        endpoint checked both bodies against it, and the two CRCs and lengths
+        match. S3 lets a part be uploaded again (a resumed build re-sends the
+        parts past its checkpoint); identical bytes leave the archive as verified.
+        """
         if number in self.parts and self.checker is not None and number < self.reorder.next_part:
+            if same_as_before and self.parts[number][1] == length:
+                return part_etag(number, crc, length)
             # Already parsed: a retry cannot be re-verified; flag it.
             self.problems.append(f"part {number} re-uploaded after it was verified")
             return part_etag(number, crc, length)
@@ -160,15 +178,31 @@ class Store:
         except KeyError:
             raise S3Error(404, "NoSuchBucket", "The specified bucket does not exist") from None
 
-    def seed(self, bucket: str, prefix: str, count: int, size: int, width: int = 6) -> list[str]:
-        """Register ``count`` objects ``{prefix}{i:0{width}d}.bin`` of ``size`` bytes."""
+    def seed(
+        self,
+        bucket: str,
+        prefix: str,
+        count: int,
+        size: int,
+        width: int = 6,
+        relative_names: bool = False,
+    ) -> list[str]:
+        """Register ``count`` objects ``{prefix}{i:0{width}d}.bin`` of ``size`` bytes.
+
+        ``relative_names``: archive entries may also be named relative to the
+        prefix's last folder, as a prefix job names them (``a/b/000001.bin`` in
+        ``a/b/`` is ``000001.bin``), so the verifier knows which source each is.
+        """
         self.create_bucket(bucket)
         keys = seed_keys(prefix, count, width)
         objects = self.buckets[bucket]
+        cut = prefix.rfind("/") + 1 if relative_names else 0
         for key in keys:
             obj = VirtualObject(key, size)
             objects[key] = obj
             self.by_name[key] = obj
+            if cut:
+                self.by_name[key[cut:]] = obj
         self._sorted.pop(bucket, None)
         return keys
 
@@ -232,10 +266,12 @@ class Store:
 
     # -- writes -------------------------------------------------------------------
 
-    def put_object(self, bucket: str, key: str, length: int, crc: int | None) -> WrittenObject:
+    def put_object(
+        self, bucket: str, key: str, length: int, crc: int | None, data: bytes | None = None
+    ) -> WrittenObject:
         """A single PutObject whose body has been streamed (see ``new_checker``)."""
         self.bucket(bucket)
-        obj = WrittenObject(key, length, crc, part_etag(1, crc, length), 1)
+        obj = WrittenObject(key, length, crc, part_etag(1, crc, length), 1, data=data)
         self.written[(bucket, key)] = obj
         return obj
 

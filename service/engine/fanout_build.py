@@ -144,6 +144,7 @@ async def build_range(
         await run_together(reader.run(), pump.run())
         parts = await writer.upload_rest()
     except BaseException:
+        pump.discard()
         await writer.stop()
         raise
     return range_result(
@@ -247,7 +248,7 @@ class _Progress:
         return step
 
 
-def _owned(layout: StoredLayout, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def owned_entries(layout: StoredLayout, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """For each worker's ``[start, end)``, the entries whose data ends in ``(start, end]``
     (the first worker's from 0 on): those it completes."""
     ends = [layout.data_offset(i) + e.size for i, e in enumerate(layout.entries)]
@@ -301,7 +302,7 @@ async def _run_workers(
     layout = job.layout
     spans = [range_span(f, last, job.part_size, layout.length) for f, last in ranges]
     starts = [start for start, _ in spans]
-    tally = _Progress(progress, _owned(layout, spans))
+    tally = _Progress(progress, owned_entries(layout, spans))
     results: list[RangeResult | None] = [None] * len(ranges)
     concurrency = max(1, job.options.read_concurrency // len(ranges))
 

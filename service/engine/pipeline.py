@@ -111,6 +111,10 @@ async def _stored_stream(
     start = (0, 0)
     if state is not None:
         start = (state.entry, layout.data_before(state.entry, state.offset))
+        # Progress counts source bytes from the archive's start, so a resumed
+        # job's progress carries on from its checkpoint instead of falling back
+        # towards zero (docs/resume.md, "The 500 GB run").
+        cursor.bytes_pulled = sum(e.size for e in plan.entries[: state.entry]) + start[1]
         log.info(
             "resuming s3://%s/%s at byte %d", destination.bucket, destination.key, state.offset
         )
@@ -162,17 +166,21 @@ async def build_zip(
     options: ZipOptions | None = None,
     budget: Budget | None = None,
     on_progress: ProgressCallback | None = None,
+    plan: Plan | None = None,
 ) -> ZipResult:
     """Write one ZIP of ``sources`` to ``destination``; see the module docstring.
 
     With ``options.resume`` a STORED archive continues from its checkpoint
     (docs/resume.md) and a stop that is not a ZipJobError keeps its upload.
+    ``plan``: the plan of ``sources`` if the caller made it already (the job
+    runner, deciding whether to fan a job out), so no source is HEAD twice.
     """
     options = options or ZipOptions()
     started = time.monotonic()
-    plan = await make_plan(
-        s3, sources, missing=options.missing, concurrency=options.head_concurrency
-    )
+    if plan is None:
+        plan = await make_plan(
+            s3, sources, missing=options.missing, concurrency=options.head_concurrency
+        )
     if not plan.entries:
         raise EmptyArchiveError("no sources to archive")
     budget = budget or Budget(options.budget_bytes)
@@ -239,6 +247,7 @@ async def build_zip(
             await run_together(reader.run(), pump.run())
             upload = await writer.finish()
         except BaseException as err:
+            pump.discard()
             await _stop(writer, zs, err)
             raise
         finally:

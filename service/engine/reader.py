@@ -69,10 +69,11 @@ class RangeSlot:
 
     ``pieces`` is appended by the reader and popped by the zip stream, possibly
     from the zip worker thread (deflate); deque append/popleft are atomic.
-    ``done`` is set only after the last piece is appended.
+    ``done`` is set only after the last piece is appended. ``buffer`` is the
+    range's memory (made when its GET starts); the pieces are views of it.
     """
 
-    __slots__ = ("consumed", "done", "end", "entry", "pieces", "start")
+    __slots__ = ("buffer", "consumed", "done", "end", "entry", "pieces", "start")
 
     def __init__(self, entry: PlannedEntry, start: int, end: int) -> None:
         self.entry = entry
@@ -81,6 +82,24 @@ class RangeSlot:
         self.pieces: deque[memoryview] = deque()
         self.done = False
         self.consumed = 0
+        self.buffer: memoryview | None = None
+
+    def release_buffer(self) -> None:
+        """Release the view the range is read into: the reader's frames hold it.
+
+        A stopped build's error keeps the frames its traceback passed through,
+        and with them every local; a released view in them holds no memory.
+        Views already handed out (the pieces) stay valid, and the range's
+        memory goes when the last of them does (docs/DESIGN.md, "Memory").
+        """
+        if self.buffer is not None:
+            self.buffer.release()
+            self.buffer = None
+
+    def drop(self) -> None:
+        """Let go of the range's memory: its budget was given back, or the build stopped."""
+        self.pieces.clear()
+        self.release_buffer()
 
     @property
     def length(self) -> int:
@@ -146,14 +165,19 @@ class RangeReader:
                     tg.create_task(self._fetch(slot))
 
     async def _fetch(self, slot: RangeSlot) -> None:
+        """Read one range into a buffer made here, and let go of it here if the
+        read does not finish: a failed or cancelled fetch's frames live on in
+        the build's error (the pieces already queued are the consumer's to drop)."""
+        slot.buffer = memoryview(bytearray(slot.length))
         try:
-            await self._fetch_with_retries(slot)
+            await self._fetch_with_retries(slot, slot.buffer)
+        except BaseException:
+            slot.release_buffer()
+            raise
         finally:
             self._connections.release()
 
-    async def _fetch_with_retries(self, slot: RangeSlot) -> None:
-        buf = bytearray(slot.length)
-        view = memoryview(buf)
+    async def _fetch_with_retries(self, slot: RangeSlot, view: memoryview) -> None:
         filled = 0
         failures = 0
         while True:
@@ -196,7 +220,10 @@ class RangeReader:
         handed_over = filled
         try:
             while filled < slot.length:
-                n = await body.readinto(view[filled:])
+                # Released after the call: the frames below it (ours, the SDK's)
+                # would otherwise keep the whole range alive in a kept error.
+                with view[filled:] as target:
+                    n = await body.readinto(target)
                 if n == 0:
                     raise IncompleteReadError(actual_bytes=filled, expected_bytes=slot.length)
                 filled += n

@@ -47,7 +47,7 @@ class AlreadyComplete:
     parts: int
 
 
-async def _completed(
+async def completed_archive(
     s3: S3Client, destination: Destination, fingerprint: str, length: int
 ) -> AlreadyComplete | None:
     """Is the destination the archive of this very plan (metadata and length)?"""
@@ -84,7 +84,7 @@ async def usable_checkpoint(
         if listed is not None and parts_match(cp, listed):
             return cp
         if listed is None and cp.state.offset == length:
-            done = await _completed(s3, destination, fingerprint, length)
+            done = await completed_archive(s3, destination, fingerprint, length)
             if done is not None:
                 return done
         reason = "its upload is gone" if listed is None else "its parts differ from S3's"

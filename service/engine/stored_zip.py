@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import struct
 import sys
-import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from .crc import crc32_combine, fast_combine
+from .crc import crc32, crc32_combine, fast_combine
 from .models import PlannedEntry
 from .zip_stream import FILE_MODE, Cursor, EntryFeed, dos_date_time
 
@@ -352,7 +351,7 @@ class StoredArchive:
         view = memoryview(piece).cast("B")
         while view:
             room = self._boundary - pos % self._boundary
-            crc = zlib.crc32(view[:room], crc)
+            crc = crc32(view[:room], crc)
             pos += min(room, len(view))
             view = view[room:]
             if pos % self._boundary == 0 and pos < data_end:

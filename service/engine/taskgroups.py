@@ -29,9 +29,16 @@ async def run_together(*coros: Coroutine[Any, Any, T]) -> list[T]:
     """Run the coroutines as one TaskGroup and return their results in order; a
     failure cancels the rest and is raised as itself (``first_error``), not as
     an ExceptionGroup."""
+    tasks: list[asyncio.Task[T]] = []
     try:
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(coro) for coro in coros]
-    except BaseExceptionGroup as group:
-        raise first_error(group) from None
+            tasks.extend(tg.create_task(coro) for coro in coros)
+    except BaseException as err:
+        # A cancelled task keeps its CancelledError, and that error's traceback
+        # the task's frames and their buffers; this frame lives on in the
+        # error raised here, so it must not keep the tasks.
+        tasks.clear()
+        if isinstance(err, BaseExceptionGroup):
+            raise first_error(err) from None
+        raise
     return [task.result() for task in tasks]

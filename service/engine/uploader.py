@@ -29,14 +29,13 @@ import asyncio
 import base64
 import logging
 import urllib.parse
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, cast
 
 from .budget import ByteSemaphore
 from .cleanup import abort_uploads
-from .crc import crc32_combine, fast_combine
+from .crc import crc32, crc32_combine, fast_combine
 from .models import Destination, LengthMismatchError
 
 if TYPE_CHECKING:
@@ -91,6 +90,10 @@ class PartBody:
 
     def tell(self) -> int:
         return self._pos
+
+    def release(self) -> None:
+        """The call is over: whoever still holds this body no longer holds the buffer."""
+        self._view.release()
 
     async def __aiter__(self) -> AsyncIterator[memoryview]:
         for start in range(self._pos, len(self._view), SEND_PIECE):
@@ -274,26 +277,32 @@ class PartWriter:
         entry's data descriptor. It is the CRC of the bytes the stream meant to
         send, so S3, checking the part against it, also catches a copy gone
         wrong here (docs/performance.md, "Checksums").
+
+        ``data`` is often a view of a read range. The views made of it here
+        are released on the way out, so that this frame, kept in a stopped
+        build's error, does not keep the range alive (docs/DESIGN.md, "Memory").
         """
         view = memoryview(data).cast("B")
         whole = len(view)
-        while view:
-            self._raise_failure()
-            if self._buf is None:
-                self._buf = await self._take_buffer()
-            room = len(self._buf) - self._fill
-            n = min(room, len(view))
-            piece = view[:n]
-            self._buf[self._fill : self._fill + n] = piece
-            if crc is not None and n == whole and (self._fill == 0 or self._fast_combine):
-                self._crc = crc32_combine(self._crc, crc, n)
-            else:
-                self._crc = zlib.crc32(piece, self._crc)
-            self._fill += n
-            self._written += n
-            view = view[n:]
-            if self._fill == len(self._buf) and not self._is_whole_archive():
-                self._send_part()
+        try:
+            while view:
+                self._raise_failure()
+                if self._buf is None:
+                    self._buf = await self._take_buffer()
+                n = min(len(self._buf) - self._fill, len(view))
+                with view[:n] as piece:
+                    self._buf[self._fill : self._fill + n] = piece
+                    if crc is not None and n == whole and (self._fill == 0 or self._fast_combine):
+                        self._crc = crc32_combine(self._crc, crc, n)
+                    else:
+                        self._crc = crc32(piece, self._crc)
+                self._fill += n
+                self._written += n
+                view = view[n:]
+                if self._fill == len(self._buf) and not self._is_whole_archive():
+                    self._send_part()
+        finally:
+            view.release()
 
     async def finish(self) -> UploadResult:
         """Upload what is left and complete; refuse an archive of the wrong length."""
@@ -456,6 +465,7 @@ class PartWriter:
 
     async def _upload_part(self, number: int, buf: bytearray, fill: int, crc: int) -> None:
         acquired = len(buf)
+        body = PartBody(buf, fill)
         try:
             assert self._create is not None
             # Shielded: cancelling this part must not cancel the shared create
@@ -466,7 +476,7 @@ class PartWriter:
                 Key=self._dest.key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=PartBody(buf, fill).as_body(),
+                Body=body.as_body(),
                 # Precomputed: botocore then computes no checksum itself and
                 # sends the body as it is (no aws-chunked re-framing, no copy).
                 ChecksumCRC32=b64_crc32(crc),
@@ -475,23 +485,30 @@ class PartWriter:
             if self._on_part is not None:
                 self._on_part()
         finally:
+            # A failed part's error becomes the job's, and keeps this frame
+            # and the SDK's (which hold the body): none may keep the buffer.
+            body.release()
             self._give_back(buf, acquired)
+            del buf
 
     async def _put_single(self) -> UploadResult:
         buf, fill, crc = self._buf, self._fill, self._crc
         acquired = 0 if buf is None else len(buf)
-        body = b"" if buf is None else PartBody(buf, fill).as_body()
+        body = None if buf is None else PartBody(buf, fill)
         try:
             resp = await self._s3.put_object(
                 Bucket=self._dest.bucket,
                 Key=self._dest.key,
-                Body=body,
+                Body=b"" if body is None else body.as_body(),
                 ContentType=self._content_type,
                 ContentDisposition=content_disposition(self._dest.filename),
                 ChecksumCRC32=b64_crc32(crc),
             )
         finally:
+            if body is not None:  # as in _upload_part: a kept error must not hold the buffer
+                body.release()
             if buf is not None:
                 self._buf = None
                 self._give_back(buf, acquired)
+                del buf
         return UploadResult(str(resp.get("ETag", "")), 1, self._written, crc)

@@ -23,6 +23,7 @@ entry or offset needs it, the central directory). Two things are ours:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import stat
 import zipfile
@@ -146,6 +147,12 @@ class EntryFeed:
         self._cursor.drained.append(self._slots.pop(0))
         self._left -= 1
 
+    def discard(self) -> None:
+        """The build stopped: let go of the ranges still queued here."""
+        for slot in self._slots:
+            slot.drop()
+        self._slots.clear()
+
     def ready(self) -> bool:
         """Would ``next()`` return without waiting?"""
         for slot in self._slots:
@@ -232,15 +239,7 @@ class ZipPump:
             while True:
                 await self._wait_ready()
                 chunks, finished = await self._steps(executor)
-                for chunk, crc in chunks:
-                    await self._sink.write(chunk, crc)
-                    self.archive_bytes += len(chunk)
-                    if isinstance(chunk, memoryview):
-                        # The sink has copied it. zipstream-ng's generator frames
-                        # still hold the last chunk they yielded until the next
-                        # step; releasing the view lets its range buffer go when
-                        # the budget does, not one range later.
-                        chunk.release()
+                await self._write(chunks)
                 self._release_drained()
                 self._on_step(self._cursor.bytes_pulled, self._cursor.entry)
                 if finished:
@@ -249,6 +248,47 @@ class ZipPump:
         finally:
             if executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _write(self, chunks: list[tuple[bytes | memoryview, int | None]]) -> None:
+        """Write a batch to the sink; its views are released once it is written
+        or the write failed.
+
+        The sink copies each chunk. zipstream-ng's generator frames still hold
+        the last chunk they yielded until the next step; releasing the view
+        lets its range buffer go when the budget does, not one range later.
+        On a failure this frame lives on in the error's traceback: released
+        views in it hold no memory.
+        """
+        try:
+            for chunk, crc in chunks:
+                await self._sink.write(chunk, crc)
+                self.archive_bytes += len(chunk)
+        finally:
+            for chunk, _ in chunks:
+                if isinstance(chunk, memoryview):
+                    chunk.release()
+
+    def discard(self) -> None:
+        """The build stopped: let go of every range still held and of the generator.
+
+        Called by whoever made the pump once its run has ended (the deflate
+        thread too), whether the run failed, was cancelled or never started.
+        The budget is given back with the job's lease; this gives back the
+        memory, which a kept error could otherwise reach through the build's
+        frames (docs/DESIGN.md, "Memory").
+        """
+        close = getattr(self._gen, "close", None)
+        if close is not None:
+            # Its frames hold the pieces they were stepping through. Never
+            # raises in practice; if it did, the build's own error is the one
+            # to report, not this one.
+            with contextlib.suppress(Exception):
+                close()
+        for feed in self._feeds:
+            feed.discard()
+        for slot in self._cursor.drained:
+            slot.drop()
+        self._cursor.drained.clear()
 
     async def _wait_ready(self) -> None:
         while not self.ready():
@@ -287,7 +327,9 @@ class ZipPump:
         return await asyncio.get_running_loop().run_in_executor(executor, self._step_batch)
 
     def _release_drained(self) -> None:
-        """Give a range's read-ahead budget back once the stream has copied all of it."""
+        """Give a range's read-ahead budget and its buffer back once the stream
+        has copied all of it."""
         drained, self._cursor.drained = self._cursor.drained, []
         for slot in drained:
             self._read_budget.release(slot.length)
+            slot.drop()  # the memory goes with the budget

@@ -10,9 +10,10 @@ call only what is exported here:
 """
 
 from .http import HttpRequest, HttpResponse, handle, problem_response
+from .messages import Action, JobMessage, Outcome, parse_message
 from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .problems import PROBLEM_CONTENT_TYPE, ApiError, Problem
-from .runner import Action, JobMessage, Outcome, parse_message, run_job_message
+from .runner import run_job_message
 from .service import JobService, Submitted
 
 __all__ = [

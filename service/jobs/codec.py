@@ -14,7 +14,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from ..engine import Compression, MissingPolicy, Progress
 from .bounds import cap_keys, cap_message
-from .models import FailureReason, JobRecord, JobRequest, JobStatus, Manifest
+from .models import FailureReason, FanOut, JobRecord, JobRequest, JobStatus, Manifest
 
 HASH_KEY = "jobId"
 TTL_ATTRIBUTE = "ttl"
@@ -106,9 +106,67 @@ def decode_error(value: dict[str, Any] | None) -> FailureReason | None:
     )
 
 
+def range_slot(k: int) -> str:
+    """Range ``k``'s key in the ``fanBytes``/``fanFiles`` maps."""
+    return f"r{k}"
+
+
+def fanout_item(fan: FanOut) -> dict[str, Any]:
+    """The attributes a split writes (``rangesDone`` is added range by range)."""
+    zeros = {range_slot(k): 0 for k in range(fan.workers)}
+    return {
+        "fanUpload": fan.upload_id,
+        "fanWorkers": fan.workers,
+        "fanPartSize": fan.part_size,
+        "fanLength": fan.length,
+        "fanFingerprint": fan.fingerprint,
+        "fanBytes": zeros,
+        "fanFiles": zeros,
+    }
+
+
+def _decode_fanout(d: dict[str, Any]) -> FanOut | None:
+    if "fanUpload" not in d:
+        return None
+    n = int(d["fanWorkers"])
+
+    def per_range(name: str) -> tuple[int, ...]:
+        values = d.get(name) or {}
+        return tuple(int(values.get(range_slot(k), 0)) for k in range(n))
+
+    return FanOut(
+        upload_id=d["fanUpload"],
+        workers=n,
+        part_size=int(d["fanPartSize"]),
+        length=int(d["fanLength"]),
+        fingerprint=d["fanFingerprint"],
+        done=frozenset(int(k) for k in d.get("rangesDone", ())),
+        bytes_done=per_range("fanBytes"),
+        files_done=per_range("fanFiles"),
+    )
+
+
+def _progress(d: dict[str, Any], fan: FanOut | None) -> Progress:
+    """The stored progress; a fanned-out job's is the sum over its ranges, and
+    never less than what was stored before the split (each range's own count
+    never goes back: ``JobStore.range_heartbeat``)."""
+    done = int(d.get("bytesDone", 0))
+    files = int(d.get("filesDone", 0))
+    if fan is not None:
+        done = max(done, sum(fan.bytes_done))
+        files = max(files, sum(fan.files_done))
+    return Progress(
+        bytes_done=done,
+        bytes_total=int(d.get("bytesTotal", 0)),
+        files_done=files,
+        files_total=int(d.get("filesTotal", 0)),
+    )
+
+
 def decode(item: dict[str, Any]) -> JobRecord:
     """A stored item back to a JobRecord; tolerant of attributes added later."""
     d = {name: _de.deserialize(value) for name, value in item.items()}
+    fan = _decode_fanout(d)
     keys = tuple(d["keys"]) if "keys" in d else None
     manifest = (
         Manifest(d["manifestBucket"], d["manifestKey"], int(d.get("keysCount", 0)))
@@ -134,12 +192,7 @@ def decode(item: dict[str, Any]) -> JobRecord:
         expires_at=int(d[TTL_ATTRIBUTE]),
         manifest=manifest,
         keys_count=int(d.get("keysCount", 0)),
-        progress=Progress(
-            bytes_done=int(d.get("bytesDone", 0)),
-            bytes_total=int(d.get("bytesTotal", 0)),
-            files_done=int(d.get("filesDone", 0)),
-            files_total=int(d.get("filesTotal", 0)),
-        ),
+        progress=_progress(d, fan),
         started_at=parse_iso(d["startedAt"]) if "startedAt" in d else None,
         finished_at=parse_iso(d["finishedAt"]) if "finishedAt" in d else None,
         error=decode_error(d.get("error")),
@@ -154,4 +207,5 @@ def decode(item: dict[str, Any]) -> JobRecord:
         next_attempt_at=parse_iso(d["nextAttemptAt"]) if "nextAttemptAt" in d else None,
         max_attempts=int(d.get("maxAttempts", 0)),
         resends=int(d.get("resends", 0)),
+        fanout=fan,
     )

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 async def kept_bytes(svc: JobService, job_id: str) -> int | None:
     """Archive bytes the job's upload holds per its checkpoint; None if it cannot resume.
 
-    None for a job that is gone or final, a deflate job, or resume turned
+    None for a job that is gone or final, a deflate job, a job split into
+    range messages (docs/resume.md, "Job-level fan-out"), or resume turned
     off: such an attempt can never be a continuation. 0 for a resumable
     job with no checkpoint yet. None too when either read fails: not knowing
     means counting the attempt, as before continuations existed.
@@ -49,6 +50,8 @@ async def kept_bytes(svc: JobService, job_id: str) -> int | None:
     try:
         record = await svc.store.get(job_id)
         if record is None or record.status.final:
+            return None
+        if record.fanout is not None:  # split into ranges: no checkpoint; ranges count receives
             return None
         if not svc.settings.resume_jobs or record.request.compression is not Compression.STORED:
             return None

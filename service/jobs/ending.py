@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ..engine import Compression
 from ..engine.cleanup import discard_archive
+from .fanout_store import delete_fanout_objects
 from .models import FailureReason, JobRecord
 
 if TYPE_CHECKING:
@@ -29,9 +31,18 @@ log = logging.getLogger(__name__)
 
 
 async def discard_output(s3: S3Client, record: JobRecord) -> None:
-    """Abort the job's multipart uploads and delete its archive, if any."""
+    """Abort the job's multipart uploads and delete its archive, if any.
+
+    A STORED job may have been split into ranges (docs/resume.md, "Job-level
+    fan-out"): its plan goes too, and the results of the ranges the record
+    knows of. A range that saves its result after this finds the job ended
+    when it tries to count it, and discards again (``runner._range_job_gone``).
+    """
     try:
         aborted = await discard_archive(s3, record.dst_bucket, record.dst_key)
+        if record.request.compression is Compression.STORED:
+            workers = record.fanout.workers if record.fanout is not None else 0
+            await delete_fanout_objects(s3, record.dst_bucket, record.dst_key, workers)
     except Exception as err:
         log.error("job %s: could not discard its output: %s", record.job_id, err)
         return

@@ -90,6 +90,33 @@ class Manifest:
 
 
 @dataclass(frozen=True, slots=True)
+class FanOut:
+    """A STORED job split into ``workers`` range messages on one multipart upload.
+
+    What every range worker needs so that none re-plans differently: the
+    upload, the part size and archive length (so the part split, ``split_parts``)
+    and the plan's fingerprint (the plan itself is in S3, ``jobs/fanout_plan.py``).
+    ``done`` is the set of finished ranges (a DynamoDB number set, so a
+    redelivered range adds itself once); ``bytes_done``/``files_done`` each
+    range's progress. Bounded: at most ``settings.MAX_FANOUT_WORKERS`` ranges.
+    See docs/resume.md, "Job-level fan-out".
+    """
+
+    upload_id: str
+    workers: int
+    part_size: int
+    length: int
+    fingerprint: str
+    done: frozenset[int] = frozenset()
+    bytes_done: tuple[int, ...] = ()
+    files_done: tuple[int, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return len(self.done) >= self.workers
+
+
+@dataclass(frozen=True, slots=True)
 class JobRecord:
     """One job as stored. Timestamps are timezone-aware UTC."""
 
@@ -120,6 +147,7 @@ class JobRecord:
     next_attempt_at: dt.datetime | None = None
     max_attempts: int = 0
     resends: int = 0  # messages re-sent by the sweeper (docs/lifecycle.md)
+    fanout: FanOut | None = None  # set once the job is split into range messages
 
     def lease_live(self, now: float) -> bool:
         return (

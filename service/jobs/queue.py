@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .runner import Action, Outcome
+from .messages import Action, Outcome
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient

@@ -13,18 +13,17 @@ status is CANCELLED).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..engine import (
     Budget,
     Compression,
     Destination,
+    EmptyArchiveError,
     MissingSourcesError,
     Progress,
     SourceObject,
@@ -35,46 +34,26 @@ from ..engine import (
     list_prefix,
 )
 from ..engine.cleanup import abort_uploads
+from ..engine.planner import make_plan
 from .ending import discard_output, fail_job
+from .fanout import (
+    RangeProgress,
+    build_one_range,
+    finish_ranges,
+    load,
+    range_progress,
+    resend_ranges,
+    split,
+)
+from .fanout_store import delete_fanout_objects
 from .manifest import read_manifest
-from .models import FailureReason, JobRecord, JobStatus
+from .messages import Action, JobMessage, Outcome
+from .models import FailureReason, FanOut, JobRecord, JobStatus
 from .service import JobService
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
-
-
-class Action(StrEnum):
-    DELETE = "delete"  # done with this message (finished, duplicate, poison)
-    RETRY = "retry"  # make it visible again after ``delay`` seconds
-    LEAVE = "leave"  # another worker owns the job now; do not touch the message
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    action: Action
-    reason: str
-    delay: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class JobMessage:
-    job_id: str
-    message_id: str
-    receive_count: int
-
-
-def parse_message(body: str, message_id: str, receive_count: int) -> JobMessage | None:
-    """The job id from a message body; None for a body no job can come from (poison)."""
-    try:
-        doc = json.loads(body)
-        job_id = doc["jobId"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(job_id, str):
-        return None
-    return JobMessage(job_id, message_id, receive_count)
 
 
 def classify(err: BaseException) -> tuple[bool, FailureReason]:
@@ -118,7 +97,10 @@ async def run_job_message(
     job RUNNING under a live lease is either acknowledged (a second message
     for it) or returned until that lease would have expired (the same
     message, redelivered: if its worker died, we take the job over then).
+    A range message of a job split into ranges goes to ``_run_range``.
     """
+    if msg.range is not None:
+        return await _run_range(svc, msg, budget=budget)
     record = await svc.store.get(msg.job_id)
     if record is None:
         return Outcome(Action.DELETE, "no such job")
@@ -183,7 +165,7 @@ async def _run_claimed(
     svc: JobService, record: JobRecord, msg: JobMessage, *, owner: str, budget: Budget
 ) -> Outcome:
     tracker = _Tracker(record)
-    build = asyncio.create_task(_build(svc, record, budget, tracker))
+    build = asyncio.create_task(_build(svc, record, budget, tracker, owner))
     beat = asyncio.create_task(_heartbeat(svc, record.job_id, owner, tracker, build))
     try:
         result = await build
@@ -201,15 +183,30 @@ async def _run_claimed(
         return await _failed(svc, record, msg, owner, err)
     finally:
         beat.cancel()
-    return await _succeeded(svc, record, owner, tracker, result)
+    if isinstance(result, FanOut):
+        # The job stays RUNNING; its ranges renew the lease (docs/resume.md).
+        return Outcome(Action.DELETE, f"split into {result.workers} range messages")
+    return await _succeeded(svc, record, owner, result)
 
 
 async def _succeeded(
-    svc: JobService, record: JobRecord, owner: str, tracker: _Tracker, result: ZipResult
+    svc: JobService,
+    record: JobRecord,
+    owner: str,
+    result: ZipResult,
+    *,
+    fan: FanOut | None = None,
 ) -> Outcome:
+    """READY under our lease (or, ``fan``, on the job's fan-out upload)."""
     skipped = [p.key for p in result.skipped]  # capped in bytes by the store
     done = Progress(result.source_bytes, result.source_bytes, result.files, result.files)
-    if await svc.store.mark_ready(record.job_id, owner, done, result.archive_bytes, skipped):
+    upload_id = fan.upload_id if fan is not None else None
+    ready = await svc.store.mark_ready(
+        record.job_id, owner, done, result.archive_bytes, skipped, upload_id=upload_id
+    )
+    if ready and fan is not None:
+        await _forget_ranges(svc, record, fan)
+    if ready:
         log.info(
             "job %s: READY, %d files, %d bytes in %.1f s",
             record.job_id,
@@ -224,6 +221,153 @@ async def _succeeded(
         await discard_output(svc.s3, record)
         return Outcome(Action.DELETE, "job cancelled as it finished")
     return Outcome(Action.LEAVE, "lease lost before the job could be marked READY")
+
+
+async def _run_range(svc: JobService, msg: JobMessage, *, budget: Budget) -> Outcome:
+    """One range of a fanned-out job: build it, count it, and finish the job if last.
+
+    No claim: the ranges share the job, which stays RUNNING on its fan-out
+    upload, and each range's heartbeat renews the one job lease. A range
+    already counted is acknowledged, unless every range is and the job is
+    not READY: the finisher died, and this delivery finishes the job.
+    Attempts are the range message's own receive count (docs/resume.md).
+    """
+    k = msg.range
+    assert k is not None
+    record = await svc.store.get(msg.job_id)
+    if record is None:
+        return Outcome(Action.DELETE, "no such job")
+    if record.status.final:
+        return Outcome(Action.DELETE, f"job already {record.status.value}")
+    fan = record.fanout
+    if fan is None or record.status is not JobStatus.RUNNING or k >= fan.workers:
+        # Handed back (sweeper) or never split: the job's own message re-sends ranges.
+        return Outcome(Action.DELETE, f"range {k}: the job is not running split into ranges")
+    if k in fan.done and not fan.finished:
+        return Outcome(Action.DELETE, f"range {k} already built")
+    tracker = _Tracker(record)
+    holder: list[RangeProgress] = []
+
+    def renew() -> Awaitable[bool]:
+        done = holder[0].value if holder else (fan.bytes_done[k], fan.files_done[k])
+        lease = svc.settings.lease_seconds
+        return svc.store.range_heartbeat(record.job_id, fan.upload_id, k, done, lease)
+
+    work = asyncio.create_task(_range_work(svc, record, fan, k, budget, holder))
+    beat = asyncio.create_task(_heartbeat(svc, record.job_id, "", tracker, work, renew))
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        if tracker.stop_reason is None:  # shutdown or the deadline: the message comes back
+            raise
+        log.info("job %s: range %d stopped (%s)", record.job_id, k, tracker.stop_reason)
+        return await _range_job_gone(svc, record.job_id, k)
+    except Exception as err:
+        return await _range_failed(svc, record, fan, msg, err)
+    finally:
+        beat.cancel()
+    if result is None:
+        return await _range_job_gone(svc, record.job_id, k)
+    if not isinstance(result, ZipResult):
+        return Outcome(Action.DELETE, f"range {k} built ({len(result)} of {fan.workers})")
+    return await _succeeded(svc, record, "", result, fan=fan)
+
+
+async def _range_work(
+    svc: JobService,
+    record: JobRecord,
+    fan: FanOut,
+    k: int,
+    budget: Budget,
+    holder: list[RangeProgress],
+) -> ZipResult | frozenset[int] | None:
+    """Range ``k``'s build (unless counted already), then the finisher if every range is.
+
+    Returns the job's result when this call finished it, else the done set
+    (None: the job ended or changed hands before range ``k`` was counted).
+    """
+    started = time.monotonic()
+    options = _options(svc, record)
+    loaded = await load(svc, record, fan, options)
+    done: frozenset[int] | None = fan.done
+    if k not in fan.done:
+        holder.append(range_progress(loaded, fan, k))
+        done = await build_one_range(svc, record, fan, k, loaded, budget=budget, progress=holder[0])
+        if done is None or len(done) < fan.workers:
+            return done
+        log.info("job %s: range %d was the last of %d; finishing", record.job_id, k, fan.workers)
+    upload = await finish_ranges(svc, record, fan, loaded, budget=budget)
+    plan = loaded.plan
+    return ZipResult(
+        destination=loaded.job.destination,
+        files=len(plan.entries),
+        source_bytes=plan.total_source_bytes,
+        archive_bytes=upload.bytes,
+        parts=upload.parts,
+        part_size=fan.part_size,
+        seconds=time.monotonic() - started,
+        etag=upload.etag,
+        skipped=plan.skipped,
+        workers=fan.workers,
+    )
+
+
+def _still_fanned_out(current: JobRecord | None, fan: FanOut) -> bool:
+    """Is the job still RUNNING on this fan-out's upload?"""
+    return (
+        current is not None
+        and current.status is JobStatus.RUNNING
+        and current.fanout is not None
+        and current.fanout.upload_id == fan.upload_id
+    )
+
+
+async def _range_job_gone(svc: JobService, job_id: str, k: int) -> Outcome:
+    """The job left RUNNING-on-its-upload while range ``k`` ran: what is left to do."""
+    current = await svc.store.get(job_id)
+    if current is not None and current.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        # Whoever ended it discarded what existed then; our result may be newer.
+        await discard_output(svc.s3, current)
+        return Outcome(Action.DELETE, f"range {k}: job {current.status.value}")
+    return Outcome(Action.DELETE, f"range {k}: the job changed hands; its message re-sends ranges")
+
+
+async def _range_failed(
+    svc: JobService, record: JobRecord, fan: FanOut, msg: JobMessage, err: Exception
+) -> Outcome:
+    """A permanent error fails the job (and discards the upload, plan and results);
+    a transient one returns the message, until its receives run out.
+
+    A job that ended meanwhile is no failure of this range: a cancel aborts
+    the upload under the range's parts, which then fail with NoSuchUpload.
+    """
+    if not _still_fanned_out(await svc.store.get(record.job_id), fan):
+        return await _range_job_gone(svc, record.job_id, msg.range or 0)
+    permanent, error = classify(err)
+    if permanent:
+        await fail_job(svc, record, error)
+        return Outcome(Action.DELETE, f"job FAILED: {error.code}")
+    log.warning(
+        "job %s: range %s, receive %d, failed: %s",
+        record.job_id,
+        msg.range,
+        msg.receive_count,
+        error.message,
+    )
+    final = retries_exhausted(msg.receive_count, error)
+    if last := await fail_on_last_receive(svc, msg, final):
+        return last
+    delay = retry_delay(msg.receive_count)
+    return Outcome(Action.RETRY, "transient failure of a range", delay=delay)
+
+
+async def _forget_ranges(svc: JobService, record: JobRecord, fan: FanOut) -> None:
+    """A READY job's plan and range results are of no more use (best effort: they
+    expire with the bucket's rule for outputs)."""
+    try:
+        await delete_fanout_objects(svc.s3, record.dst_bucket, record.dst_key, fan.workers)
+    except Exception as err:
+        log.warning("job %s: range results not deleted: %s", record.job_id, err)
 
 
 async def _failed(
@@ -299,14 +443,27 @@ async def _sources(svc: JobService, record: JobRecord) -> list[SourceObject]:
     return [SourceObject(req.bucket, key) for key in keys or ()]
 
 
+def _options(svc: JobService, record: JobRecord, *, resume: bool = False) -> ZipOptions:
+    return ZipOptions(
+        budget_bytes=svc.settings.job_budget_bytes,
+        compression=record.request.compression,
+        missing=record.request.missing,
+        resume=resume,
+        checkpoint_interval_s=svc.settings.checkpoint_seconds,
+    )
+
+
 async def _build(
-    svc: JobService, record: JobRecord, budget: Budget, tracker: _Tracker
-) -> ZipResult:
+    svc: JobService, record: JobRecord, budget: Budget, tracker: _Tracker, owner: str
+) -> ZipResult | FanOut:
     # A STORED archive continues from the checkpoint an earlier attempt left,
     # and build_zip aborts any upload that checkpoint does not name; a deflate
     # archive starts over (docs/resume.md). The upload belongs to the job
     # until it ends: READY completes it, ending.py discards it.
     # ZIPJOBS_RESUME_JOBS=0 (Settings.resume_jobs) turns this off.
+    if record.fanout is not None:  # split by an earlier attempt: re-send what is missing
+        await resend_ranges(svc, record, record.fanout)
+        return record.fanout
     stored = svc.settings.resume_jobs and record.request.compression is Compression.STORED
     if record.attempts > 1 and not stored:
         # An earlier attempt that died left its upload behind (docs/lifecycle.md).
@@ -314,13 +471,22 @@ async def _build(
         if n:
             log.info("job %s: aborted %d upload(s) left by an earlier attempt", record.job_id, n)
     sources = await _sources(svc, record)
-    options = ZipOptions(
-        budget_bytes=svc.settings.job_budget_bytes,
-        compression=record.request.compression,
-        missing=record.request.missing,
-        resume=stored,
-        checkpoint_interval_s=svc.settings.checkpoint_seconds,
-    )
+    options = _options(svc, record, resume=stored)
+    plan = None
+    if record.request.compression is Compression.STORED and svc.settings.fanout_max_workers > 1:
+        # Planned here (and handed to build_zip) to know the archive's length:
+        # past ZIPJOBS_FANOUT_MIN_MB per range it is split (docs/resume.md).
+        plan = await make_plan(
+            svc.s3, sources, missing=options.missing, concurrency=options.head_concurrency
+        )
+        if not plan.entries:
+            raise EmptyArchiveError("no sources to archive")
+        # The totals are known now; the heartbeat must not write zeros over
+        # the ones the split records.
+        tracker.update(Progress(0, plan.total_source_bytes, 0, len(plan.entries)))
+        fan = await split(svc, record, plan, options, owner)
+        if fan is not None:
+            return fan
     return await build_zip(
         sources,
         Destination(record.dst_bucket, record.dst_key),
@@ -328,11 +494,20 @@ async def _build(
         options=options,
         budget=budget,
         on_progress=tracker.update,
+        plan=plan,
     )
 
 
+Renew = Callable[[], Awaitable[bool]]
+
+
 async def _heartbeat(
-    svc: JobService, job_id: str, owner: str, tracker: _Tracker, build: asyncio.Task[Any]
+    svc: JobService,
+    job_id: str,
+    owner: str,
+    tracker: _Tracker,
+    build: asyncio.Task[Any],
+    renew: Renew | None = None,
 ) -> None:
     """Once a second: write progress and renew the lease; stop the build if it cannot.
 
@@ -341,7 +516,14 @@ async def _heartbeat(
     another worker takes the job over (two writers on one archive key).
     """
     try:
-        tracker.stop_reason = await _beat_until_refused(svc, job_id, owner, tracker, build)
+        if renew is None:
+
+            def renew_lease() -> Awaitable[bool]:
+                lease = svc.settings.lease_seconds
+                return svc.store.heartbeat(job_id, owner, tracker.progress, lease)
+
+            renew = renew_lease
+        tracker.stop_reason = await _beat_until_refused(svc, job_id, renew, build)
     except Exception as err:  # belt and braces: _beat_until_refused catches its calls
         log.error("job %s: heartbeat crashed: %s", job_id, err)
         tracker.stop_reason = "lease lost"
@@ -350,7 +532,7 @@ async def _heartbeat(
 
 
 async def _beat_until_refused(
-    svc: JobService, job_id: str, owner: str, tracker: _Tracker, build: asyncio.Task[Any]
+    svc: JobService, job_id: str, renew: Renew, build: asyncio.Task[Any]
 ) -> str | None:
     """Renew until the build ends (None) or the lease is gone ("cancelled" / "lease lost").
 
@@ -362,7 +544,7 @@ async def _beat_until_refused(
     while not build.done():
         await asyncio.sleep(HEARTBEAT_SECONDS)
         try:
-            ok = await svc.store.heartbeat(job_id, owner, tracker.progress, lease)
+            ok = await renew()
         except Exception as err:  # DynamoDB hiccup: keep building while the lease lasts
             log.warning("job %s: heartbeat failed: %s", job_id, err)
             if time.monotonic() - last_ok < lease - HEARTBEAT_SECONDS:

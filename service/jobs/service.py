@@ -22,6 +22,7 @@ from ..aws import BACKGROUND, CallLimits, aws_client
 from ..settings import Settings
 from .ending import cancel_job, fail_job
 from .manifest import delete_manifest, keys_fit_inline, put_manifest
+from .messages import job_message
 from .models import FailureReason, JobRecord, JobRequest, JobStatus
 from .presign import presign_download
 from .problems import ApiError, not_found
@@ -53,11 +54,6 @@ class Submitted:
 
 def destination_key(settings: Settings, job_id: str, name: str) -> str:
     return f"{settings.dst_prefix}{job_id}/{name}"
-
-
-def job_message(job_id: str) -> str:
-    """The SQS message body: only the id; the record is the single source of truth."""
-    return json.dumps({"jobId": job_id})
 
 
 class JobService:
@@ -178,10 +174,10 @@ class JobService:
             await self._enqueue_or_fail(record)
         return Submitted(job_id, record.status, new=False)
 
-    async def send(self, job_id: str) -> None:
-        """Queue one message for the job (also the sweeper's re-send)."""
+    async def send(self, job_id: str, k: int | None = None) -> None:
+        """Queue one message for the job (also the sweeper's re-send), or for its range ``k``."""
         await self.sqs.send_message(
-            QueueUrl=self.settings.queue_url, MessageBody=job_message(job_id)
+            QueueUrl=self.settings.queue_url, MessageBody=job_message(job_id, k)
         )
 
     async def _enqueue_or_fail(self, record: JobRecord) -> None:

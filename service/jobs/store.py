@@ -28,12 +28,14 @@ from .codec import (
     decode,
     encode,
     error_item,
+    fanout_item,
     iso,
     key_of,
     progress_json,
+    range_slot,
     to_attr,
 )
-from .models import FailureReason, JobRecord, JobStatus
+from .models import FailureReason, FanOut, JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -44,6 +46,11 @@ _IDEM_PREFIX = "idem#"
 # Placeholders for attribute names that are DynamoDB reserved words (or the key).
 _NAMES = {"#s": "status", "#k": HASH_KEY, "#e": "error", "#kind": "kind"}
 _UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.WAITING)
+# A heartbeat's write: progress and a renewed lease (values from ``JobStore._renewal``).
+_RENEW = (
+    "SET bytesDone = :bd, bytesTotal = :bt, filesDone = :fd, filesTotal = :ft, "
+    "leaseExpiresAt = :exp, updatedAt = :stamp"
+)
 
 
 def _failed_condition(err: ClientError) -> bool:
@@ -151,6 +158,7 @@ class JobStore:
         values: dict[str, Any],
         *,
         return_new: bool = False,
+        names: dict[str, str] | None = None,
     ) -> JobRecord | bool | None:
         args: dict[str, Any] = {
             "TableName": self._table,
@@ -158,7 +166,9 @@ class JobStore:
             "UpdateExpression": update,
             "ConditionExpression": condition,
             "ExpressionAttributeNames": {
-                ph: name for ph, name in _NAMES.items() if ph in update or ph in condition
+                ph: name
+                for ph, name in {**_NAMES, **(names or {})}.items()
+                if ph in update or ph in condition
             },
             "ExpressionAttributeValues": {k: to_attr(v) for k, v in values.items()},
         }
@@ -203,26 +213,29 @@ class JobStore:
         self, job_id: str, owner: str, progress: Progress, lease_seconds: float
     ) -> bool:
         """Write progress and renew the lease; False if cancelled or the lease was lost."""
-        now, stamp = self._now()
-        p = progress_json(progress)
         return bool(
             await self._update(
                 job_id,
-                "SET bytesDone = :bd, bytesTotal = :bt, filesDone = :fd, filesTotal = :ft, "
-                "leaseExpiresAt = :exp, updatedAt = :stamp",
+                _RENEW,
                 "#s = :running AND leaseOwner = :owner",
-                {
-                    ":bd": p["bytesDone"],
-                    ":bt": p["bytesTotal"],
-                    ":fd": p["filesDone"],
-                    ":ft": p["filesTotal"],
-                    ":exp": now + lease_seconds,
-                    ":stamp": stamp,
-                    ":running": JobStatus.RUNNING.value,
-                    ":owner": owner,
-                },
+                self._renewal(progress, owner, lease_seconds),
             )
         )
+
+    def _renewal(self, progress: Progress, owner: str, lease_seconds: float) -> dict[str, Any]:
+        """The values of ``_RENEW`` and of the lease condition: progress, a new expiry."""
+        now, stamp = self._now()
+        p = progress_json(progress)
+        return {
+            ":bd": p["bytesDone"],
+            ":bt": p["bytesTotal"],
+            ":fd": p["filesDone"],
+            ":ft": p["filesTotal"],
+            ":exp": now + lease_seconds,
+            ":stamp": stamp,
+            ":running": JobStatus.RUNNING.value,
+            ":owner": owner,
+        }
 
     async def mark_ready(
         self,
@@ -231,11 +244,19 @@ class JobStore:
         progress: Progress,
         archive_bytes: int,
         skipped_keys: list[str],
+        *,
+        upload_id: str | None = None,
     ) -> bool:
-        """RUNNING -> READY under our lease; the skipped keys are capped in bytes (bounds.py)."""
+        """RUNNING -> READY under our lease; the skipped keys are capped in bytes (bounds.py).
+
+        With ``upload_id`` (a fanned-out job's finisher) the condition is the
+        job's fan-out upload instead of a lease owner: the ranges share the
+        job, none owns it (docs/resume.md, "Job-level fan-out").
+        """
         _, stamp = self._now()
         p = progress_json(progress)
         skipped, omitted = cap_keys(skipped_keys)
+        holder = "leaseOwner = :owner" if upload_id is None else "fanUpload = :owner"
         return bool(
             await self._update(
                 job_id,
@@ -243,7 +264,7 @@ class JobStore:
                 "archiveBytes = :ab, skippedKeys = :sk, skippedKeysOmitted = :so, "
                 "bytesDone = :bd, bytesTotal = :bt, "
                 "filesDone = :fd, filesTotal = :ft REMOVE leaseOwner, leaseExpiresAt",
-                "#s = :running AND leaseOwner = :owner",
+                "#s = :running AND " + holder,
                 {
                     ":ready": JobStatus.READY.value,
                     ":stamp": stamp,
@@ -255,10 +276,104 @@ class JobStore:
                     ":fd": p["filesDone"],
                     ":ft": p["filesTotal"],
                     ":running": JobStatus.RUNNING.value,
-                    ":owner": owner,
+                    ":owner": owner if upload_id is None else upload_id,
                 },
             )
         )
+
+    # --- job-level fan-out (docs/resume.md, "Job-level fan-out") ---------------------
+
+    async def start_fanout(
+        self, job_id: str, owner: str, fan: FanOut, progress: Progress, lease_seconds: float
+    ) -> bool:
+        """Record the split under our lease, once: its upload, sizes and per-range counters."""
+        fields = fanout_item(fan)
+        sets = ", ".join(f"{name} = :{name}" for name in fields)
+        return bool(
+            await self._update(
+                job_id,
+                f"{_RENEW}, {sets}",
+                "#s = :running AND leaseOwner = :owner AND attribute_not_exists(fanUpload)",
+                {
+                    **{f":{name}": value for name, value in fields.items()},
+                    **self._renewal(progress, owner, lease_seconds),
+                },
+            )
+        )
+
+    async def range_heartbeat(
+        self,
+        job_id: str,
+        upload_id: str,
+        k: int,
+        done: tuple[int, int],
+        lease_seconds: float,
+    ) -> bool:
+        """Range ``k``'s progress (bytes, files) and the job's lease, renewed by any range.
+
+        False once the job is no longer RUNNING on this upload (cancelled,
+        failed, or handed back by the sweeper). The caller never passes less
+        than the range's stored counts, so the job's sum never goes back.
+        """
+        now, stamp = self._now()
+        return bool(
+            await self._update(
+                job_id,
+                "SET fanBytes.#r = :b, fanFiles.#r = :f, leaseExpiresAt = :exp, updatedAt = :stamp",
+                "#s = :running AND fanUpload = :uid",
+                {
+                    ":b": done[0],
+                    ":f": done[1],
+                    ":exp": now + lease_seconds,
+                    ":stamp": stamp,
+                    ":running": JobStatus.RUNNING.value,
+                    ":uid": upload_id,
+                },
+                names={"#r": range_slot(k)},
+            )
+        )
+
+    async def range_done(
+        self, job_id: str, upload_id: str, k: int, done: tuple[int, int]
+    ) -> frozenset[int] | None:
+        """Add range ``k`` to the job's finished ranges, with its final progress
+        ``done`` (bytes, files); the set after, or None if the job is no longer
+        RUNNING on this upload.
+
+        ``ADD`` to a number set is idempotent (adding a member twice leaves one)
+        and, like every UpdateItem, atomic: of N ranges finishing at once,
+        exactly one sees all N, and a redelivered range cannot count twice.
+        """
+        _, stamp = self._now()
+        try:
+            resp = await self._db.update_item(
+                TableName=self._table,
+                Key=key_of(job_id),
+                UpdateExpression="SET updatedAt = :stamp, fanBytes.#r = :b, fanFiles.#r = :f "
+                "ADD rangesDone :k",
+                ConditionExpression="#s = :running AND fanUpload = :uid",
+                ExpressionAttributeNames={"#s": "status", "#r": range_slot(k)},
+                ExpressionAttributeValues={
+                    ":stamp": to_attr(stamp),
+                    ":b": to_attr(done[0]),
+                    ":f": to_attr(done[1]),
+                    ":k": to_attr({k}),
+                    ":running": to_attr(JobStatus.RUNNING.value),
+                    ":uid": to_attr(upload_id),
+                },
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as err:
+            if _failed_condition(err):
+                return None
+            raise
+        members = resp.get("Attributes", {}).get("rangesDone", {}).get("NS")
+        if members is None:
+            # Nothing changed (k was in the set): an emulator may then leave the
+            # attribute out of UPDATED_NEW. Read the set, as AWS would return it.
+            current = await self.get(job_id)
+            return current.fanout.done if current and current.fanout else frozenset()
+        return frozenset(int(m) for m in members)
 
     async def mark_failed(
         self,

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .ending import fail_job
+from .messages import parse_message
 from .models import FailureReason, JobRecord, JobStatus
-from .runner import parse_message, retries_exhausted
+from .runner import retries_exhausted
 from .service import JobService
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,9 @@ import pytest
 from service.engine import Budget, MiB, MissingPolicy
 from service.jobs import JobService
 from service.jobs.manifest import keys_fit_inline
+from service.jobs.messages import JobMessage
 from service.jobs.models import JobRequest, JobStatus
-from service.jobs.runner import JobMessage, run_job_message
+from service.jobs.runner import run_job_message
 from service.local.stack import Provisioned, StackNames, provision
 from tests.chaos.item_limit import ITEM_LIMIT, item_size
 from tests.support.aws_backend import AwsEndpoint

@@ -78,8 +78,10 @@ RARE = {
         # is there an upload to abort (engine.uploader abort, runner leftovers).
         "s3:AbortMultipartUpload": "upload aborted when the deadline strikes mid-upload "
         "(engine.uploader, engine.cleanup.abort_uploads)",
+        # The stack keeps the default ZIPJOBS_FANOUT_MIN_MB (8 GiB): no job here is split.
         "sqs:SendMessage": "a job out of time after keeping more parts is continued with "
-        "a fresh message (jobs.continuation.continue_if_progressed)",
+        "a fresh message (jobs.continuation.continue_if_progressed); range messages of a "
+        "job past ZIPJOBS_FANOUT_MIN_MB (jobs.fanout.split, jobs.fanout.resend_ranges)",
     },
 }
 

@@ -700,3 +700,177 @@ async def test_fanned_out_archive_is_verified_by_the_endpoint(bench: Bench) -> N
     assert report["zip_ok"] and not report.get("errors"), report
     assert report["entries"] == 5
     assert report["length"] == result.archive_bytes
+
+
+# -- what a resumed build needs: ListParts, its checkpoint read back, parts re-sent --------
+
+
+async def test_list_parts_pages_and_matches_the_uploaded_parts(bench: Bench) -> None:
+    key = "resume/listed.bin"
+    upload_id = (
+        await bench.s3.create_multipart_upload(
+            Bucket=OUT, Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+        )
+    )["UploadId"]
+    sent = {}
+    for n in (1, 2, 3, 5):
+        body = read_content(f"lp-{n}", 0, 1000 + n)
+        resp = await bench.s3.upload_part(
+            Bucket=OUT, Key=key, UploadId=upload_id, PartNumber=n, Body=body,
+            ChecksumCRC32=b64crc(body),
+        )  # fmt: skip
+        sent[n] = (resp["ETag"], len(body), b64crc(body))
+    listed = []
+    marker = 0
+    pages = 0
+    while True:
+        page = await bench.s3.list_parts(
+            Bucket=OUT, Key=key, UploadId=upload_id, PartNumberMarker=marker, MaxParts=2
+        )
+        pages += 1
+        listed += [
+            (p["PartNumber"], p["ETag"], p["Size"], p["ChecksumCRC32"]) for p in page["Parts"]
+        ]
+        if not page["IsTruncated"]:
+            break
+        marker = page["NextPartNumberMarker"]
+    assert pages == 2
+    assert listed == [(n, *sent[n]) for n in sorted(sent)]
+    await bench.s3.abort_multipart_upload(Bucket=OUT, Key=key, UploadId=upload_id)
+    with pytest.raises(ClientError) as err:
+        await bench.s3.list_parts(Bucket=OUT, Key=key, UploadId=upload_id)
+    assert err.value.response["Error"]["Code"] == "NoSuchUpload"
+
+
+async def test_a_small_object_is_read_back_and_a_large_one_is_not(bench: Bench) -> None:
+    small = b"checkpoint\n" + bytes(range(256)) * 100
+    await bench.s3.put_object(Bucket=OUT, Key="resume/a.zip.zipjobs-checkpoint", Body=small)
+    got = await bench.s3.get_object(Bucket=OUT, Key="resume/a.zip.zipjobs-checkpoint")
+    assert await got["Body"].read() == small
+    ranged = await bench.s3.get_object(
+        Bucket=OUT, Key="resume/a.zip.zipjobs-checkpoint", Range="bytes=11-20"
+    )
+    assert await ranged["Body"].read() == small[11:21]
+    await bench.s3.put_object(Bucket=OUT, Key="resume/big.bin", Body=b"x" * (8 * MiB + 1))
+    with pytest.raises(ClientError) as err:
+        await bench.s3.get_object(Bucket=OUT, Key="resume/big.bin")
+    assert err.value.response["Error"]["Code"] == "NotImplemented"
+
+
+async def _verified_part_sent_again(bench: Bench, key: str, flip: bool) -> dict[str, Any]:
+    """An archive whose part 1 is uploaded, verified, then uploaded again
+    (the same bytes, or with one byte flipped)."""
+    data = zipstream_archive(sources(await bench.seed(f"{key}/", 3, 3 * MiB), 3 * MiB))
+    size = 5 * MiB
+    chunks = [data[:size], data[size:]]
+    again = bytearray(chunks[0])
+    if flip:
+        again[100] ^= 1
+    upload_id = (
+        await bench.s3.create_multipart_upload(
+            Bucket=OUT, Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+        )
+    )["UploadId"]
+    etags = {}
+    for n, body in ((1, chunks[0]), (2, chunks[1]), (1, bytes(again))):
+        resp = await bench.s3.upload_part(
+            Bucket=OUT, Key=key, UploadId=upload_id, PartNumber=n, Body=body,
+            ChecksumCRC32=b64crc(body),
+        )  # fmt: skip
+        etags[n] = resp["ETag"]
+    await bench.s3.complete_multipart_upload(
+        Bucket=OUT,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={
+            "Parts": [
+                {"PartNumber": n, "ETag": etags[n], "ChecksumCRC32": b64crc(c)}
+                for n, c in ((1, bytes(again)), (2, chunks[1]))
+            ]
+        },
+        ChecksumCRC32=b64crc(bytes(again) + chunks[1]),
+        ChecksumType="FULL_OBJECT",
+    )
+    return await bench.verify(key)
+
+
+async def test_a_verified_part_sent_again_with_the_same_bytes_is_accepted(bench: Bench) -> None:
+    """A resumed build re-sends the parts past its checkpoint (S3 allows it)."""
+    report = await _verified_part_sent_again(bench, "again-same.zip", flip=False)
+    assert report["zip_ok"] and not report["errors"], report
+
+
+async def test_a_verified_part_sent_again_with_other_bytes_is_flagged(bench: Bench) -> None:
+    report = await _verified_part_sent_again(bench, "again-other.zip", flip=True)
+    assert report["zip_ok"] is False
+    assert "part 1 re-uploaded after it was verified" in report["errors"]
+
+
+async def test_relative_names_let_a_prefix_job_s_archive_verify(bench: Bench) -> None:
+    """A prefix job names entries relative to the prefix's last folder."""
+    await bench.control(
+        "PUT",
+        "seed",
+        {"bucket": SRC, "prefix": "deep/dir/", "count": 2, "size": 1000, "relative_names": True},
+    )
+    files = {
+        k.removeprefix("deep/dir/"): read_content(k, 0, 1000) for k in seed_keys("deep/dir/", 2)
+    }
+    await bench.s3.put_object(Bucket=OUT, Key="relative.zip", Body=zipstream_archive(files))
+    report = await bench.verify("relative.zip")
+    assert report["zip_ok"] and report["unknown_entries"] == 0, report
+
+
+async def test_a_resumed_engine_build_is_verified_by_the_endpoint(bench: Bench) -> None:
+    """The engine stopped after its first checkpoint, then run again: it resumes
+    (ListParts, the checkpoint read back) and the endpoint verifies the archive."""
+    from service.engine import Destination, SourceObject, ZipOptions, build_zip
+
+    keys = await bench.seed("resumed/", 6, 4 * MiB + 777)
+    sources_ = [SourceObject(SRC, k) for k in keys]
+    dest = Destination(OUT, "resumed/archive.zip")
+    options = ZipOptions(
+        budget_bytes=16 * MiB,
+        min_part_size=5 * MiB,
+        range_size=1 * MiB,
+        resume=True,
+        checkpoint_interval_s=0,
+        progress_interval_s=0,
+    )
+    stop = asyncio.Event()
+
+    def on_progress(p: Any) -> None:
+        if p.bytes_done >= 12 * MiB:
+            stop.set()
+
+    first = asyncio.create_task(
+        build_zip(sources_, dest, s3=bench.s3, options=options, on_progress=on_progress)
+    )
+    await asyncio.wait([first, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    assert not first.done()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    seen: list[int] = []
+    result = await build_zip(
+        sources_,
+        dest,
+        s3=bench.s3,
+        options=options,
+        on_progress=lambda p: seen.append(p.bytes_done),
+    )
+    assert result.resumed_from > 0
+    # Progress counts from the archive's start, not from this run's first byte:
+    # a resumed job's progress must not fall back towards zero. The source bytes
+    # before the checkpoint are its archive offset less at most ~200 header and
+    # descriptor bytes per entry.
+    assert seen and min(seen) >= result.resumed_from - 200 * len(keys), (seen[:3], result)
+    assert seen == sorted(seen)
+    report = await bench.verify("resumed/archive.zip")
+    assert report["zip_ok"] and not report["errors"], report
+    assert report["checksum"] == "CRC32 FULL_OBJECT verified"
+    assert report["entries"] == 6 and report["length"] == result.archive_bytes
+    left = await bench.s3.list_multipart_uploads(Bucket=OUT, Prefix="resumed/")
+    assert not left.get("Uploads")
+    with pytest.raises(ClientError):
+        await bench.s3.head_object(Bucket=OUT, Key="resumed/archive.zip.zipjobs-checkpoint")

@@ -23,6 +23,7 @@ from service.engine import (
 from service.engine.models import SourceProblem
 from service.jobs.bounds import REPORTED_KEYS_BYTES, cap_keys, cap_message
 from service.jobs.codec import decode, encode, error_item, iso, parse_iso
+from service.jobs.messages import parse_message
 from service.jobs.models import (
     FailureReason,
     JobRecord,
@@ -31,7 +32,7 @@ from service.jobs.models import (
     Manifest,
 )
 from service.jobs.problems import ApiError, Problem
-from service.jobs.runner import arcname_under, classify, parse_message, retry_delay
+from service.jobs.runner import arcname_under, classify, retry_delay
 from service.jobs.views import accepted_view, job_view
 
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)

@@ -132,3 +132,14 @@ def test_checkpoint_seconds_default_to_five_and_are_validated() -> None:
     assert Settings.from_env({**BASE, "ZIPJOBS_CHECKPOINT_SECONDS": "0"}).checkpoint_seconds == 0
     with pytest.raises(SettingsError, match="ZIPJOBS_CHECKPOINT_SECONDS"):
         Settings.from_env({**BASE, "ZIPJOBS_CHECKPOINT_SECONDS": "-1"})
+
+
+def test_fanout_settings() -> None:
+    """Job-level fan-out (docs/resume.md): 8 GiB per range, at most 8; at most 32 allowed."""
+    default = Settings.from_env(BASE)
+    assert (default.fanout_min_mb, default.fanout_max_workers) == (8192, 8)
+    env = {**BASE, "ZIPJOBS_FANOUT_MIN_MB": "64", "ZIPJOBS_FANOUT_MAX_WORKERS": "3"}
+    got = Settings.from_env(env)
+    assert (got.fanout_min_mb, got.fanout_max_workers) == (64, 3)
+    with pytest.raises(ValueError, match="ZIPJOBS_FANOUT_MAX_WORKERS"):
+        Settings.from_env({**env, "ZIPJOBS_FANOUT_MAX_WORKERS": "33"})

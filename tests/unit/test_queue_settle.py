@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from service.jobs.messages import Action, Outcome
 from service.jobs.queue import MAX_VISIBILITY_SECONDS, settle
-from service.jobs.runner import Action, Outcome
 
 
 class RecordingSqs:

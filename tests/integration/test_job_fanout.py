@@ -1,0 +1,537 @@
+"""Job-level fan-out against local AWS: one archive built by N range messages.
+
+The job's message splits it (plan and upload created, split recorded, N
+range messages queued); each range message is delivered through the
+zipper's SQS batch handler (``lambda_adapter.sqs_batch.process_batch``), as
+the event source mapping would, here out of order and concurrently; the
+range that completes the set finishes the upload. docs/resume.md,
+"Job-level fan-out".
+
+The threshold is lowered to 8 MiB per range, so a ~30 MiB archive of 8 MiB
+parts is split into 4 ranges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from lambda_adapter.sqs_batch import SAFETY_SECONDS, process_batch
+from service.engine import (
+    Budget,
+    Destination,
+    MiB,
+    Progress,
+    SourceObject,
+    ZipOptions,
+    build_zip,
+)
+from service.jobs import Action, JobMessage, JobService, JobStatus, run_job_message
+from service.jobs.fanout_store import PLAN_SUFFIX, RANGE_SUFFIX
+from service.jobs.models import FanOut, JobRecord
+from service.jobs.sweeper import handle_dead_letter, sweep
+from service.jobs.validation import parse_job_request
+from service.local.stack import Provisioned, StackNames, provision
+from service.worker import Worker
+from tests.support.archive_check import verify_archive_bytes
+from tests.support.aws_backend import AwsEndpoint
+
+pytestmark = pytest.mark.integration
+
+WORKERS = 4
+
+
+@pytest.fixture(scope="module")
+async def stack(aws_endpoint: AwsEndpoint) -> Provisioned:
+    names = StackNames(f"fan-{uuid.uuid4().hex[:8]}", visibility_seconds=600, max_receives=3)
+    return await provision(aws_endpoint.settings(), names)
+
+
+@pytest.fixture(scope="module")
+async def svc(stack: Provisioned) -> AsyncIterator[JobService]:
+    settings = stack.settings(
+        ZIPJOBS_LEASE_SECONDS="15", ZIPJOBS_FANOUT_MIN_MB="8", ZIPJOBS_FANOUT_MAX_WORKERS="8"
+    )
+    async with JobService.open(settings) as service:
+        yield service
+
+
+def sources(tag: str) -> dict[str, bytes]:
+    """~30 MiB: a file spanning three 8 MiB parts, others on part edges, empty files."""
+    rng = random.Random(tag)
+    sizes = [3 * MiB + 5, 17 * MiB + 11, 0, 1234, 6 * MiB - 7, 0, 4 * MiB + 999, 77]
+    return {f"{tag}/f{i:02d}.pdf": rng.randbytes(n) for i, n in enumerate(sizes)}
+
+
+async def put_sources(svc: JobService, docs: dict[str, bytes]) -> None:
+    for key, body in docs.items():
+        await svc.s3.put_object(Bucket=svc.settings.default_bucket, Key=key, Body=body)
+
+
+async def new_job(svc: JobService, keys: list[str]) -> str:
+    request = parse_job_request(json.dumps({"keys": keys}).encode(), svc.settings)
+    record = await svc._new_record(uuid.uuid4().hex, request)
+    await svc.store.create(record)
+    return record.job_id
+
+
+async def split_job(svc: JobService, docs: dict[str, bytes]) -> tuple[JobRecord, list[Any]]:
+    """Store the job, run its message (the split), take the range messages off the queue."""
+    await put_sources(svc, docs)
+    job_id = await new_job(svc, list(docs))
+    outcome = await run_job_message(
+        svc, JobMessage(job_id, "m-job", 1), owner="splitter", budget=Budget(64 * MiB)
+    )
+    assert outcome.action is Action.DELETE, outcome
+    assert outcome.reason == f"split into {WORKERS} range messages", outcome
+    record = await svc.store.get(job_id)
+    assert record is not None and record.status is JobStatus.RUNNING
+    assert record.fanout is not None and record.fanout.workers == WORKERS
+    messages = await take_messages(svc, WORKERS)
+    ranges = sorted(json.loads(m["Body"])["range"] for m in messages)
+    assert ranges == list(range(WORKERS))
+    assert {json.loads(m["Body"])["jobId"] for m in messages} == {job_id}
+    messages.sort(key=lambda m: json.loads(m["Body"])["range"])
+    return record, messages
+
+
+async def take_messages(svc: JobService, n: int) -> list[Any]:
+    """Receive (and delete) exactly ``n`` messages: the test plays the event source mapping."""
+    got: list[Any] = []
+    for _ in range(10):
+        resp = await svc.sqs.receive_message(
+            QueueUrl=svc.settings.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        )
+        for m in resp.get("Messages", []):
+            await svc.sqs.delete_message(
+                QueueUrl=svc.settings.queue_url, ReceiptHandle=m["ReceiptHandle"]
+            )
+            got.append(m)
+        if len(got) >= n:
+            break
+    assert len(got) == n, [m["Body"] for m in got]
+    return got
+
+
+def event_record(message: Any, receive_count: int = 1) -> dict[str, Any]:
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": {"ApproximateReceiveCount": str(receive_count)},
+    }
+
+
+async def deliver(svc: JobService, message: Any, receive_count: int = 1) -> list[str]:
+    """One zipper invocation with this message; the ids it reports as failed."""
+    result = await process_batch(
+        svc,
+        Budget(128 * MiB),  # each invocation is its own Lambda
+        [event_record(message, receive_count)],
+        owner=f"lambda-{uuid.uuid4().hex[:6]}",
+        seconds_left=lambda: 900.0,
+    )
+    return [f["itemIdentifier"] for f in result["batchItemFailures"]]
+
+
+async def leftovers(svc: JobService, record: JobRecord) -> tuple[list[Any], list[str]]:
+    """Multipart uploads of the archive key, and fan-out objects (plan, results) beside it."""
+    bucket, key = record.dst_bucket, record.dst_key
+    uploads = (await svc.s3.list_multipart_uploads(Bucket=bucket, Prefix=key)).get("Uploads", [])
+    listed = await svc.s3.list_objects_v2(Bucket=bucket, Prefix=key + ".zipjobs-")
+    return list(uploads), [o["Key"] for o in listed.get("Contents", [])]
+
+
+async def archive_bytes(svc: JobService, bucket: str, key: str) -> bytes:
+    resp = await svc.s3.get_object(Bucket=bucket, Key=key)
+    return bytes(await resp["Body"].read())
+
+
+async def single_build(svc: JobService, docs: dict[str, bytes], tag: str) -> bytes:
+    """The same sources built by one worker (the engine's single path)."""
+    dest = Destination(svc.settings.dst_bucket, f"single/{tag}.zip")
+    await build_zip(
+        [SourceObject(svc.settings.default_bucket, k) for k in docs],
+        dest,
+        s3=svc.s3,
+        options=ZipOptions(budget_bytes=64 * MiB),
+    )
+    return await archive_bytes(svc, dest.bucket, dest.key)
+
+
+async def test_a_big_job_fans_out_and_its_archive_equals_the_single_build(
+    svc: JobService,
+) -> None:
+    """Split into 4 range messages; a duplicate of a built range is acknowledged without
+    a rebuild and counted once; the other ranges run concurrently in reverse order;
+    the last one finishes. The archive is byte-identical to a single worker's build of
+    the same sources and passes the five readers; progress never goes back; no
+    upload, plan or range result is left.
+
+    Counting relies on UpdateItem ``ADD`` to a number set being atomic and
+    idempotent (adding a member already in the set leaves one), which is how
+    DynamoDB documents it:
+    https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html
+    ("ADD ... If the existing data type is a set ... the value is added to the
+    set"; every UpdateItem is applied atomically to the item).
+    """
+    docs = sources("happy")
+    record, messages = await split_job(svc, docs)
+    fan = record.fanout
+    assert fan is not None and fan.done == frozenset()
+
+    assert await deliver(svc, messages[1]) == []
+    after_one = await svc.store.get(record.job_id)
+    assert after_one is not None and after_one.fanout is not None
+    assert after_one.fanout.done == {1} and after_one.status is JobStatus.RUNNING
+    total = sum(len(b) for b in docs.values())
+    assert 0 < after_one.progress.bytes_done < total  # range 1's bytes, counted once built
+    result_key = f"{record.dst_key}{RANGE_SUFFIX}1"
+    first = await svc.s3.head_object(Bucket=record.dst_bucket, Key=result_key)
+
+    again = await run_job_message(
+        svc, JobMessage(record.job_id, "dup", 2, 1), owner="x", budget=Budget(128 * MiB)
+    )
+    assert (again.action, again.reason) == (Action.DELETE, "range 1 already built")
+    second = await svc.s3.head_object(Bucket=record.dst_bucket, Key=result_key)
+    assert second["ETag"] == first["ETag"] and second["LastModified"] == first["LastModified"]
+    after_dup = await svc.store.get(record.job_id)
+    assert after_dup is not None and after_dup.fanout is not None
+    assert after_dup.fanout.done == {1}
+
+    seen: list[int] = []
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            current = await svc.store.get(record.job_id)
+            assert current is not None
+            seen.append(current.progress.bytes_done)
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    rest = [messages[3], messages[2], messages[0]]
+    failed = await asyncio.gather(*(deliver(svc, m) for m in rest))
+    stop.set()
+    await sampler
+    assert failed == [[], [], []]
+
+    done = await svc.store.get(record.job_id)
+    assert done is not None and done.status is JobStatus.READY, done
+    assert done.progress.bytes_done == done.progress.bytes_total == total
+    assert done.progress.files_done == len(docs)
+    assert seen == sorted(seen), "progress went backwards"
+    data = await archive_bytes(svc, record.dst_bucket, record.dst_key)
+    assert done.archive_bytes == len(data)
+    assert data == await single_build(svc, docs, "happy")
+    verify_archive_bytes(data, docs)
+    assert await leftovers(svc, record) == ([], [])
+    # A late duplicate of any range is acknowledged: the job is READY.
+    late = await run_job_message(
+        svc, JobMessage(record.job_id, "late", 3, 2), owner="x", budget=Budget(128 * MiB)
+    )
+    assert (late.action, late.reason) == (Action.DELETE, "job already READY")
+
+
+async def test_a_small_job_stays_single(svc: JobService) -> None:
+    docs = {"small/a.pdf": b"%PDF-1.4 a" * 1000, "small/b.pdf": b"%PDF-1.4 b" * 3000}
+    await put_sources(svc, docs)
+    job_id = await new_job(svc, list(docs))
+    outcome = await run_job_message(
+        svc, JobMessage(job_id, "m-small", 1), owner="w", budget=Budget(64 * MiB)
+    )
+    assert (outcome.action, outcome.reason) == (Action.DELETE, "job READY")
+    record = await svc.store.get(job_id)
+    assert record is not None and record.fanout is None and record.status is JobStatus.READY
+
+
+async def test_a_permanently_failing_range_fails_the_job_and_leaves_nothing(
+    svc: JobService,
+) -> None:
+    """The last source changes after the split: the range reading it fails with
+    SourceChanged (permanent); the job is FAILED with that reason, the upload is
+    aborted and the plan and the results of ranges already built are deleted."""
+    docs = sources("broken")
+    record, messages = await split_job(svc, docs)
+    assert await deliver(svc, messages[0]) == []
+    _, objects = await leftovers(svc, record)
+    assert f"{record.dst_key}{RANGE_SUFFIX}0" in objects
+    assert f"{record.dst_key}{PLAN_SUFFIX}" in objects
+
+    last = list(docs)[-1]
+    await svc.s3.put_object(Bucket=svc.settings.default_bucket, Key=last, Body=b"changed")
+    assert await deliver(svc, messages[-1]) == []  # permanent: the message is done with
+
+    failed = await svc.store.get(record.job_id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error is not None and failed.error.code == "SourceChanged", failed.error
+    assert await leftovers(svc, record) == ([], [])
+    # The other ranges' messages find the job over and do nothing.
+    assert await deliver(svc, messages[1]) == []
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def test_a_range_failing_transiently_is_retried_then_fails_the_job_at_the_last_receive(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient error returns the range's message (a batch item failure); on the
+    queue's last receive the job is FAILED and its output discarded."""
+    docs = sources("flaky")
+    record, messages = await split_job(svc, docs)
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("network down")
+
+    monkeypatch.setattr("service.jobs.fanout.save_result", broken)
+    message = messages[2]
+    assert await deliver(svc, message, receive_count=1) == [message["MessageId"]]
+    waiting = await svc.store.get(record.job_id)
+    assert waiting is not None and waiting.status is JobStatus.RUNNING
+    assert await deliver(svc, message, receive_count=3) == [message["MessageId"]]
+    failed = await svc.store.get(record.job_id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error is not None and failed.error.code == "RetriesExhausted"
+    assert "network down" in failed.error.message
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def test_a_range_out_of_time_is_returned_and_built_again(svc: JobService) -> None:
+    """The Lambda deadline strikes inside a range: its message is reported as a batch
+    item failure (returned), the job stays RUNNING and uncounted for that range, and
+    the redelivery builds the range again; the job ends READY with a right archive."""
+    docs = sources("deadline")
+    record, messages = await split_job(svc, docs)
+    for m in messages[1:]:
+        assert await deliver(svc, m) == []
+    first = messages[0]
+    short = await process_batch(
+        svc,
+        Budget(128 * MiB),
+        [event_record(first)],
+        owner="lambda-short",
+        seconds_left=lambda: SAFETY_SECONDS + 0.05,  # 50 ms of work before the deadline
+    )
+    assert [f["itemIdentifier"] for f in short["batchItemFailures"]] == [first["MessageId"]]
+    between = await svc.store.get(record.job_id)
+    assert between is not None and between.status is JobStatus.RUNNING
+    assert between.fanout is not None and 0 not in between.fanout.done
+    assert await deliver(svc, first, receive_count=2) == []
+    done = await svc.store.get(record.job_id)
+    assert done is not None and done.status is JobStatus.READY, done
+    verify_archive_bytes(await archive_bytes(svc, record.dst_bucket, record.dst_key), docs)
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def test_cancel_mid_way_aborts_the_upload_and_deletes_the_results(svc: JobService) -> None:
+    docs = sources("cancel")
+    record, messages = await split_job(svc, docs)
+    assert await deliver(svc, messages[0]) == []
+    running = asyncio.create_task(deliver(svc, messages[1]))
+    await asyncio.sleep(0.3)
+    view = await svc.cancel_job(record.job_id)
+    assert view["status"] == "CANCELLED"
+    assert await running == []
+    assert await deliver(svc, messages[2]) == []
+    current = await svc.store.get(record.job_id)
+    assert current is not None and current.status is JobStatus.CANCELLED
+    assert await leftovers(svc, record) == ([], [])
+    listed = await svc.s3.list_objects_v2(Bucket=record.dst_bucket, Prefix=record.dst_key)
+    assert listed.get("KeyCount", 0) == 0
+
+
+async def test_a_finisher_that_dies_after_completing_is_finished_by_the_redelivery(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last range completes the upload, then its process dies before the job is
+    marked READY (here: the READY write raises once). Its message comes back; the
+    redelivery finds every range counted, finds the completed archive by its
+    fingerprint and length, and makes the job READY, not FAILED."""
+    docs = sources("finisher")
+    record, messages = await split_job(svc, docs)
+    for m in messages[:-1]:
+        assert await deliver(svc, m) == []
+
+    real = svc.store.mark_ready
+    calls = 0
+
+    async def dies_once(*args: Any, **kwargs: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("process died")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(svc.store, "mark_ready", dies_once)
+    last = messages[-1]
+    assert await deliver(svc, last) == [last["MessageId"]]
+    between = await svc.store.get(record.job_id)
+    assert between is not None and between.status is JobStatus.RUNNING
+    assert between.fanout is not None and between.fanout.finished
+    head = await svc.s3.head_object(Bucket=record.dst_bucket, Key=record.dst_key)
+    assert record.fanout is not None and head["ContentLength"] == record.fanout.length
+
+    assert await deliver(svc, last, receive_count=2) == []
+    done = await svc.store.get(record.job_id)
+    assert done is not None and done.status is JobStatus.READY, done
+    data = await archive_bytes(svc, record.dst_bucket, record.dst_key)
+    verify_archive_bytes(data, docs)
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def test_a_lost_range_message_is_re_sent_by_the_job_s_own_message(
+    svc: JobService,
+) -> None:
+    """Every range message but one ran; the last is lost and the lease expires. The
+    job's message (re-sent by the sweeper) claims the job again and re-sends only
+    the missing range, whose delivery finishes the job."""
+    docs = sources("lost")
+    record, messages = await split_job(svc, docs)
+    for m in messages[:-1]:
+        assert await deliver(svc, m) == []
+    await svc.dynamodb.update_item(  # the lease runs out with nobody renewing it
+        TableName=svc.settings.table,
+        Key={"jobId": {"S": record.job_id}},
+        UpdateExpression="SET leaseExpiresAt = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+    outcome = await run_job_message(
+        svc, JobMessage(record.job_id, "m-resent", 1), owner="again", budget=Budget(64 * MiB)
+    )
+    assert outcome.action is Action.DELETE and "split into" in outcome.reason, outcome
+    (resent,) = await take_messages(svc, 1)
+    assert json.loads(resent["Body"]) == {"jobId": record.job_id, "range": WORKERS - 1}
+    assert await deliver(svc, resent) == []
+    done = await svc.store.get(record.job_id)
+    assert done is not None and done.status is JobStatus.READY
+    verify_archive_bytes(await archive_bytes(svc, record.dst_bucket, record.dst_key), docs)
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def expire_lease(svc: JobService, job_id: str) -> None:
+    """As if no range had renewed the job's shared lease for a lease period."""
+    await svc.dynamodb.update_item(
+        TableName=svc.settings.table,
+        Key={"jobId": {"S": job_id}},
+        UpdateExpression="SET leaseExpiresAt = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+
+
+async def test_the_sweeper_re_sends_a_stuck_fanned_out_job_which_then_finishes(
+    svc: JobService,
+) -> None:
+    """A fanned-out job is RUNNING on a lease its ranges renew; once none has for a
+    lease period, the sweeper re-sends the job's message (as for any RUNNING job
+    whose lease expired), which re-sends the missing range."""
+    docs = sources("swept")
+    record, messages = await split_job(svc, docs)
+    for m in messages[1:]:
+        assert await deliver(svc, m) == []
+    assert (await sweep(svc))["resent"] == 0  # the lease the ranges renewed is live
+    await expire_lease(svc, record.job_id)
+    assert (await sweep(svc))["resent"] >= 1
+    (job_message,) = [
+        m for m in await take_messages(svc, 1) if json.loads(m["Body"])["jobId"] == record.job_id
+    ]
+    assert json.loads(job_message["Body"]) == {"jobId": record.job_id}
+    assert await deliver(svc, job_message) == []
+    (resent,) = await take_messages(svc, 1)
+    assert json.loads(resent["Body"]) == {"jobId": record.job_id, "range": 0}
+    assert await deliver(svc, resent) == []
+    done = await svc.store.get(record.job_id)
+    assert done is not None and done.status is JobStatus.READY
+    verify_archive_bytes(await archive_bytes(svc, record.dst_bucket, record.dst_key), docs)
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def test_a_dead_lettered_range_fails_the_job_once_no_range_holds_the_lease(
+    svc: JobService,
+) -> None:
+    docs = sources("dead")
+    record, messages = await split_job(svc, docs)
+    assert await deliver(svc, messages[0]) == []
+    body = messages[1]["Body"]
+    assert not await handle_dead_letter(svc, body, "dlq-1")  # a range may still be running
+    live = await svc.store.get(record.job_id)
+    assert live is not None and live.status is JobStatus.RUNNING
+    await expire_lease(svc, record.job_id)
+    assert await handle_dead_letter(svc, body, "dlq-1")
+    failed = await svc.store.get(record.job_id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error is not None and failed.error.code == "RetriesExhausted"
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def test_two_workers_take_a_submitted_job_through_its_ranges_to_ready(
+    svc: JobService,
+) -> None:
+    """End to end through the queue: the API's submit sends the job's message, two
+    ``zipjobs worker`` loops take it and the range messages it sends, and the job
+    ends READY with the archive a single build makes."""
+    settings = dataclasses.replace(svc.settings, sweep_interval_seconds=0)
+    service = JobService(settings, s3=svc.s3, dynamodb=svc.dynamodb, sqs=svc.sqs)
+    docs = sources("workers")
+    await put_sources(svc, docs)
+    request = parse_job_request(json.dumps({"keys": list(docs)}).encode(), settings)
+    job_id = (await service.submit(request)).job_id
+    workers = [
+        Worker(service, concurrency=2, budget=Budget(256 * MiB), poll_seconds=1, owner=f"w{i}")
+        for i in range(2)
+    ]
+    running = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        async with asyncio.timeout(120):
+            while True:
+                record = await svc.store.get(job_id)
+                assert record is not None
+                if record.status.final:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*running)
+    assert record.status is JobStatus.READY, record
+    assert record.fanout is not None and record.fanout.workers == WORKERS
+    assert sum(w.completed for w in workers) == 1 + WORKERS  # the job's message and 4 ranges
+    data = await archive_bytes(svc, record.dst_bucket, record.dst_key)
+    assert data == await single_build(svc, docs, "workers")
+    verify_archive_bytes(data, docs)
+    assert await leftovers(svc, record) == ([], [])
+
+
+async def test_racing_ranges_counted_by_add_to_a_number_set_have_one_last(
+    svc: JobService,
+) -> None:
+    """The store's ``range_done``: of 8 ranges counting themselves at once exactly one
+    sees all 8, and a range counted again leaves the set as it was.
+
+    What AWS documents and this relies on
+    (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html):
+    ``ADD`` of a set to a set attribute adds its members (a member already there
+    stays once), ``ReturnValues=UPDATED_NEW`` returns the attribute as it is after
+    this very update, and each UpdateItem is applied atomically to its item. The
+    emulator's writes are serialized by ``service.local.moto_atomic`` (see
+    test_emulator_atomicity.py) so that this test can fail only through our code.
+    """
+    job_id = await new_job(svc, ["race/a.pdf"])
+    assert await svc.store.claim(job_id, "splitter", 60, "m-race") is not None
+    fan = FanOut("upload-1", 8, 8 * MiB, 64 * MiB, "f" * 64)
+    assert await svc.store.start_fanout(job_id, "splitter", fan, Progress(0, 9, 0, 1), 60)
+    assert not await svc.store.start_fanout(job_id, "splitter", fan, Progress(0, 9, 0, 1), 60)
+    n = 8
+    sets = await asyncio.gather(
+        *(svc.store.range_done(job_id, "upload-1", k, (k, 1)) for k in range(n))
+    )
+    assert all(s is not None for s in sets)
+    assert sum(1 for s in sets if s is not None and len(s) == n) == 1
+    again = await svc.store.range_done(job_id, "upload-1", 3, (3, 1))
+    assert again == frozenset(range(n))
+    assert await svc.store.range_done(job_id, "another-upload", 5, (0, 0)) is None
