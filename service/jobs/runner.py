@@ -13,6 +13,7 @@ status is CANCELLED).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -78,14 +79,29 @@ def arcname_under(prefix: str, key: str) -> str:
 
 
 class _Tracker:
-    """Latest engine progress, and why the heartbeat stopped the build (if it did)."""
+    """Latest engine progress, and why the heartbeat stopped the build (if it did).
+
+    The progress a client sees never falls: a resumed attempt starts again
+    from its checkpoint, up to a part plus the read window behind what the
+    last attempt reported (docs/resume.md, "The 500 GB run"), so the counts
+    stay at the record's high-water mark until the build passes it again.
+    """
 
     def __init__(self, record: JobRecord) -> None:
         self.progress = record.progress
+        self._floor = record.progress
         self.stop_reason: str | None = None
 
     def update(self, p: Progress) -> None:
-        self.progress = p
+        floor = self._floor
+        if p.bytes_total != floor.bytes_total or p.files_total != floor.files_total:
+            self.progress = p  # another plan (or the first report): nothing to compare
+            return
+        self.progress = dataclasses.replace(
+            p,
+            bytes_done=max(p.bytes_done, floor.bytes_done),
+            files_done=max(p.files_done, floor.files_done),
+        )
 
 
 async def run_job_message(

@@ -85,3 +85,19 @@ async def test_a_refused_heartbeat_on_a_cancelled_job_says_cancelled() -> None:
 
     build, tracker, _ = await _run(_Cancelled(False))
     assert build.cancelled() and tracker.stop_reason == "cancelled"
+
+
+class _HalfDone:
+    progress = Progress(bytes_done=700, bytes_total=1000, files_done=7, files_total=10)
+
+
+def test_a_resumed_attempt_never_shows_less_progress_than_the_record_had() -> None:
+    """The resume restarts at its checkpoint, behind the last reported bytes: held, then passed."""
+    tracker = _Tracker(_HalfDone())  # type: ignore[arg-type]
+    tracker.update(Progress(bytes_done=640, bytes_total=1000, files_done=6, files_total=10))
+    assert (tracker.progress.bytes_done, tracker.progress.files_done) == (700, 7)
+    tracker.update(Progress(bytes_done=820, bytes_total=1000, files_done=8, files_total=10))
+    assert (tracker.progress.bytes_done, tracker.progress.files_done) == (820, 8)
+    # Another plan (a different total) is not compared with the old one.
+    tracker.update(Progress(bytes_done=5, bytes_total=2000, files_done=1, files_total=20))
+    assert tracker.progress.bytes_done == 5
