@@ -238,7 +238,10 @@ def test_a_job_out_of_time_is_released_and_finishes_on_the_retry(
     # is kept for the retry to continue (the next test shows it does).
     [message] = _receive(stack, aws, 1)
     result = _zipper(stack, aws, [message], FakeContext(seconds=SAFETY_SECONDS + 0.25))
-    assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    # Returned for a retry; or, on a fast machine that kept a part in 0.25 s,
+    # deleted and continued by a fresh message (service/jobs/continuation.py).
+    continued = result == {"batchItemFailures": []}
+    assert continued or result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
     # Never a RUNNING job nobody runs: if the deadline struck inside the claim,
     # the claim was finished and handed back (shielded), so the job waits.
     # The upload, if it began, is kept for the retry to continue.
@@ -248,7 +251,7 @@ def test_a_job_out_of_time_is_released_and_finishes_on_the_retry(
     # The retry (visible again after a short delay, not the queue's timeout)
     # finishes it on its first delivery: no lease is left to wait out.
     [message] = _receive(stack, aws, 1)
-    assert int(message["Attributes"]["ApproximateReceiveCount"]) >= 2
+    assert int(message["Attributes"]["ApproximateReceiveCount"]) >= (1 if continued else 2)
     assert _zipper(stack, aws, [message], FakeContext()) == {"batchItemFailures": []}
     doc = _status(job_id)
     assert doc["status"] == "READY", doc
