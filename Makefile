@@ -37,8 +37,10 @@ $(BIN)/python: | check-python
 	  echo "$(VENV) uses $$($(BIN)/python -V 2>&1); recreating it with $(PYTHON)"; rm -rf $(VENV); fi
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 
+# tox-uv: tox makes its environments with uv (seconds each, against about half
+# a minute each with pip here; tox.ini's `requires` brings it to an older .venv).
 $(BIN)/tox: $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade "tox>=4.11"
+	$(BIN)/python -m pip install --quiet --upgrade "tox>=4.11" "tox-uv>=1.11"
 	@touch $@
 
 venv: check-python $(BIN)/tox
