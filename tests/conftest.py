@@ -27,6 +27,7 @@ from typing import Any
 import hypothesis
 import pytest
 import pytest_asyncio
+from botocore.retries import standard
 
 from service.aws import AwsSettings, aws_client
 from tests.support import archive_check
@@ -146,6 +147,15 @@ async def proxy(aws_endpoint: AwsEndpoint) -> AsyncIterator[FaultProxy]:
     by_target = {TARGET_PREFIXES[service]: url for service, url in aws_endpoint.service_endpoints}
     async with FaultProxy(aws_endpoint.endpoint_url, by_target) as p:
         yield p
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's standard-mode retries without their waits: the same attempts,
+    the same error at the end, seconds sooner. For tests whose faults never
+    clear (what they check is the outcome after the last retry, never timing);
+    the retry count itself is asserted elsewhere (test_engine_failures.py)."""
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -80,14 +80,16 @@ async def test_nul_separated_keys_file(
 async def test_one_line_on_failure_even_when_the_abort_fails(
     s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, tmp_path: Path
 ) -> None:
-    """Every UploadPart and the AbortMultipartUpload answer 500: the user sees one
-    line that says the job failed AND that an upload was left for the lifecycle rule.
-    Before: an 11-line traceback from the uploader's log.exception. Deflate: a
-    STORED archive keeps its upload on such a failure, to resume (test_cli_resume)."""
+    """Every UploadPart and the AbortMultipartUpload are refused (403, as for a role
+    without those permissions): the user sees one line that says the job failed AND
+    that an upload was left for the lifecycle rule. Before: an 11-line traceback
+    from the uploader's log.exception. Deflate: a STORED archive keeps its upload
+    on such a failure, to resume (test_cli_resume). A 403 is not retried, so this
+    takes seconds; 500s retried until botocore gives up are test_engine_failures'."""
     objects = {f"p/{i}.pdf": body(3 * 1024 * 1024, i) for i in range(3)}  # 9 MiB: multipart
     await put_objects(objects)
-    proxy.add(Fault("PUT", query_contains="partNumber=", status=500, times=10**6))
-    proxy.add(Fault("DELETE", query_contains="uploadId=", status=500, times=10**6))
+    for method, query in (("PUT", "partNumber="), ("DELETE", "uploadId=")):
+        proxy.add(Fault(method, query_contains=query, status=403, code="AccessDenied", times=10**6))
     code, out, err = await zipjobs_zip(
         proxy.url, "--bucket", bucket, "--prefix", "p/", "--dest", f"s3://{bucket}/{OUT}",
         "--budget-mb", "24", "--compression", "deflate",

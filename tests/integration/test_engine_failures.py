@@ -326,6 +326,7 @@ async def test_missing_destination_bucket_is_a_clear_error(
     assert await open_uploads(s3, bucket) == []
 
 
+@pytest.mark.usefixtures("no_backoff")
 async def test_upload_part_failing_every_time_aborts_and_raises(
     s3: Any, bucket: str, put_objects: Any, proxy: FaultProxy, proxied_s3: Any
 ) -> None:

@@ -148,6 +148,7 @@ async def test_a_failed_build_s_kept_error_holds_no_buffer(
     assert BAD in str(kept)
 
 
+@pytest.mark.usefixtures("no_backoff")
 async def test_a_failed_upload_s_kept_error_holds_no_buffer(
     bucket: str, put_objects: Any, proxy: FaultProxy, proxied_s3: Any
 ) -> None:

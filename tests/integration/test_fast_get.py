@@ -24,7 +24,6 @@ import pytest_asyncio
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from botocore.retries import standard
 
 from service.aws import BACKGROUND, AwsSettings, aws_client
 from service.engine import (
@@ -62,12 +61,6 @@ async def botocore_proxied_s3(proxy: FaultProxy, aws_settings: AwsSettings) -> A
     settings = dataclasses.replace(aws_settings, endpoint_url=proxy.url, fast_get=False)
     async with aws_client("s3", settings) as client:
         yield client
-
-
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Standard-mode backoff to zero for both paths (same class), so retry tests are quick."""
-    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
 
 
 def transports(proxied_s3: Any, botocore_proxied_s3: Any) -> dict[str, RangedGet]:

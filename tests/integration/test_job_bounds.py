@@ -92,6 +92,7 @@ async def test_listing_a_huge_prefix_costs_pages_for_the_limit_only() -> None:
     assert [c.get("MaxKeys") for c in endless.calls] == [1000, 1000, 501]
 
 
+@pytest.mark.usefixtures("no_backoff")
 async def test_a_failing_plan_names_its_cause_not_the_task_group(
     proxied_s3: Any, proxy: FaultProxy, bucket: str, put_objects: Any
 ) -> None:

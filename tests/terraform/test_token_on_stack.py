@@ -34,7 +34,9 @@ from tests.terraform.stack_functions import (
 )
 from tests.terraform.test_client_on_stack import zipjobs
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+# A second apply: `tox -e terraform-slow`, not `make test` (whose `terraform` env
+# keeps the first apply and the handlers on it).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 TOKEN = f"t0ken-{uuid.uuid4().hex}"
 
