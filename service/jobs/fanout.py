@@ -32,7 +32,7 @@ from ..engine.models import BudgetTooSmallError, Plan, ZipJobError
 from ..engine.resume import FINGERPRINT_METADATA, completed_archive, discard_partial
 from ..engine.stored_zip import StoredLayout
 from ..engine.uploader import UploadResult, create_upload
-from ..settings import Settings
+from ..settings import MAX_FANOUT_WORKERS, Settings
 from .fanout_store import (
     delete_fanout_objects,
     load_plan,
@@ -65,18 +65,29 @@ def destination(record: JobRecord) -> Destination:
 def workers_wanted(settings: Settings, length: int, part_size: int) -> int:
     """How many range messages an archive of ``length`` bytes gets (1: stay single).
 
-    One per ``ZIPJOBS_FANOUT_MIN_MB`` of archive, at most
-    ``ZIPJOBS_FANOUT_MAX_WORKERS`` and one per part. No budget term: each
-    range runs in its own worker or Lambda with a whole job's budget.
+    Whether to split and the usual count: one per ``ZIPJOBS_FANOUT_MIN_MB``
+    of archive, at most ``ZIPJOBS_FANOUT_MAX_WORKERS`` and one per part. No
+    budget term: each range runs in its own worker or Lambda with a whole
+    job's budget. Then the ceiling wins over the configured cap: a job that
+    is split gets enough ranges that none holds more than
+    ``ZIPJOBS_FANOUT_RANGE_MAX_MB`` (so one range fits one attempt), up to
+    ``MAX_FANOUT_WORKERS`` (docs/resume.md, "How many ranges").
     """
     if settings.fanout_max_workers < 2 or length <= part_size:
         return 1
-    return workers_for(
+    parts = math.ceil(length / part_size)
+    usual = workers_for(
         length,
         part_size,
         max_workers=settings.fanout_max_workers,
         min_bytes_per_worker=settings.fanout_min_mb * MiB,
     )
+    if usual < 2:
+        return 1
+    # Whole parts per range under the ceiling: split_parts gives no range more
+    # than ceil(parts / n) parts, which is at most this when n >= parts / this.
+    per_range = max(1, settings.fanout_range_max_mb * MiB // part_size)
+    return min(max(usual, math.ceil(parts / per_range)), MAX_FANOUT_WORKERS, parts)
 
 
 async def split(
