@@ -6,7 +6,9 @@ module does the work:
                      to the archive, record the split in the job, send N range messages
     resend_ranges    (the job's message again, after a lost range) the ranges not done
     build_one_range  (a range message) ``fanout_build.build_range`` from a blind
-                     state; save its ``RangeResult``; add k to the job's done set
+                     state, or from the range's own checkpoint if an earlier
+                     attempt left one; save its ``RangeResult``; add k to the
+                     job's done set
     finish_ranges    (whoever adds the last range) the N results -> deferred parts
                      -> CompleteMultipartUpload with the full-object CRC
 
@@ -26,9 +28,17 @@ from botocore.exceptions import ClientError
 from ..engine import Budget, Destination, MiB, Progress, ZipOptions
 from ..engine.checkpoint import fingerprint
 from ..engine.fanout import blind_state, deferred_parts, range_span, split_parts, workers_for
-from ..engine.fanout_build import RangeJob, build_range, finish, owned_entries, worker_shares
+from ..engine.fanout_build import (
+    RangeCheckpoints,
+    RangeJob,
+    build_range,
+    finish,
+    owned_entries,
+    worker_shares,
+)
 from ..engine.layout import part_size_for
 from ..engine.models import BudgetTooSmallError, Plan, ZipJobError
+from ..engine.range_checkpoint import RangeSpec, range_checkpoint_store, usable_range_checkpoint
 from ..engine.resume import FINGERPRINT_METADATA, completed_archive, discard_partial
 from ..engine.stored_zip import StoredLayout
 from ..engine.uploader import UploadResult, create_upload
@@ -37,6 +47,7 @@ from .fanout_store import (
     delete_fanout_objects,
     load_plan,
     load_result,
+    range_checkpoint_key,
     save_plan,
     save_result,
 )
@@ -197,6 +208,29 @@ def range_progress(loaded: Loaded, fan: FanOut, k: int) -> RangeProgress:
     return RangeProgress(owned, (fan.bytes_done[k], fan.files_done[k]))
 
 
+async def range_checkpoints(
+    svc: JobService,
+    fan: FanOut,
+    k: int,
+    loaded: Loaded,
+    parts: tuple[int, int],
+    drop: frozenset[int],
+) -> RangeCheckpoints | None:
+    """Range ``k``'s own checkpoint, and the one to continue from if an earlier
+    attempt left a usable one (docs/resume.md, "A range resumes from its own
+    checkpoint"); None when job-level resume is off (ZIPJOBS_RESUME_JOBS=0)."""
+    if not svc.settings.resume_jobs:
+        return None
+    dest = loaded.job.destination
+    store = range_checkpoint_store(svc.s3, dest.bucket, range_checkpoint_key(dest.key, k))
+    first, last = parts
+    spec = RangeSpec(
+        loaded.layout, fan.part_size, first, last, drop, fan.fingerprint, fan.upload_id
+    )
+    prior = await usable_range_checkpoint(svc.s3, dest, store, spec)
+    return RangeCheckpoints(store, spec, loaded.job.options.checkpoint_interval_s, prior)
+
+
 async def build_one_range(
     svc: JobService,
     record: JobRecord,
@@ -212,6 +246,8 @@ async def build_one_range(
     job, layout = loaded.job, loaded.layout
     first, last = split_parts(math.ceil(fan.length / fan.part_size), fan.workers)[k]
     start = range_span(first, last, fan.part_size, fan.length)[0]
+    drop = frozenset(deferred_parts(layout, fan.part_size, first, last))
+    checkpoints = await range_checkpoints(svc, fan, k, loaded, (first, last), drop)
     shares = worker_shares(job.options, fan.part_size, 1)
     if shares.total > budget.capacity:
         raise BudgetTooSmallError(
@@ -223,11 +259,12 @@ async def build_one_range(
             first,
             last,
             blind_state(layout, start),
-            drop=frozenset(deferred_parts(layout, fan.part_size, first, last)),
+            drop=drop,
             lease=lease,
             shares=shares,
             read_concurrency=job.options.read_concurrency,
             on_step=progress.step,
+            checkpoints=checkpoints,
         )
     await save_result(svc.s3, job.destination, k, result)
     return await svc.store.range_done(record.job_id, fan.upload_id, k, progress.value)
