@@ -327,6 +327,10 @@ class StoredArchive:
                 crc = self._crc(piece, crc, at + done, at + entry.size)
                 done += len(piece)
                 self.yielded_crc = self._piece_crc(before, crc, len(piece))
+                # Current before the yield: a checkpoint taken while the stream
+                # rests on an entry's last piece, at a part boundary that is its
+                # data's end, reads this entry's CRC from here (``state_at``).
+                self.crcs[index] = crc
                 yield piece
                 self.yielded_crc = None
             if done != want:

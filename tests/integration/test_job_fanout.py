@@ -757,9 +757,10 @@ async def test_a_range_that_dies_resumes_from_its_last_saved_checkpoint(
             saved.set()
 
     async def after_the_last_checkpoint(number: int) -> None:
-        while saved_up_to < number - 1 and not calls.dead:
-            saved.clear()
-            await saved.wait()
+        async with asyncio.timeout(30):  # no checkpoint at all: fail, do not hang
+            while saved_up_to < number - 1 and not calls.dead:
+                saved.clear()
+                await saved.wait()
 
     calls.on_put = on_put
     calls.before_part = after_the_last_checkpoint
