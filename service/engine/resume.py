@@ -7,6 +7,9 @@ with I/O that the pipeline calls; the rules are in docs/resume.md:
 * a checkpoint is used only if it was made for the same plan (fingerprint)
   and S3 still holds every part it names with the same ETag and size
   (ListParts); otherwise its upload is aborted and the build starts over;
+* with no checkpoint (or one naming every part of a finished upload) the
+  destination is the finished archive if it carries the plan's fingerprint
+  and length: nothing is built again;
 * a checkpoint is written when parts 1..N are all uploaded, at most every
   ``interval`` seconds, and once more when a build stops for a reason a
   later attempt can get past (deadline, crash-like errors, cancellation).
@@ -78,7 +81,10 @@ async def usable_checkpoint(
     keep = cp.upload_id if cp is not None else None
     await abort_uploads(s3, destination.bucket, destination.key, keep=keep)
     if cp is None:
-        return None
+        # The last attempt may have completed the archive and deleted its
+        # checkpoint, then died before it could say so: without this HEAD the
+        # whole archive would be built again (docs/resume.md, "Resuming").
+        return await completed_archive(s3, destination, fingerprint, length)
     if cp.fingerprint == fingerprint:
         listed = await listed_parts(s3, destination, cp.upload_id)
         if listed is not None and parts_match(cp.parts, listed):

@@ -180,15 +180,16 @@ async def test_each_attempt_dies_once_then_resumes(
             budget += rng.randrange(3, 12)
             client = DyingS3(s3, budget, deliver=rng.random() < 0.5)
             try:
-                await _build(client, sources, bucket)
+                result = await _build(client, sources, bucket)
                 break
             except Killed:
                 fatal.add(client.calls[-1])
-                cp = await store.load()
-                offsets.append(cp.state.offset if cp else 0)
+                offsets.append(await _kept(s3, store, bucket, len(want)))
                 assert len(offsets) < 80
         assert offsets, "the first attempt was never killed"
         assert offsets == sorted(offsets), offsets  # never backwards
+        # ...and the surviving attempt started from exactly what the last kill left.
+        assert result.resumed_from == offsets[-1], (result.resumed_from, offsets)
         path = tmp_path / f"resumed-{seed}.zip"
         await download(s3, bucket, KEY, path)
         assert path.read_bytes() == want
@@ -197,6 +198,45 @@ async def test_each_attempt_dies_once_then_resumes(
         assert not await object_exists(s3, bucket, KEY + SUFFIX)
         await s3.delete_object(Bucket=bucket, Key=KEY)
     assert "upload_part" in fatal, fatal
+
+
+async def _kept(s3: Any, store: CheckpointStore, bucket: str, length: int) -> int:
+    """The archive bytes a killed attempt left for the next: its checkpoint's
+    offset, or all of them if it completed the archive and deleted the
+    checkpoint before dying (each seed starts with no archive at KEY)."""
+    cp = await store.load()
+    if cp is not None:
+        return cp.state.offset
+    return length if await object_exists(s3, bucket, KEY) else 0
+
+
+async def test_killed_after_the_checkpoint_is_deleted(
+    s3: Any, bucket: str, put_objects: Any, tmp_path: Path
+) -> None:
+    """The last call of a build deletes its checkpoint, after CompleteMultipartUpload.
+    Dying once that DELETE reached S3 leaves a finished archive and no checkpoint:
+    the next attempt finds the archive by its fingerprint and reads nothing.
+    Before: it built the whole archive again from byte 0 (seen once in
+    test_each_attempt_dies_once_then_resumes under load; docs/resume.md)."""
+    sources, _ = await _sources(put_objects, bucket)
+    want = await _reference(s3, bucket, sources, tmp_path)
+    dying = DyingS3(s3, None, deliver=True, kill_on="delete_object")
+    with pytest.raises(Killed):
+        await _build(dying, sources, bucket)
+    assert "complete_multipart_upload" in dying.calls
+    assert not await object_exists(s3, bucket, KEY + SUFFIX)
+    client = DyingS3(s3, None)
+    result = await _build(client, sources, bucket)
+    assert result.resumed_from == len(want)
+    assert client.get_bytes == 0
+    assert not {"create_multipart_upload", "upload_part", "complete_multipart_upload"} & set(
+        client.calls
+    ), client.calls
+    path = tmp_path / "resumed.zip"
+    await download(s3, bucket, KEY, path)
+    assert path.read_bytes() == want
+    assert await open_uploads(s3, bucket) == []
+    assert not await object_exists(s3, bucket, KEY + SUFFIX)
 
 
 @pytest.mark.parametrize("delivered", [False, True], ids=["before", "after"])
