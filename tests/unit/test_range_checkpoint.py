@@ -285,3 +285,14 @@ def test_a_deferred_part_counts_as_done_only_once_the_stream_has_passed_it() -> 
     assert short == ((d - spec.first, spec.part_end(d - 1)) if before else None)
     through = covered(cast("PartWriter", _Writer(before, spec.part_end(d) - begin)))
     assert through == (d - spec.first + 1, spec.part_end(d))
+
+
+@given(st.lists(st.integers(0, 3000), min_size=1, max_size=9), st.data())
+def test_source_bytes_before_an_offset(sizes: list[int], data: st.DataObject) -> None:
+    """What a resumed build's progress starts from (``StoredLayout.source_before``):
+    the data bytes of every entry before the archive offset, counted byte by byte."""
+    layout = StoredLayout(_entries(sizes))
+    offset = data.draw(st.integers(0, layout.length))
+    starts = [layout.data_offset(i) for i in range(len(sizes))]
+    want = sum(max(0, min(offset, lo + n) - lo) for lo, n in zip(starts, sizes, strict=True))
+    assert layout.source_before(offset) == want
