@@ -829,3 +829,63 @@ async def test_a_job_that_ends_leaves_no_range_checkpoint(
     assert await leftovers(rsvc, record) == ([], [])
     assert await deliver(rsvc, messages[0], receive_count=2) == []  # finds the job over
     assert await leftovers(rsvc, record) == ([], [])
+
+
+async def test_a_range_on_a_worker_that_shuts_down_resumes_on_the_next_one(
+    rsvc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redeploy: the ``zipjobs worker`` building range 0 is stopped (0.2 s of grace)
+    once S3 holds its parts 1 and 2 (later parts held). It returns the range's
+    message with a checkpoint; the next worker takes the message (and range 1's)
+    and continues range 0 from that checkpoint: none of its parts is uploaded
+    again, and the job ends READY with the single build's bytes."""
+    settings = dataclasses.replace(rsvc.settings, sweep_interval_seconds=0)
+    service = JobService(settings, s3=rsvc.s3, dynamodb=rsvc.dynamodb, sqs=rsvc.sqs)
+    docs = resume_sources("rdeploy")
+    record, _ = await split_job(rsvc, docs, workers=2)
+    calls = S3Calls(monkeypatch, rsvc)
+    reached = asyncio.Event()
+
+    def on_ack(acked: set[int]) -> None:
+        if {1, 2} <= acked and not calls.stall:
+            calls.stall = True
+            reached.set()
+
+    calls.on_ack = on_ack
+    await service.send(record.job_id, 0)
+    first = Worker(service, poll_seconds=1, grace_seconds=0.2, owner="deploy-0")
+    running = asyncio.create_task(first.run())
+    async with asyncio.timeout(60):
+        await reached.wait()
+    first.stop()
+    await running
+    calls.revive()
+    cp = await range_checkpoint(rsvc, record, 0)
+    assert cp is not None, "the stopped range left no checkpoint"
+    had = {p.number for p in cp.parts}
+    assert {1, 2} <= had, had
+    before = dict(calls.counts)
+
+    await service.send(record.job_id, 1)
+    second = Worker(
+        service, concurrency=2, budget=Budget(256 * MiB), poll_seconds=1, owner="deploy-1"
+    )
+    running = asyncio.create_task(second.run())
+    try:
+        async with asyncio.timeout(120):
+            while True:
+                current = await rsvc.store.get(record.job_id)
+                assert current is not None
+                if current.status.final:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        second.stop()
+        await running
+    assert current.status is JobStatus.READY, current
+    again = {n: calls.counts[n] - before.get(n, 0) for n in calls.counts}
+    assert all(again.get(n, 0) == 0 for n in had), f"re-uploaded {again}, checkpoint had {had}"
+    data = await archive_bytes(rsvc, record.dst_bucket, record.dst_key)
+    assert data == await single_build(rsvc, docs, "rdeploy")
+    verify_archive_bytes(data, docs)
+    assert await leftovers(rsvc, record) == ([], [])
