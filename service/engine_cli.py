@@ -39,7 +39,7 @@ from .engine import (
     list_prefix,
 )
 from .engine.resume import discard_partial
-from .process import freeze_startup_objects
+from .process import freeze_startup_objects, skip_final_collection
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -285,4 +285,5 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     bar.close()
     print(json.dumps(summary(result)))
+    skip_final_collection()
     return 0
