@@ -19,6 +19,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.config import Config
 
 from .s3_ranged_get import disable_fast_get, enable_fast_get
+from .sdk_loader import use_startup_loader
 from .sdk_overhead import skip_unused_endpoint_params, use_fast_timestamps
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class AwsSettings:
         them (start-up time; docs/performance.md).
         """
         session = get_session()
+        # Before any client loads botocore's data files (docs/performance.md).
+        use_startup_loader(session)
         if self.access_key_id or self.secret_access_key or self.session_token:
             if not (self.access_key_id and self.secret_access_key):
                 raise ValueError("AWS credentials need an access key id and a secret access key")
@@ -131,6 +134,7 @@ def aws_client(
     *,
     max_pool_connections: int = 64,
     limits: CallLimits = BACKGROUND,
+    session: AioSession | None = None,
 ) -> AbstractAsyncContextManager[S3Client]: ...
 @overload
 def aws_client(
@@ -139,6 +143,7 @@ def aws_client(
     *,
     max_pool_connections: int = 64,
     limits: CallLimits = BACKGROUND,
+    session: AioSession | None = None,
 ) -> AbstractAsyncContextManager[DynamoDBClient]: ...
 @overload
 def aws_client(
@@ -147,6 +152,7 @@ def aws_client(
     *,
     max_pool_connections: int = 64,
     limits: CallLimits = BACKGROUND,
+    session: AioSession | None = None,
 ) -> AbstractAsyncContextManager[SQSClient]: ...
 @overload
 def aws_client(
@@ -155,6 +161,7 @@ def aws_client(
     *,
     max_pool_connections: int = 64,
     limits: CallLimits = BACKGROUND,
+    session: AioSession | None = None,
 ) -> AbstractAsyncContextManager[
     Any
 ]: ...  # one call each (api_token.py, signing_role.py); no stubs
@@ -166,18 +173,29 @@ def aws_client(
     *,
     max_pool_connections: int = 64,
     limits: CallLimits = BACKGROUND,
+    session: AioSession | None = None,
 ) -> AbstractAsyncContextManager[Any]:
     """An entered aiobotocore client for ``service``, typed by the aiobotocore stubs.
 
     The overloads give each caller ``S3Client``/``DynamoDBClient``/``SQSClient``,
     so a misspelt operation or parameter fails mypy instead of failing in AWS.
+
+    ``session``: one ``settings.session()`` shared by the clients a process
+    makes together. botocore keeps its data loader (endpoints.json, the
+    partitions, the retry and defaults tables) and the resolved credentials
+    per session, so clients of one session load and resolve them once
+    (start-up time; docs/performance.md).
     """
-    return _client(service, settings, max_pool_connections, limits)
+    return _client(service, settings, max_pool_connections, limits, session)
 
 
 @asynccontextmanager
 async def _client(
-    service: str, settings: AwsSettings, max_pool_connections: int, limits: CallLimits
+    service: str,
+    settings: AwsSettings,
+    max_pool_connections: int,
+    limits: CallLimits,
+    session: AioSession | None,
 ) -> AsyncIterator[Any]:
     endpoint_url = settings.endpoint_for(service)
     cfg = client_config(
@@ -186,7 +204,7 @@ async def _client(
         limits=limits,
         sign_payload=signs_payload(endpoint_url),
     )
-    session = settings.session()
+    session = session or settings.session()
     # Per-request SDK overhead that is ours to cut (docs/performance.md).
     use_fast_timestamps(session)
     async with session.create_client(service, endpoint_url=endpoint_url, config=cfg) as client:  # type: ignore[call-overload]

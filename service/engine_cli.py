@@ -39,6 +39,7 @@ from .engine import (
     list_prefix,
 )
 from .engine.resume import discard_partial
+from .process import freeze_startup_objects, skip_final_collection
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -221,6 +222,7 @@ async def _zip(args: argparse.Namespace, bar: ProgressBar) -> ZipResult:
     destination = Destination.parse(args.dest)
     pool = args.concurrency + 8 + args.upload_concurrency * args.workers
     async with aws_client("s3", settings, max_pool_connections=pool) as s3:
+        freeze_startup_objects()
         if args.prefix is not None:
             sources = await list_prefix(s3, args.bucket, args.prefix)
         else:
@@ -283,4 +285,5 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     bar.close()
     print(json.dumps(summary(result)))
+    skip_final_collection()
     return 0

@@ -137,6 +137,13 @@ class _Connection(asyncio.BufferedProtocol):
         self.answered = False  # any byte of the current answer arrived
         self.keep_alive = True
         self.raw_done = False  # a chunked or close-delimited body is complete
+        # The read timeout: one timer per connection, not one per wait (see _wait).
+        self._waiting: asyncio.Future[None] | None = None
+        self._wait_started = 0.0
+        self._wait_limit = 0.0
+        self._wait_what = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
 
     # -- asyncio callbacks --
 
@@ -145,6 +152,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.error is None:  # keep the first reason (a malformed answer closes too)
             self.error = exc
         self._wake()
@@ -263,11 +273,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.raw_done = False
         self._head_done = loop.create_future()
         self.transport.write(head)
-        try:
-            async with asyncio.timeout(read_timeout):
-                await self._head_done
-        except TimeoutError:
-            raise ReadTimeout(f"no answer within {read_timeout} s") from None
+        await self._wait(self._head_done, read_timeout, "answer")
         if self._mode == "head":  # woken by the end of the connection, or a bad head
             if isinstance(self.error, MalformedAnswer):
                 raise self.error
@@ -276,12 +282,47 @@ class _Connection(asyncio.BufferedProtocol):
     async def wait_data(self, read_timeout: float) -> None:
         self._data = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(read_timeout):
-                await self._data
-        except TimeoutError:
-            raise ReadTimeout(f"no body bytes within {read_timeout} s") from None
+            await self._wait(self._data, read_timeout, "body bytes")
         finally:
             self._data = None
+
+    async def _wait(self, fut: asyncio.Future[None], read_timeout: float, what: str) -> None:
+        """Wait for ``fut`` (set when bytes arrive or the connection ends); raise
+        ``ReadTimeout`` if it is not set within ``read_timeout`` seconds.
+
+        Why not ``asyncio.timeout``: a ranged GET waits several times (its head,
+        then each batch of body bytes), and a timer made and cancelled per wait
+        was about 1.5% of a small-object run's CPU (docs/performance.md). Here
+        the connection keeps one timer; a wait only notes when it started, and
+        the timer, when it fires, either fails the wait that has run too long
+        or re-arms itself for the current wait's deadline.
+        """
+        loop = asyncio.get_running_loop()
+        self._waiting = fut
+        self._wait_started = loop.time()
+        self._wait_limit = read_timeout
+        self._wait_what = what
+        due = self._wait_started + read_timeout
+        if self._timer is None or self._timer_due > due:  # none, or one too late for this wait
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_due = loop.call_at(due, self._check_wait), due
+        try:
+            await fut
+        finally:
+            self._waiting = None
+
+    def _check_wait(self) -> None:
+        self._timer = None
+        fut = self._waiting
+        if fut is None or fut.done():
+            return  # idle: the next wait arms the timer again
+        due = self._wait_started + self._wait_limit
+        loop = fut.get_loop()
+        if loop.time() < due:
+            self._timer, self._timer_due = loop.call_at(due, self._check_wait), due
+            return
+        fut.set_exception(ReadTimeout(f"no {self._wait_what} within {self._wait_limit} s"))
 
     async def readinto(self, b: memoryview, read_timeout: float) -> int:
         """Body bytes into ``b`` (``length`` mode): at least one, or 0 at the body's end."""

@@ -100,6 +100,10 @@ class Settings:
     # fanout_min_mb per worker, at most fanout_max_workers ranges (1 = off).
     fanout_min_mb: int = 8192
     fanout_max_workers: int = 8
+    # No range larger than this, so one range fits one ~880 s Lambda attempt
+    # even at 50 MB/s: it may raise the count past fanout_max_workers, up to
+    # MAX_FANOUT_WORKERS (docs/resume.md, "How many ranges").
+    fanout_range_max_mb: int = 32768
     # The sweeper (docs/lifecycle.md): a lost send is re-sent within
     # resend_after + sweep_interval seconds (2 minutes by default).
     sweep_interval_seconds: int = 60
@@ -264,6 +268,9 @@ class _Reader:
             checkpoint_seconds=self.number("ZIPJOBS_CHECKPOINT_SECONDS", 5, 0, 3600),
             fanout_min_mb=self.number("ZIPJOBS_FANOUT_MIN_MB", 8192, 1, 1024 * 1024),
             fanout_max_workers=self.number("ZIPJOBS_FANOUT_MAX_WORKERS", 8, 1, MAX_FANOUT_WORKERS),
+            fanout_range_max_mb=self.number(
+                "ZIPJOBS_FANOUT_RANGE_MAX_MB", 32768, 1, 5 * 1024 * 1024
+            ),
             sweep_interval_seconds=self.number("ZIPJOBS_SWEEP_INTERVAL_SECONDS", 60, 0, 86_400),
             resend_after_seconds=self.number("ZIPJOBS_RESEND_AFTER_SECONDS", 60, 1, 86_400),
             max_resends=self.number("ZIPJOBS_MAX_RESENDS", 5, 0, 100),

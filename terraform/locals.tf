@@ -89,6 +89,8 @@ locals {
         # Job-level fan-out: one range message per this many MiB of archive, capped.
         ZIPJOBS_FANOUT_MIN_MB      = tostring(var.zipper_fanout_min_mb)
         ZIPJOBS_FANOUT_MAX_WORKERS = tostring(var.zipper_fanout_max_workers)
+        # ... and more ranges (up to 32) if one would pass this many MiB.
+        ZIPJOBS_FANOUT_RANGE_MAX_MB = tostring(var.zipper_fanout_range_max_mb)
       }
     }
   }

@@ -302,6 +302,17 @@ variable "zipper_fanout_max_workers" {
   }
 }
 
+variable "zipper_fanout_range_max_mb" {
+  description = "Largest range, in MiB, a split job gives one zipper invocation (ZIPJOBS_FANOUT_RANGE_MAX_MB): a job is split into more ranges than zipper_fanout_max_workers (up to 32) when that keeps every range at or under this. 32768 (32 GiB) is about 690 s at 50 MB/s, inside one 900 s invocation. docs/resume.md, \"How many ranges\"."
+  type        = number
+  default     = 32768
+
+  validation {
+    condition     = var.zipper_fanout_range_max_mb >= 1
+    error_message = "zipper_fanout_range_max_mb must be at least 1."
+  }
+}
+
 variable "zipper_max_concurrency" {
   description = "Most zipper invocations the SQS event source runs at once (scaling_config.maximum_concurrency)."
   type        = number

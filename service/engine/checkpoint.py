@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".zipjobs-checkpoint"
 FORMAT = 1
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +118,31 @@ def _code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 
 
-class CheckpointStore:
-    """Load, save and delete the one checkpoint object of a destination."""
+class RecordStore(Generic[R]):
+    """Load, save and delete one small record object next to an archive.
 
-    def __init__(self, s3: S3Client, destination: Destination) -> None:
+    The one place that reads such a record: a missing object is None, one
+    this code cannot decode is logged and None (a later build starts over),
+    any other error is raised. Used for the checkpoint of a whole build and
+    for a fan-out range's own checkpoint (``range_checkpoint``).
+    """
+
+    def __init__(
+        self,
+        s3: S3Client,
+        bucket: str,
+        key: str,
+        encoder: Callable[[R], bytes],
+        decoder: Callable[[bytes], R],
+    ) -> None:
         self._s3 = s3
-        self._bucket = destination.bucket
-        self._key = checkpoint_key(destination)
+        self._bucket = bucket
+        self._key = key
+        self._encode = encoder
+        self._decode = decoder
 
-    async def load(self) -> Checkpoint | None:
-        """The stored checkpoint; None when there is none or it cannot be read."""
+    async def load(self) -> R | None:
+        """The stored record; None when there is none or it cannot be read."""
         try:
             resp = await self._s3.get_object(Bucket=self._bucket, Key=self._key)
             data = await resp["Body"].read()
@@ -134,18 +151,18 @@ class CheckpointStore:
                 return None
             raise
         try:
-            return decode(data)
+            return self._decode(data)
         except (ValueError, KeyError, TypeError) as err:
             log.warning(
                 "ignoring unreadable checkpoint s3://%s/%s: %s", self._bucket, self._key, err
             )
             return None
 
-    async def save(self, cp: Checkpoint) -> None:
+    async def save(self, record: R) -> None:
         await self._s3.put_object(
             Bucket=self._bucket,
             Key=self._key,
-            Body=encode(cp),
+            Body=self._encode(record),
             ContentType="application/octet-stream",
         )
 
@@ -155,6 +172,13 @@ class CheckpointStore:
             await self._s3.delete_object(Bucket=self._bucket, Key=self._key)
         except ClientError:
             log.warning("could not delete checkpoint s3://%s/%s", self._bucket, self._key)
+
+
+class CheckpointStore(RecordStore[Checkpoint]):
+    """The one checkpoint object of a destination."""
+
+    def __init__(self, s3: S3Client, destination: Destination) -> None:
+        super().__init__(s3, destination.bucket, checkpoint_key(destination), encode, decode)
 
 
 async def listed_parts(
@@ -184,13 +208,13 @@ async def listed_parts(
         marker = int(resp["NextPartNumberMarker"])
 
 
-def parts_match(cp: Checkpoint, listed: dict[int, PartRecord]) -> bool:
+def parts_match(parts: Iterable[PartRecord], listed: dict[int, PartRecord]) -> bool:
     """Does S3 still hold every checkpointed part, with the same ETag and size?
 
     Parts past the checkpoint may exist (uploaded after it was written); they
     are uploaded again with the same bytes, replacing them.
     """
-    return all(_same(listed.get(p.number), p) for p in cp.parts)
+    return all(_same(listed.get(p.number), p) for p in parts)
 
 
 def _same(listed: PartRecord | None, saved: PartRecord) -> bool:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .budget import Budget, Lease
+from .checkpoint import RecordStore
 from .fanout import (
     RangeResult,
     blind_state,
@@ -39,8 +40,9 @@ from .fanout import (
 from .layout import BudgetShares, split_budget
 from .models import Destination, PlannedEntry, ZipOptions
 from .progress import ProgressReporter
+from .range_checkpoint import RangeCheckpoint, RangeCheckpointer, RangeSpec
 from .reader import RangeReader
-from .resume import FINGERPRINT_METADATA, discard_partial
+from .resume import FINGERPRINT_METADATA, discard_partial, final_quietly, permanent
 from .stored_zip import StoredLayout, ZipState, build_stored_stream
 from .taskgroups import run_together
 from .uploader import (
@@ -81,6 +83,18 @@ def worker_shares(options: ZipOptions, part_size: int, workers: int) -> BudgetSh
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RangeCheckpoints:
+    """A job-level range's own checkpoint (``range_checkpoint.py``): where it is
+    kept, what it must match, how often it is written, and the one an earlier
+    attempt left that this build continues from (None: from the first part)."""
+
+    store: RecordStore[RangeCheckpoint]
+    spec: RangeSpec
+    interval: float
+    prior: RangeCheckpoint | None
+
+
 async def build_range(
     job: RangeJob,
     first: int,
@@ -92,19 +106,36 @@ async def build_range(
     shares: BudgetShares,
     read_concurrency: int,
     on_step: StepCallback,
+    checkpoints: RangeCheckpoints | None = None,
 ) -> RangeResult:
     """Upload parts ``first..last`` but ``drop``, generated from ``start``.
 
-    Reads only the source bytes inside the range. On any failure the parts
+    Reads only the source bytes inside the range. With ``checkpoints`` the
+    range is checkpointed as its parts complete, continues from
+    ``checkpoints.prior`` (reading nothing before it), and a stop a later
+    attempt can get past writes a last checkpoint. On any failure the parts
     in flight stop; the upload itself is the driver's to abort.
     """
     layout, part_size = job.layout, job.part_size
     begin, end = range_span(first, last, part_size, layout.length)
     if start.offset != begin:
         raise ValueError(f"range starts at {begin}, its state at {start.offset}")
-    stream, feeds, cursor = build_stored_stream(
-        layout, job.options.range_size, part_size, start, end
-    )
+    prior = checkpoints.prior if checkpoints is not None else None
+    at = prior.state if prior is not None else start
+    stream, feeds, cursor = build_stored_stream(layout, job.options.range_size, part_size, at, end)
+    checkpointer = None
+    if checkpoints is not None:
+        checkpointer = RangeCheckpointer(
+            checkpoints.store, checkpoints.spec, stream, checkpoints.interval, prior
+        )
+    if prior is not None:
+        stream.snapshots.update(prior.snapshots)
+        # Progress counts the range's source bytes from its start, so it goes on
+        # from the checkpoint instead of starting again at zero.
+        cursor.bytes_pulled = layout.source_before(at.offset) - layout.source_before(begin)
+        log.info(
+            "range %d-%d of %s resumes at byte %d", first, last, job.destination.key, at.offset
+        )
     read_budget = lease.carve(shares.read_window)
     writer = PartWriter(
         job.s3,
@@ -112,11 +143,14 @@ async def build_range(
         part_size=part_size,
         budget=lease.carve(part_size * shares.part_buffers),
         content_type=job.options.content_type,
-        expected_bytes=end - begin,
+        expected_bytes=end - at.offset,
         existing=ExistingUpload(job.upload_id, {}),
-        first_part=first,
+        first_part=-(-at.offset // part_size) + 1,
         drop=drop,
+        on_part=checkpointer.part_done if checkpointer is not None else None,
     )
+    if checkpointer is not None:
+        checkpointer.attach(writer)
     pump = ZipPump(
         stream,
         feeds,
@@ -137,16 +171,23 @@ async def build_range(
         attempts=job.options.read_attempts,
         on_slot=lambda index, slot: feeds[index].add(slot),
         on_data=pump.notify,
-        start=(start.entry, layout.data_before(start.entry, begin)),
+        start=(at.entry, layout.data_before(at.entry, at.offset)),
         end=(stop, layout.data_before(stop, end)),
     )
     try:
         await run_together(reader.run(), pump.run())
         parts = await writer.upload_rest()
-    except BaseException:
+    except BaseException as err:
         pump.discard()
         await writer.stop()
+        if checkpointer is not None and not permanent(err):
+            await final_quietly(checkpointer)
         raise
+    finally:
+        if checkpointer is not None:
+            await checkpointer.close()
+    if prior is not None:
+        parts = prior.uploaded() + parts
     return range_result(
         layout,
         part_size,

@@ -39,9 +39,7 @@ from .models import (
     EmptyArchiveError,
     Plan,
     ProgressCallback,
-    ReadFailedError,
     SourceObject,
-    ZipJobError,
     ZipOptions,
     ZipResult,
 )
@@ -53,6 +51,8 @@ from .resume import (
     AlreadyComplete,
     Checkpointer,
     existing_upload,
+    final_quietly,
+    permanent,
     usable_checkpoint,
 )
 from .stored_zip import StoredArchive, StoredLayout, build_stored_stream
@@ -114,7 +114,7 @@ async def _stored_stream(
         # Progress counts source bytes from the archive's start, so a resumed
         # job's progress carries on from its checkpoint instead of falling back
         # towards zero (docs/resume.md, "The 500 GB run").
-        cursor.bytes_pulled = sum(e.size for e in plan.entries[: state.entry]) + start[1]
+        cursor.bytes_pulled = layout.source_before(state.offset)
         log.info(
             "resuming s3://%s/%s at byte %d", destination.bucket, destination.key, state.offset
         )
@@ -355,12 +355,6 @@ def _already_complete(
     )
 
 
-def _permanent(err: BaseException) -> bool:
-    """Would the same plan fail the same way again? A read that failed after
-    every retry is a network problem: worth resuming, not rebuilding."""
-    return isinstance(err, ZipJobError) and not isinstance(err, ReadFailedError)
-
-
 async def _stop(writer: PartWriter, zs: _Stream, err: BaseException) -> None:
     """Keep a resumable upload (with a last checkpoint) or abort it.
 
@@ -368,17 +362,14 @@ async def _stop(writer: PartWriter, zs: _Stream, err: BaseException) -> None:
     and checkpoint go. Anything else (deadline, cancellation, network) leaves
     both for the next attempt; the caller aborts them if the job ends.
     """
-    if zs.checkpointer is None or _permanent(err):
+    if zs.checkpointer is None or permanent(err):
         await writer.abort()
         _note_abort_failure(err, writer)
         if zs.store is not None:
             await asyncio.shield(zs.store.delete())
         return
     await writer.stop()
-    try:
-        await asyncio.shield(zs.checkpointer.final())
-    except Exception as save_err:
-        log.warning("final checkpoint not written: %s", save_err)
+    await final_quietly(zs.checkpointer)
 
 
 def _note_abort_failure(error: BaseException, writer: PartWriter) -> None:

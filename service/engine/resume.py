@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 
 from .checkpoint import Checkpoint, CheckpointStore, PartRecord, listed_parts, parts_match
 from .cleanup import abort_uploads
-from .models import Destination
+from .models import Destination, ReadFailedError, ZipJobError
 from .stored_zip import StoredArchive
 from .uploader import ExistingUpload, PartWriter, UploadedPart
 
@@ -87,7 +87,7 @@ async def usable_checkpoint(
         return await completed_archive(s3, destination, fingerprint, length)
     if cp.fingerprint == fingerprint:
         listed = await listed_parts(s3, destination, cp.upload_id)
-        if listed is not None and parts_match(cp, listed):
+        if listed is not None and parts_match(cp.parts, listed):
             return cp
         if listed is None and cp.state.offset == length:
             done = await completed_archive(s3, destination, fingerprint, length)
@@ -118,19 +118,30 @@ def existing_upload(cp: Checkpoint) -> ExistingUpload:
     return ExistingUpload(cp.upload_id, parts)
 
 
-class Checkpointer:
-    """Writes a checkpoint as parts complete; one save at a time, throttled."""
+def permanent(err: BaseException) -> bool:
+    """Would the same plan fail the same way again? A read that failed after
+    every retry is a network problem: worth resuming, not rebuilding."""
+    return isinstance(err, ZipJobError) and not isinstance(err, ReadFailedError)
 
-    def __init__(
-        self,
-        store: CheckpointStore,
-        fingerprint: str,
-        stream: StoredArchive,
-        interval: float,
-        saved_parts: int = 0,
-    ) -> None:
-        self._store = store
-        self._fingerprint = fingerprint
+
+async def final_quietly(checkpointer: PartCheckpointer) -> None:
+    """A stopped build's last checkpoint, if it can be written: a missed one
+    costs the parts since the one before, never the archive."""
+    try:
+        await asyncio.shield(checkpointer.final())
+    except Exception as save_err:
+        log.warning("final checkpoint not written: %s", save_err)
+
+
+class PartCheckpointer:
+    """Writes a checkpoint as parts complete; one save at a time, throttled.
+
+    What a checkpoint holds and where it goes is the subclass's
+    (``_covered``, ``_write``): the whole build's (``Checkpointer``) or a
+    fan-out range's (``range_checkpoint.RangeCheckpointer``).
+    """
+
+    def __init__(self, stream: StoredArchive, interval: float, saved_parts: int = 0) -> None:
         self._stream = stream
         self._interval = interval
         self._writer: PartWriter | None = None
@@ -157,20 +168,28 @@ class Checkpointer:
             log.warning("checkpoint not written: %s", err)
 
     async def save(self) -> None:
-        """Checkpoint the uploaded prefix of parts, if it grew since the last one."""
+        """Checkpoint the finished prefix of parts, if it grew since the last one."""
         assert self._writer is not None
-        upload_id = self._writer.upload_id
-        prefix = self._writer.uploaded_prefix()
-        if upload_id is None or len(prefix) <= self._saved:
+        covered = self._covered(self._writer)
+        if covered is None or covered[0] <= self._saved:
             return
-        offset = sum(p.length for p in prefix)
-        state = self._stream.state_at(offset)
-        parts = tuple(PartRecord(p.number, p.etag, p.length, p.crc32) for p in prefix)
-        await self._store.save(Checkpoint(self._fingerprint, upload_id, parts, state))
-        self._stream.forget_before(offset)
-        self._saved = len(prefix)
+        count, offset = covered
+        await self._write(self._writer, count, offset)
+        self._forget(offset)
+        self._saved = count
         self._last = time.monotonic()
         self.saves += 1
+
+    def _covered(self, writer: PartWriter) -> tuple[int, int] | None:
+        """(parts, archive offset) a checkpoint could name now; None: nothing yet."""
+        raise NotImplementedError
+
+    async def _write(self, writer: PartWriter, count: int, offset: int) -> None:
+        raise NotImplementedError
+
+    def _forget(self, offset: int) -> None:
+        """The running CRCs before a saved checkpoint are needed no more."""
+        self._stream.forget_before(offset)
 
     async def final(self) -> None:
         """The last checkpoint of this attempt; no save starts after it, so none
@@ -193,3 +212,33 @@ class Checkpointer:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._writer = None
+
+
+class Checkpointer(PartCheckpointer):
+    """The whole build's checkpoint: parts 1..N and the ZIP state after them."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        fingerprint: str,
+        stream: StoredArchive,
+        interval: float,
+        saved_parts: int = 0,
+    ) -> None:
+        super().__init__(stream, interval, saved_parts)
+        self._store = store
+        self._fingerprint = fingerprint
+
+    def _covered(self, writer: PartWriter) -> tuple[int, int] | None:
+        if writer.upload_id is None:
+            return None
+        prefix = writer.uploaded_prefix()
+        return len(prefix), sum(p.length for p in prefix)
+
+    async def _write(self, writer: PartWriter, count: int, offset: int) -> None:
+        upload_id = writer.upload_id
+        assert upload_id is not None
+        prefix = writer.uploaded_prefix()[:count]
+        state = self._stream.state_at(offset)
+        parts = tuple(PartRecord(p.number, p.etag, p.length, p.crc32) for p in prefix)
+        await self._store.save(Checkpoint(self._fingerprint, upload_id, parts, state))

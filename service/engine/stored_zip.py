@@ -22,11 +22,12 @@ resumed, uninterrupted and pre-existing archives are the same bytes.
 
 from __future__ import annotations
 
+import itertools
 import struct
 import sys
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .crc import crc32, crc32_combine, fast_combine
@@ -186,6 +187,12 @@ class StoredLayout:
             return len(self.entries)
         return bisect_right(self.offsets, offset) - 1
 
+    def source_before(self, offset: int) -> int:
+        """Source (data) bytes of every entry that lie before archive ``offset``."""
+        index = self.entry_at(offset)
+        done = sum(e.size for e in itertools.islice(self.entries, index))
+        return done + self.data_before(index, offset)
+
     def data_before(self, index: int, offset: int) -> int:
         """How many of entry ``index``'s data bytes lie before archive ``offset``."""
         if index >= len(self.entries):
@@ -294,8 +301,10 @@ class StoredArchive:
             running = self.snapshots[offset]
         return ZipState(offset, index, running, pack_crcs(self.crcs[:index]))
 
-    def forget_before(self, offset: int) -> None:
-        for key in [k for k in self.snapshots if k < offset]:
+    def forget_before(self, offset: int, keep: Container[int] = ()) -> None:
+        """Drop the running CRCs before ``offset`` but those at ``keep`` (a fan-out
+        range still needs the ones at its deferred parts' starts)."""
+        for key in [k for k in self.snapshots if k < offset and k not in keep]:
             del self.snapshots[key]
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
@@ -318,6 +327,10 @@ class StoredArchive:
                 crc = self._crc(piece, crc, at + done, at + entry.size)
                 done += len(piece)
                 self.yielded_crc = self._piece_crc(before, crc, len(piece))
+                # Current before the yield: a checkpoint taken while the stream
+                # rests on an entry's last piece, at a part boundary that is its
+                # data's end, reads this entry's CRC from here (``state_at``).
+                self.crcs[index] = crc
                 yield piece
                 self.yielded_crc = None
             if done != want:

@@ -257,6 +257,11 @@ class PartWriter:
             return None
         return None if self._create.exception() else self._create.result()
 
+    @property
+    def bytes_written(self) -> int:
+        """Bytes handed to this writer so far (with an ``existing`` upload's)."""
+        return self._written
+
     def uploaded_prefix(self) -> list[UploadedPart]:
         """Parts 1..N, all uploaded: the archive's first bytes (for checkpoints)."""
         out: list[UploadedPart] = []

@@ -6,7 +6,9 @@ module does the work:
                      to the archive, record the split in the job, send N range messages
     resend_ranges    (the job's message again, after a lost range) the ranges not done
     build_one_range  (a range message) ``fanout_build.build_range`` from a blind
-                     state; save its ``RangeResult``; add k to the job's done set
+                     state, or from the range's own checkpoint if an earlier
+                     attempt left one; save its ``RangeResult``; add k to the
+                     job's done set
     finish_ranges    (whoever adds the last range) the N results -> deferred parts
                      -> CompleteMultipartUpload with the full-object CRC
 
@@ -26,17 +28,26 @@ from botocore.exceptions import ClientError
 from ..engine import Budget, Destination, MiB, Progress, ZipOptions
 from ..engine.checkpoint import fingerprint
 from ..engine.fanout import blind_state, deferred_parts, range_span, split_parts, workers_for
-from ..engine.fanout_build import RangeJob, build_range, finish, owned_entries, worker_shares
+from ..engine.fanout_build import (
+    RangeCheckpoints,
+    RangeJob,
+    build_range,
+    finish,
+    owned_entries,
+    worker_shares,
+)
 from ..engine.layout import part_size_for
 from ..engine.models import BudgetTooSmallError, Plan, ZipJobError
+from ..engine.range_checkpoint import RangeSpec, range_checkpoint_store, usable_range_checkpoint
 from ..engine.resume import FINGERPRINT_METADATA, completed_archive, discard_partial
 from ..engine.stored_zip import StoredLayout
 from ..engine.uploader import UploadResult, create_upload
-from ..settings import Settings
+from ..settings import MAX_FANOUT_WORKERS, Settings
 from .fanout_store import (
     delete_fanout_objects,
     load_plan,
     load_result,
+    range_checkpoint_key,
     save_plan,
     save_result,
 )
@@ -65,18 +76,29 @@ def destination(record: JobRecord) -> Destination:
 def workers_wanted(settings: Settings, length: int, part_size: int) -> int:
     """How many range messages an archive of ``length`` bytes gets (1: stay single).
 
-    One per ``ZIPJOBS_FANOUT_MIN_MB`` of archive, at most
-    ``ZIPJOBS_FANOUT_MAX_WORKERS`` and one per part. No budget term: each
-    range runs in its own worker or Lambda with a whole job's budget.
+    Whether to split and the usual count: one per ``ZIPJOBS_FANOUT_MIN_MB``
+    of archive, at most ``ZIPJOBS_FANOUT_MAX_WORKERS`` and one per part. No
+    budget term: each range runs in its own worker or Lambda with a whole
+    job's budget. Then the ceiling wins over the configured cap: a job that
+    is split gets enough ranges that none holds more than
+    ``ZIPJOBS_FANOUT_RANGE_MAX_MB`` (so one range fits one attempt), up to
+    ``MAX_FANOUT_WORKERS`` (docs/resume.md, "How many ranges").
     """
     if settings.fanout_max_workers < 2 or length <= part_size:
         return 1
-    return workers_for(
+    parts = math.ceil(length / part_size)
+    usual = workers_for(
         length,
         part_size,
         max_workers=settings.fanout_max_workers,
         min_bytes_per_worker=settings.fanout_min_mb * MiB,
     )
+    if usual < 2:
+        return 1
+    # Whole parts per range under the ceiling: split_parts gives no range more
+    # than ceil(parts / n) parts, which is at most this when n >= parts / this.
+    per_range = max(1, settings.fanout_range_max_mb * MiB // part_size)
+    return min(max(usual, math.ceil(parts / per_range)), MAX_FANOUT_WORKERS, parts)
 
 
 async def split(
@@ -186,6 +208,29 @@ def range_progress(loaded: Loaded, fan: FanOut, k: int) -> RangeProgress:
     return RangeProgress(owned, (fan.bytes_done[k], fan.files_done[k]))
 
 
+async def range_checkpoints(
+    svc: JobService,
+    fan: FanOut,
+    k: int,
+    loaded: Loaded,
+    parts: tuple[int, int],
+    drop: frozenset[int],
+) -> RangeCheckpoints | None:
+    """Range ``k``'s own checkpoint, and the one to continue from if an earlier
+    attempt left a usable one (docs/resume.md, "A range resumes from its own
+    checkpoint"); None when job-level resume is off (ZIPJOBS_RESUME_JOBS=0)."""
+    if not svc.settings.resume_jobs:
+        return None
+    dest = loaded.job.destination
+    store = range_checkpoint_store(svc.s3, dest.bucket, range_checkpoint_key(dest.key, k))
+    first, last = parts
+    spec = RangeSpec(
+        loaded.layout, fan.part_size, first, last, drop, fan.fingerprint, fan.upload_id
+    )
+    prior = await usable_range_checkpoint(svc.s3, dest, store, spec)
+    return RangeCheckpoints(store, spec, loaded.job.options.checkpoint_interval_s, prior)
+
+
 async def build_one_range(
     svc: JobService,
     record: JobRecord,
@@ -201,6 +246,8 @@ async def build_one_range(
     job, layout = loaded.job, loaded.layout
     first, last = split_parts(math.ceil(fan.length / fan.part_size), fan.workers)[k]
     start = range_span(first, last, fan.part_size, fan.length)[0]
+    drop = frozenset(deferred_parts(layout, fan.part_size, first, last))
+    checkpoints = await range_checkpoints(svc, fan, k, loaded, (first, last), drop)
     shares = worker_shares(job.options, fan.part_size, 1)
     if shares.total > budget.capacity:
         raise BudgetTooSmallError(
@@ -212,11 +259,12 @@ async def build_one_range(
             first,
             last,
             blind_state(layout, start),
-            drop=frozenset(deferred_parts(layout, fan.part_size, first, last)),
+            drop=drop,
             lease=lease,
             shares=shares,
             read_concurrency=job.options.read_concurrency,
             on_step=progress.step,
+            checkpoints=checkpoints,
         )
     await save_result(svc.s3, job.destination, k, result)
     return await svc.store.range_done(record.job_id, fan.upload_id, k, progress.value)

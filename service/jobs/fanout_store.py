@@ -7,6 +7,9 @@ DynamoDB's 400 KB item limit; the record keeps only the bounded part
 
     <archive key>.zipjobs-plan        the plan every range builds from (JSON)
     <archive key>.zipjobs-range-<k>   range k's ``RangeResult`` (``engine.fanout.encode``)
+    <archive key>.zipjobs-range-<k>-checkpoint
+                                      range k's own checkpoint while it is built
+                                      (``engine.range_checkpoint``)
 
 The plan is written once by the job that splits, so no range re-plans (a
 HEAD that answered differently would give another layout); its fingerprint
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 PLAN_SUFFIX = ".zipjobs-plan"
 RANGE_SUFFIX = ".zipjobs-range-"
+CHECKPOINT_SUFFIX = "-checkpoint"
 FORMAT = 1
 
 
@@ -38,6 +42,10 @@ def plan_key(key: str) -> str:
 
 def range_key(key: str, k: int) -> str:
     return f"{key}{RANGE_SUFFIX}{k}"
+
+
+def range_checkpoint_key(key: str, k: int) -> str:
+    return f"{key}{RANGE_SUFFIX}{k}{CHECKPOINT_SUFFIX}"
 
 
 def encode_plan(plan: Plan, fingerprint: str) -> bytes:
@@ -109,7 +117,9 @@ async def load_result(s3: S3Client, dest: Destination, k: int) -> RangeResult:
 
 
 async def delete_fanout_objects(s3: S3Client, bucket: str, key: str, workers: int) -> None:
-    """The plan and every range result; DeleteObject of a missing key succeeds."""
+    """The plan, every range result and range checkpoint; DeleteObject of a
+    missing key succeeds."""
     await s3.delete_object(Bucket=bucket, Key=plan_key(key))
     for k in range(workers):
         await s3.delete_object(Bucket=bucket, Key=range_key(key, k))
+        await s3.delete_object(Bucket=bucket, Key=range_checkpoint_key(key, k))

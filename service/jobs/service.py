@@ -90,9 +90,17 @@ class JobService:
         settings = await with_api_token(settings, limits)
         async with AsyncExitStack() as stack:
             aws = settings.aws
-            s3 = await stack.enter_async_context(aws_client("s3", aws, limits=limits))
-            db = await stack.enter_async_context(aws_client("dynamodb", aws, limits=limits))
-            sqs = await stack.enter_async_context(aws_client("sqs", aws, limits=limits))
+            # One botocore session for the three: data files and credentials once.
+            session = aws.session()
+            s3 = await stack.enter_async_context(
+                aws_client("s3", aws, limits=limits, session=session)
+            )
+            db = await stack.enter_async_context(
+                aws_client("dynamodb", aws, limits=limits, session=session)
+            )
+            sqs = await stack.enter_async_context(
+                aws_client("sqs", aws, limits=limits, session=session)
+            )
             yield cls(settings, s3=s3, dynamodb=db, sqs=sqs)
 
     def now(self) -> dt.datetime:

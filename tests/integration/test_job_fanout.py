@@ -14,15 +14,19 @@ parts is split into 4 ranges.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import math
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from lambda_adapter import sqs_batch
 from lambda_adapter.sqs_batch import SAFETY_SECONDS, process_batch
 from service.engine import (
     Budget,
@@ -33,8 +37,11 @@ from service.engine import (
     ZipOptions,
     build_zip,
 )
+from service.engine.fanout import split_parts
+from service.engine.range_checkpoint import RangeCheckpoint, range_checkpoint_store
+from service.engine.range_checkpoint import decode as decode_range_checkpoint
 from service.jobs import Action, JobMessage, JobService, JobStatus, run_job_message
-from service.jobs.fanout_store import PLAN_SUFFIX, RANGE_SUFFIX
+from service.jobs.fanout_store import PLAN_SUFFIX, RANGE_SUFFIX, range_checkpoint_key
 from service.jobs.models import FanOut, JobRecord
 from service.jobs.sweeper import handle_dead_letter, sweep
 from service.jobs.validation import parse_job_request
@@ -82,7 +89,9 @@ async def new_job(svc: JobService, keys: list[str]) -> str:
     return record.job_id
 
 
-async def split_job(svc: JobService, docs: dict[str, bytes]) -> tuple[JobRecord, list[Any]]:
+async def split_job(
+    svc: JobService, docs: dict[str, bytes], workers: int = WORKERS
+) -> tuple[JobRecord, list[Any]]:
     """Store the job, run its message (the split), take the range messages off the queue."""
     await put_sources(svc, docs)
     job_id = await new_job(svc, list(docs))
@@ -90,13 +99,13 @@ async def split_job(svc: JobService, docs: dict[str, bytes]) -> tuple[JobRecord,
         svc, JobMessage(job_id, "m-job", 1), owner="splitter", budget=Budget(64 * MiB)
     )
     assert outcome.action is Action.DELETE, outcome
-    assert outcome.reason == f"split into {WORKERS} range messages", outcome
+    assert outcome.reason == f"split into {workers} range messages", outcome
     record = await svc.store.get(job_id)
     assert record is not None and record.status is JobStatus.RUNNING
-    assert record.fanout is not None and record.fanout.workers == WORKERS
-    messages = await take_messages(svc, WORKERS)
+    assert record.fanout is not None and record.fanout.workers == workers
+    messages = await take_messages(svc, workers)
     ranges = sorted(json.loads(m["Body"])["range"] for m in messages)
-    assert ranges == list(range(WORKERS))
+    assert ranges == list(range(workers))
     assert {json.loads(m["Body"])["jobId"] for m in messages} == {job_id}
     messages.sort(key=lambda m: json.loads(m["Body"])["range"])
     return record, messages
@@ -166,6 +175,26 @@ async def single_build(svc: JobService, docs: dict[str, bytes], tag: str) -> byt
     return await archive_bytes(svc, dest.bucket, dest.key)
 
 
+@contextlib.asynccontextmanager
+async def sampling_progress(svc: JobService, job_id: str, seen: list[int]) -> AsyncIterator[None]:
+    """Append the job's bytes done to ``seen`` every 50 ms while the block runs."""
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            current = await svc.store.get(job_id)
+            assert current is not None
+            seen.append(current.progress.bytes_done)
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield
+    finally:
+        stop.set()
+        await sampler
+
+
 async def test_a_big_job_fans_out_and_its_archive_equals_the_single_build(
     svc: JobService,
 ) -> None:
@@ -207,20 +236,9 @@ async def test_a_big_job_fans_out_and_its_archive_equals_the_single_build(
     assert after_dup.fanout.done == {1}
 
     seen: list[int] = []
-    stop = asyncio.Event()
-
-    async def sample() -> None:
-        while not stop.is_set():
-            current = await svc.store.get(record.job_id)
-            assert current is not None
-            seen.append(current.progress.bytes_done)
-            await asyncio.sleep(0.05)
-
-    sampler = asyncio.create_task(sample())
-    rest = [messages[3], messages[2], messages[0]]
-    failed = await asyncio.gather(*(deliver(svc, m) for m in rest))
-    stop.set()
-    await sampler
+    async with sampling_progress(svc, record.job_id, seen):
+        rest = [messages[3], messages[2], messages[0]]
+        failed = await asyncio.gather(*(deliver(svc, m) for m in rest))
     assert failed == [[], [], []]
 
     done = await svc.store.get(record.job_id)
@@ -535,3 +553,339 @@ async def test_racing_ranges_counted_by_add_to_a_number_set_have_one_last(
     again = await svc.store.range_done(job_id, "upload-1", 3, (3, 1))
     assert again == frozenset(range(n))
     assert await svc.store.range_done(job_id, "another-upload", 5, (0, 0)) is None
+
+
+# A range resumes from its own checkpoint (docs/resume.md, "A range resumes from
+# its own checkpoint"). ~69 MiB in 9 parts of 8 MiB, split into 2 ranges (one per
+# 40 MiB): range 0 is parts 1-5 (nothing deferred), range 1 parts 6-9, which
+# starts inside an entry's data, so part 6 (that entry's descriptor) and part 9
+# (the central directory, starting inside the last entry's data) are deferred.
+RESUME_SIZES = [
+    9 * MiB + 3, 20 * MiB + 17, 0, 5 * MiB - 11, 9 * MiB + 5, 777, 20 * MiB + 1, 6 * MiB - 3,
+]  # fmt: skip
+RANGES = {0: (1, 5), 1: (6, 9)}
+
+
+def resume_sources(tag: str) -> dict[str, bytes]:
+    rng = random.Random(tag)
+    return {f"{tag}/f{i:02d}.pdf": rng.randbytes(n) for i, n in enumerate(RESUME_SIZES)}
+
+
+@pytest.fixture(scope="module")
+async def rsvc(stack: Provisioned) -> AsyncIterator[JobService]:
+    """Two ranges per job, and a checkpoint after every part (not every 5 s)."""
+    settings = stack.settings(
+        ZIPJOBS_LEASE_SECONDS="15",
+        ZIPJOBS_FANOUT_MIN_MB="40",
+        ZIPJOBS_FANOUT_MAX_WORKERS="8",
+        ZIPJOBS_CHECKPOINT_SECONDS="0",
+    )
+    async with JobService.open(settings) as service:
+        yield service
+
+
+class S3Calls:
+    """The service client's UploadPart calls counted per part number, and a process
+    that stops or dies on cue: ``on_ack`` sees the part numbers S3 acknowledged so
+    far and ``on_put`` each PutObject; ``before_part`` may hold an UploadPart;
+    ``stall`` holds every later UploadPart (it is cancelled by the stop), ``dead``
+    fails every UploadPart and PutObject."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, svc: JobService) -> None:
+        self.counts: Counter[int] = Counter()
+        self.acked: set[int] = set()
+        self.stall = False
+        self.dead = False
+        self.on_ack: Callable[[set[int]], None] | None = None
+        self.on_put: Callable[[dict[str, Any]], None] | None = None
+        self.before_part: Callable[[int], Awaitable[None]] | None = None
+        upload_part, put_object = svc.s3.upload_part, svc.s3.put_object
+
+        async def counted_upload_part(**kw: Any) -> Any:
+            self.counts[kw["PartNumber"]] += 1
+            if self.before_part is not None:
+                await self.before_part(kw["PartNumber"])
+            if self.dead:
+                raise ConnectionError("the process died")
+            if self.stall:
+                await asyncio.Event().wait()
+            resp = await upload_part(**kw)
+            self.acked.add(kw["PartNumber"])
+            if self.on_ack is not None:
+                self.on_ack(self.acked)
+            return resp
+
+        async def watched_put_object(**kw: Any) -> Any:
+            if self.dead:
+                raise ConnectionError("the process died")
+            resp = await put_object(**kw)
+            if self.on_put is not None:
+                self.on_put(kw)
+            return resp
+
+        monkeypatch.setattr(svc.s3, "upload_part", counted_upload_part)
+        monkeypatch.setattr(svc.s3, "put_object", watched_put_object)
+
+    def revive(self) -> None:
+        self.stall = self.dead = False
+        self.on_ack = self.on_put = None
+        self.before_part = None
+
+
+class Deadline:
+    """The zipper's own deadline (``asyncio.timeout`` in ``lambda_adapter.sqs_batch``),
+    made to strike now when ``fire`` is called: the same cancellation the real
+    deadline delivers, at a chosen point instead of after a guessed delay."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._timeouts: list[asyncio.Timeout] = []
+        monkeypatch.setattr(sqs_batch, "asyncio", self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    def timeout(self, delay: float | None) -> asyncio.Timeout:
+        made = asyncio.timeout(delay)
+        self._timeouts.append(made)
+        return made
+
+    def fire(self) -> None:
+        """The running delivery's deadline is now (one ``timeout`` per delivery)."""
+        self._timeouts[-1].reschedule(asyncio.get_running_loop().time())
+
+
+async def range_checkpoint(svc: JobService, record: JobRecord, k: int) -> RangeCheckpoint | None:
+    key = range_checkpoint_key(record.dst_key, k)
+    return await range_checkpoint_store(svc.s3, record.dst_bucket, key).load()
+
+
+async def stop_range_at_deadline(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch, message: Any, need: set[int]
+) -> S3Calls:
+    """Deliver ``message``; once S3 has acknowledged the parts ``need``, no other
+    part goes up and the deadline strikes. The message comes back (out of time)."""
+    calls = S3Calls(monkeypatch, svc)
+    deadline = Deadline(monkeypatch)
+
+    def on_ack(acked: set[int]) -> None:
+        if need <= acked and not calls.stall:
+            calls.stall = True
+            deadline.fire()
+
+    calls.on_ack = on_ack
+    assert await deliver(svc, message) == [message["MessageId"]]
+    calls.revive()
+    return calls
+
+
+async def finish_and_check(
+    svc: JobService, record: JobRecord, messages: list[Any], docs: dict[str, bytes], tag: str
+) -> None:
+    """Deliver the ranges not yet built; READY, the single build's bytes, five readers,
+    nothing left beside the archive."""
+    current = await svc.store.get(record.job_id)
+    assert current is not None and current.fanout is not None
+    for k, m in enumerate(messages):
+        if k not in current.fanout.done:
+            assert await deliver(svc, m) == []
+    done = await svc.store.get(record.job_id)
+    assert done is not None and done.status is JobStatus.READY, done
+    data = await archive_bytes(svc, record.dst_bucket, record.dst_key)
+    assert data == await single_build(svc, docs, tag)
+    verify_archive_bytes(data, docs)
+    assert await leftovers(svc, record) == ([], [])
+
+
+@pytest.mark.parametrize(("k", "need"), [(0, {1, 2}), (1, {7})])
+async def test_a_range_out_of_time_resumes_from_its_own_checkpoint(
+    rsvc: JobService, monkeypatch: pytest.MonkeyPatch, k: int, need: set[int]
+) -> None:
+    """The Lambda deadline strikes in range ``k`` once S3 holds the parts ``need``: the
+    message comes back with a checkpoint naming them, and the redelivery uploads
+    none of them again (UploadPart calls counted per part number). Range 1 resumes
+    past its deferred part 6, between its uploaded parts 7 and 8. Every later part
+    is held, so the range cannot finish before the deadline. The archive equals a
+    single build, progress never falls."""
+    docs = resume_sources(f"rdeadline{k}")
+    record, messages = await split_job(rsvc, docs, workers=2)
+    assert record.fanout is not None
+    assert split_parts(math.ceil(record.fanout.length / record.fanout.part_size), 2) == [
+        RANGES[0],
+        RANGES[1],
+    ]
+    calls = await stop_range_at_deadline(rsvc, monkeypatch, messages[k], need)
+    between = await rsvc.store.get(record.job_id)
+    assert between is not None and between.status is JobStatus.RUNNING
+    assert between.fanout is not None and k not in between.fanout.done
+    cp = await range_checkpoint(rsvc, record, k)
+    assert cp is not None, "the stopped range left no checkpoint"
+    had = {p.number for p in cp.parts}
+    assert need <= had, (need, had)
+
+    seen: list[int] = [between.progress.bytes_done]
+    before = dict(calls.counts)
+    async with sampling_progress(rsvc, record.job_id, seen):
+        assert await deliver(rsvc, messages[k], receive_count=2) == []
+    assert seen == sorted(seen), "progress went backwards"
+    again = {n: calls.counts[n] - before.get(n, 0) for n in calls.counts}
+    assert all(again.get(n, 0) == 0 for n in had), f"re-uploaded {again}, checkpoint had {had}"
+    await finish_and_check(rsvc, record, messages, docs, f"rdeadline{k}")
+
+
+async def test_a_range_that_dies_resumes_from_its_last_saved_checkpoint(
+    rsvc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Range 0's process dies (every S3 call fails from then on, so no last
+    checkpoint is written) right after its checkpoint naming parts 1 and 2 was
+    saved (each part waits for the checkpoint of the one before, so which
+    checkpoint is the last saved does not depend on timing). The message comes
+    back; the redelivery continues from that checkpoint: parts 1 and 2 are not
+    uploaded again, 3 to 5 are uploaded once."""
+    docs = resume_sources("rcrash")
+    record, messages = await split_job(rsvc, docs, workers=2)
+    calls = S3Calls(monkeypatch, rsvc)
+    key = range_checkpoint_key(record.dst_key, 0)
+    saved_up_to = 0
+    saved = asyncio.Event()
+
+    def on_put(kw: dict[str, Any]) -> None:
+        nonlocal saved_up_to
+        if kw["Key"] == key:
+            parts = decode_range_checkpoint(kw["Body"]).parts
+            saved_up_to = max(p.number for p in parts)
+            calls.dead = len(parts) >= 2
+            saved.set()
+
+    async def after_the_last_checkpoint(number: int) -> None:
+        async with asyncio.timeout(30):  # no checkpoint at all: fail, do not hang
+            while saved_up_to < number - 1 and not calls.dead:
+                saved.clear()
+                await saved.wait()
+
+    calls.on_put = on_put
+    calls.before_part = after_the_last_checkpoint
+    assert await deliver(rsvc, messages[0]) == [messages[0]["MessageId"]]
+    calls.revive()
+    cp = await range_checkpoint(rsvc, record, 0)
+    assert cp is not None, "the range saved no checkpoint"
+    had = {p.number for p in cp.parts}
+    assert had == {1, 2}, had
+    before = dict(calls.counts)
+    assert await deliver(rsvc, messages[0], receive_count=2) == []
+    again = {n: calls.counts[n] - before.get(n, 0) for n in calls.counts}
+    assert {n: c for n, c in again.items() if c} == {3: 1, 4: 1, 5: 1}, again
+    await finish_and_check(rsvc, record, messages, docs, "rcrash")
+
+
+async def test_a_range_checkpoint_list_parts_does_not_confirm_is_ignored(
+    rsvc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After range 0 stopped with parts 1 and 2 checkpointed, part 2 of the upload is
+    overwritten with other bytes (another ETag). ListParts no longer confirms the
+    checkpoint, so the redelivery builds the range from its first part, and the
+    archive is still right."""
+    docs = resume_sources("rlistparts")
+    record, messages = await split_job(rsvc, docs, workers=2)
+    assert record.fanout is not None
+    calls = await stop_range_at_deadline(rsvc, monkeypatch, messages[0], {1, 2})
+    cp = await range_checkpoint(rsvc, record, 0)
+    assert cp is not None and {1, 2} <= {p.number for p in cp.parts}
+    await rsvc.s3.upload_part(
+        Bucket=record.dst_bucket,
+        Key=record.dst_key,
+        UploadId=record.fanout.upload_id,
+        PartNumber=2,
+        Body=random.Random(2).randbytes(record.fanout.part_size),
+        ChecksumAlgorithm="CRC32",
+    )
+    before = dict(calls.counts)
+    assert await deliver(rsvc, messages[0], receive_count=2) == []
+    again = {n: calls.counts[n] - before.get(n, 0) for n in calls.counts}
+    assert again == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, again
+    await finish_and_check(rsvc, record, messages, docs, "rlistparts")
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "failed"])
+async def test_a_job_that_ends_leaves_no_range_checkpoint(
+    rsvc: JobService, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """Range 0 stopped at the deadline keeps a checkpoint; the job then ends CANCELLED
+    (the cancel API) or FAILED (range 1's source changed): nothing is left beside
+    the archive key, the range checkpoint included."""
+    docs = resume_sources(f"rend-{ending}")
+    record, messages = await split_job(rsvc, docs, workers=2)
+    await stop_range_at_deadline(rsvc, monkeypatch, messages[0], {1, 2})
+    _, objects = await leftovers(rsvc, record)
+    assert range_checkpoint_key(record.dst_key, 0) in objects
+    if ending == "cancelled":
+        view = await rsvc.cancel_job(record.job_id)
+        assert view["status"] == "CANCELLED"
+    else:
+        last = list(docs)[-1]
+        await rsvc.s3.put_object(Bucket=rsvc.settings.default_bucket, Key=last, Body=b"changed")
+        assert await deliver(rsvc, messages[1]) == []
+        failed = await rsvc.store.get(record.job_id)
+        assert failed is not None and failed.status is JobStatus.FAILED
+    assert await leftovers(rsvc, record) == ([], [])
+    assert await deliver(rsvc, messages[0], receive_count=2) == []  # finds the job over
+    assert await leftovers(rsvc, record) == ([], [])
+
+
+async def test_a_range_on_a_worker_that_shuts_down_resumes_on_the_next_one(
+    rsvc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redeploy: the ``zipjobs worker`` building range 0 is stopped (0.2 s of grace)
+    once S3 holds its parts 1 and 2 (later parts held). It returns the range's
+    message with a checkpoint; the next worker takes the message (and range 1's)
+    and continues range 0 from that checkpoint: none of its parts is uploaded
+    again, and the job ends READY with the single build's bytes."""
+    settings = dataclasses.replace(rsvc.settings, sweep_interval_seconds=0)
+    service = JobService(settings, s3=rsvc.s3, dynamodb=rsvc.dynamodb, sqs=rsvc.sqs)
+    docs = resume_sources("rdeploy")
+    record, _ = await split_job(rsvc, docs, workers=2)
+    calls = S3Calls(monkeypatch, rsvc)
+    reached = asyncio.Event()
+
+    def on_ack(acked: set[int]) -> None:
+        if {1, 2} <= acked and not calls.stall:
+            calls.stall = True
+            reached.set()
+
+    calls.on_ack = on_ack
+    await service.send(record.job_id, 0)
+    first = Worker(service, poll_seconds=1, grace_seconds=0.2, owner="deploy-0")
+    running = asyncio.create_task(first.run())
+    async with asyncio.timeout(60):
+        await reached.wait()
+    first.stop()
+    await running
+    calls.revive()
+    cp = await range_checkpoint(rsvc, record, 0)
+    assert cp is not None, "the stopped range left no checkpoint"
+    had = {p.number for p in cp.parts}
+    assert {1, 2} <= had, had
+    before = dict(calls.counts)
+
+    await service.send(record.job_id, 1)
+    second = Worker(
+        service, concurrency=2, budget=Budget(256 * MiB), poll_seconds=1, owner="deploy-1"
+    )
+    running = asyncio.create_task(second.run())
+    try:
+        async with asyncio.timeout(120):
+            while True:
+                current = await rsvc.store.get(record.job_id)
+                assert current is not None
+                if current.status.final:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        second.stop()
+        await running
+    assert current.status is JobStatus.READY, current
+    again = {n: calls.counts[n] - before.get(n, 0) for n in calls.counts}
+    assert all(again.get(n, 0) == 0 for n in had), f"re-uploaded {again}, checkpoint had {had}"
+    data = await archive_bytes(rsvc, record.dst_bucket, record.dst_key)
+    assert data == await single_build(rsvc, docs, "rdeploy")
+    verify_archive_bytes(data, docs)
+    assert await leftovers(rsvc, record) == ([], [])

@@ -252,3 +252,34 @@ async def test_at_most_limit_connections_at_once(serve) -> None:  # type: ignore
     scripted, pool, origin = await serve(ok)
     await asyncio.gather(*(read_body(pool, origin, len(DATA)) for _ in range(12)))
     assert pool.opened <= 4 and scripted.connections <= 4
+
+
+async def test_a_stalled_body_is_a_read_timeout_but_a_slow_steady_one_is_not(serve) -> None:  # type: ignore[no-untyped-def]
+    """The read timeout is per wait (no byte for that long), kept by one timer per
+    connection: a body that trickles in over several timeouts' worth of time, each
+    gap shorter than the timeout, must arrive whole (the timer armed by the first
+    wait re-arms for later ones instead of firing), and a body that stops must fail."""
+    piece = len(DATA) // 6
+
+    async def trickle(n: int, head: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(answer(206, b"", Content_Length=str(len(DATA)), ETag='"e"'))
+        for start in range(0, len(DATA), piece):
+            await w.drain()
+            if n == 2 and start >= 2 * piece:
+                await asyncio.sleep(2)  # stalls for longer than the timeout
+                return False
+            await asyncio.sleep(0.15)  # each gap half the timeout; 0.9 s in all
+            w.write(DATA[start : start + piece])
+        await w.drain()
+        return True
+
+    _, pool, origin = await serve(trickle, 0.3)
+    assert await read_body(pool, origin, len(DATA)) == DATA
+    resp = await pool.get(origin, "/b/k", {"host": "h"})
+    buf = memoryview(bytearray(len(DATA)))
+    got = 0
+    with pytest.raises(ReadTimeout):
+        while True:
+            got += await resp.readinto(buf[got:])
+    assert bytes(buf[:got]) == DATA[:got] and got == 2 * piece
+    resp.close()

@@ -13,6 +13,7 @@ import calendar
 import datetime as dt
 import socket
 import ssl
+import time
 from typing import Any
 from unittest import mock
 from urllib.parse import quote, urlsplit
@@ -271,3 +272,11 @@ def test_transport_errors_become_the_botocore_errors_aiobotocore_raises(
     err: BaseException, expected: type[Exception]
 ) -> None:
     assert type(botocore_error(err, "http://x/b/k")) is expected
+
+
+def test_amz_date_is_the_utc_second_whatever_order_the_times_come_in() -> None:
+    """The stamp is cached per second: crossing a second (forwards or back) must
+    give that second's stamp, never the one before."""
+    base = calendar.timegm(WHEN.timetuple())
+    for now in (base, base + 0.999, base + 1, base + 1.5, base - 1, base + 86_400, base):
+        assert amz_date(now) == time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(int(now)))
